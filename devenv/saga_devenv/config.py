@@ -1,0 +1,102 @@
+"""Where the local platform keeps its files and which loopback ports it uses.
+
+Every value can be overridden from the environment (``CHECKOUT_SAGA_*``) so two
+checkouts, or a developer's instance and a CI run, can live side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _versions() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in (REPO_ROOT / "devenv" / "gotools" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"CHECKOUT_SAGA_{name}_PORT", default))
+
+
+@dataclass(frozen=True)
+class DevConfig:
+    """Paths, pinned versions and ports of one local platform instance."""
+
+    cache_dir: Path
+    run_dir: Path
+    kube_version: str
+    etcd_version: str
+    nats_version: str
+    helm_version: str
+    etcd_port: int
+    etcd_peer_port: int
+    apiserver_port: int
+    postgres_port: int
+    redis_port: int
+    nats_port: int
+    nats_monitor_port: int
+
+    @classmethod
+    def from_env(cls) -> DevConfig:
+        versions = _versions()
+        cache = Path(
+            os.environ.get(
+                "CHECKOUT_SAGA_CACHE",
+                Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "checkout-saga",
+            )
+        )
+        run_dir = Path(os.environ.get("CHECKOUT_SAGA_RUN_DIR", REPO_ROOT / ".run"))
+        return cls(
+            cache_dir=cache,
+            run_dir=run_dir,
+            kube_version=versions["KUBE_VERSION"],
+            etcd_version=versions["ETCD_VERSION"],
+            nats_version=versions["NATS_SERVER_VERSION"],
+            helm_version=versions["HELM_VERSION"],
+            etcd_port=_port("ETCD", 23790),
+            etcd_peer_port=_port("ETCD_PEER", 23800),
+            apiserver_port=_port("APISERVER", 16443),
+            postgres_port=_port("POSTGRES", 15432),
+            redis_port=_port("REDIS", 16379),
+            nats_port=_port("NATS", 14222),
+            nats_monitor_port=_port("NATS_MONITOR", 18222),
+        )
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.cache_dir / "bin"
+
+    def binary(self, name: str) -> Path:
+        version = {
+            "kube-apiserver": self.kube_version,
+            "kubectl": self.kube_version,
+            "etcd": self.etcd_version,
+            "nats-server": self.nats_version,
+            "helm": self.helm_version,
+        }[name]
+        return self.bin_dir / f"{name}-{version}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.run_dir / "kubeconfig"
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"

@@ -1,0 +1,256 @@
+"""Postgres, Redis and NATS JetStream on loopback, with data under the run folder.
+
+Postgres and Redis come from Debian's packages (installed by scripts/bootstrap.sh),
+NATS from the Go module proxy (scripts/build-binaries.sh). Each is started
+directly as a foreground process we supervise through its pidfile, never as a
+system service, so nothing outside the run folder is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from .config import DevConfig
+from .process import Daemon, DaemonError
+
+POSTGRES_USER = "saga"
+POSTGRES_DB = "checkout"
+
+
+def _postgres_bindir() -> Path:
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name),
+    )
+    if not versions:
+        raise DaemonError("PostgreSQL is not installed: run scripts/bootstrap.sh")
+    return versions[-1].parent
+
+
+def _postgres_os_user() -> str | None:
+    """Postgres refuses to run as root; as root we run it as the `postgres` user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise DaemonError("running as root needs the `postgres` OS user (Debian package)") from exc
+    return "postgres"
+
+
+def postgres_password(cfg: DevConfig) -> str:
+    return (cfg.run_dir / "postgres" / "password").read_text().strip()
+
+
+def postgres_dsn(cfg: DevConfig, database: str = POSTGRES_DB) -> str:
+    return (
+        f"postgresql://{POSTGRES_USER}:{postgres_password(cfg)}"
+        f"@127.0.0.1:{cfg.postgres_port}/{database}"
+    )
+
+
+def _chown_for(path: Path, user: str | None) -> None:
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        for p in [path, *path.rglob("*")]:
+            os.chown(p, entry.pw_uid, entry.pw_gid)
+
+
+def _init_postgres(cfg: DevConfig, user: str | None) -> Path:
+    root = cfg.run_dir / "postgres"
+    data = root / "data"
+    if (data / "PG_VERSION").exists():
+        return data
+    root.mkdir(parents=True, exist_ok=True)
+    password_file = root / "password"
+    if not password_file.exists():
+        password_file.write_text(secrets.token_urlsafe(24) + "\n")
+        password_file.chmod(0o600)
+    (root / "sock").mkdir(exist_ok=True)
+    pwfile = root / "initdb.pw"
+    pwfile.write_text(postgres_password(cfg) + "\n")
+    _chown_for(root, user)
+    if user is not None:  # the postgres user must be able to reach the run folder
+        for parent in [cfg.run_dir, *cfg.run_dir.parents]:
+            if parent.stat().st_mode & 0o001 == 0:
+                raise DaemonError(f"{parent} is not traversable by the postgres user")
+    try:
+        subprocess.run(
+            [
+                str(_postgres_bindir() / "initdb"),
+                f"--pgdata={data}",
+                f"--username={POSTGRES_USER}",
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            user=user,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise DaemonError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from exc
+    finally:
+        pwfile.unlink(missing_ok=True)
+    return data
+
+
+def _postgres_accepts(cfg: DevConfig) -> bool:
+    result = subprocess.run(
+        [
+            str(_postgres_bindir() / "pg_isready"),
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(cfg.postgres_port),
+        ],
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def postgres_daemon(cfg: DevConfig) -> Daemon:
+    user = _postgres_os_user()
+    data = cfg.run_dir / "postgres" / "data"
+    return Daemon(
+        name="postgres",
+        argv=[
+            str(_postgres_bindir() / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(cfg.postgres_port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={cfg.run_dir / 'postgres' / 'sock'}",
+            "-c",
+            "max_connections=300",
+        ],
+        run_dir=cfg.run_dir,
+        port=cfg.postgres_port,
+        healthy=lambda: _postgres_accepts(cfg),
+        user=user,
+    )
+
+
+def _ensure_database(cfg: DevConfig) -> None:
+    env = {**os.environ, "PGPASSWORD": postgres_password(cfg)}
+    base = [
+        str(_postgres_bindir().parent / "bin" / "psql"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(cfg.postgres_port),
+        "-U",
+        POSTGRES_USER,
+        "-d",
+        "postgres",
+        "-tAc",
+    ]
+    exists = subprocess.run(
+        [*base, f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DB}'"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    if exists.stdout.strip() != "1":
+        subprocess.run(
+            [*base, f"CREATE DATABASE {POSTGRES_DB}"], env=env, check=True, capture_output=True
+        )
+
+
+def _redis_ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+
+
+def redis_daemon(cfg: DevConfig) -> Daemon:
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    data = cfg.run_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    return Daemon(
+        name="redis",
+        argv=[
+            server,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(cfg.redis_port),
+            "--dir",
+            str(data),
+            # arq keeps its queue here: an append-only file survives a restart.
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ],
+        run_dir=cfg.run_dir,
+        port=cfg.redis_port,
+        healthy=lambda: _redis_ping(cfg.redis_port),
+    )
+
+
+def _nats_jetstream_healthy(cfg: DevConfig) -> bool:
+    url = f"http://127.0.0.1:{cfg.nats_monitor_port}/jsz"
+    with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310
+        return bool(json.loads(resp.read()).get("config"))
+
+
+def nats_daemon(cfg: DevConfig) -> Daemon:
+    return Daemon(
+        name="nats",
+        argv=[
+            str(cfg.binary("nats-server")),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(cfg.nats_port),
+            "--http_port",
+            str(cfg.nats_monitor_port),
+            "--jetstream",
+            "--store_dir",
+            str(cfg.run_dir / "nats"),
+            "--server_name",
+            "checkout-saga-dev",
+        ],
+        run_dir=cfg.run_dir,
+        port=cfg.nats_port,
+        healthy=lambda: _nats_jetstream_healthy(cfg),
+    )
+
+
+def daemons(cfg: DevConfig) -> list[Daemon]:
+    return [postgres_daemon(cfg), redis_daemon(cfg), nats_daemon(cfg)]
+
+
+def start(cfg: DevConfig) -> list[str]:
+    """Start (or reuse) Postgres, Redis and NATS; return the names started now."""
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    if shutil.which("redis-server") is None:
+        raise DaemonError("redis-server is not installed: run scripts/bootstrap.sh")
+    if not cfg.binary("nats-server").exists():
+        raise DaemonError(f"{cfg.binary('nats-server')} missing: run scripts/build-binaries.sh")
+    _init_postgres(cfg, _postgres_os_user())
+    started = [d.name for d in daemons(cfg) if d.ensure()]
+    _ensure_database(cfg)
+    return started
+
+
+def stop(cfg: DevConfig) -> list[str]:
+    return [d.name for d in reversed(daemons(cfg)) if d.stop()]

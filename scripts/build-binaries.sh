@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds the Go-based development binaries from the Go module proxy, once per
+# version: kube-apiserver + kubectl (k8s.io/kubernetes), etcd, nats-server, helm.
+# Results are cached in ${CHECKOUT_SAGA_CACHE:-~/.cache/checkout-saga}/bin keyed by
+# version, so only the first run on a machine builds anything.
+#
+# usage: scripts/build-binaries.sh [kube|etcd|nats|helm ...]   (default: all)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../devenv/gotools/versions.env
+source "$ROOT/devenv/gotools/versions.env"
+CACHE="${CHECKOUT_SAGA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/checkout-saga}"
+BIN="$CACHE/bin"
+WORK="$CACHE/build"
+mkdir -p "$BIN" "$WORK"
+export CGO_ENABLED=0 GOFLAGS="-buildvcs=false" GOTOOLCHAIN=local
+
+# One build at a time per cache (a test run and `scripts/up` may start together).
+exec 9>"$CACHE/build.lock"
+flock 9
+
+log() { printf '[build-binaries] %s\n' "$*" >&2; }
+
+have() { [[ -x "$BIN/$1" ]]; }
+
+# Prepare a fresh module directory with the committed sources of devenv/gotools/$1.
+prepare_module() {
+  local name="$1" modpath="$2"; local dir="$WORK/$name"
+  rm -rf "$dir"; mkdir -p "$dir"
+  cp "$ROOT/devenv/gotools/$name"/*.go "$dir/"
+  (cd "$dir" && go mod init "$modpath" >/dev/null 2>&1)
+  echo "$dir"
+}
+
+build_kube() {
+  local v="$KUBE_VERSION"
+  if have "kube-apiserver-$v" && have "kubectl-$v"; then return; fi
+  log "building kube-apiserver and kubectl $v (first run only; ~5-10 min on 2 cores)"
+  local dir; dir="$(prepare_module kube checkout-saga.dev/gotools/kube)"
+  local info; info="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$v")"
+  local gomod; gomod="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])' <<<"$info")"
+  local commit; commit="$(python3 -c 'import json,sys; print(json.load(sys.stdin).get("Origin",{}).get("Hash",""))' <<<"$info")"
+  # Upstream's go.mod replaces every staging module with ./staging/src/k8s.io/X; as a
+  # dependency those replaces are ignored, so pin each to its published v0.MINOR.PATCH.
+  local staging="v0.${v#v1.}"
+  {
+    printf 'require k8s.io/kubernetes %s\n\nreplace (\n' "$v"
+    grep -E '=> \./staging/src/' "$gomod" | awk -v s="$staging" '{print "\t" $1 " => " $1 " " s}'
+    printf ')\n'
+  } >>"$dir/go.mod"
+  (cd "$dir" && go mod tidy >/dev/null)
+  local major="${v#v}"; major="${major%%.*}"
+  local minor="${v#v*.}"; minor="${minor%%.*}"
+  local date; date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  local ld="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ld+=" -X $pkg.gitCommit=$commit -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  (cd "$dir" && go build -trimpath -ldflags "$ld" -o "$dir/out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+  mv "$dir/out/kube-apiserver" "$BIN/kube-apiserver-$v"
+  mv "$dir/out/kubectl" "$BIN/kubectl-$v"
+}
+
+build_etcd() {
+  local v="$ETCD_VERSION"
+  have "etcd-$v" && return
+  log "building etcd $v (first run only)"
+  local dir; dir="$(prepare_module etcd checkout-saga.dev/gotools/etcd)"
+  (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$v" >/dev/null 2>&1 && go mod tidy >/dev/null)
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/etcd-$v" .)
+}
+
+build_simple() {  # name module cmd-package version
+  local name="$1" module="$2" pkg="$3" v="$4"
+  have "$name-$v" && return
+  log "building $name $v (first run only)"
+  local dir; dir="$(prepare_module "$name" "checkout-saga.dev/gotools/$name")"
+  (cd "$dir" && go get "$module@$v" >/dev/null 2>&1 && go mod tidy >/dev/null)
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/$name-$v" "$pkg")
+}
+
+targets=("$@"); [[ ${#targets[@]} -eq 0 ]] && targets=(kube etcd nats helm)
+for t in "${targets[@]}"; do
+  case "$t" in
+    kube) build_kube ;;
+    etcd) build_etcd ;;
+    nats) build_simple nats-server github.com/nats-io/nats-server/v2 github.com/nats-io/nats-server/v2 "$NATS_SERVER_VERSION" ;;
+    helm) build_simple helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
+    *) log "unknown target $t"; exit 2 ;;
+  esac
+done
+log "binaries ready in $BIN"
