@@ -72,13 +72,13 @@ build_etcd() {
   (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/etcd-$v" .)
 }
 
-build_simple() {  # name module cmd-package version
-  local name="$1" module="$2" pkg="$3" v="$4"
+build_simple() {  # name module cmd-package version [extra ldflags]
+  local name="$1" module="$2" pkg="$3" v="$4" extra="${5:-}"
   have "$name-$v" && return
   log "building $name $v (first run only)"
   local dir; dir="$(prepare_module "$name" "checkout-saga.dev/gotools/$name")"
   (cd "$dir" && go get "$module@$v" >/dev/null 2>&1 && go mod tidy >/dev/null)
-  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/$name-$v" "$pkg")
+  (cd "$dir" && go build -trimpath -ldflags "-s -w $extra" -o "$BIN/$name-$v" "$pkg")
 }
 
 targets=("$@"); [[ ${#targets[@]} -eq 0 ]] && targets=(kube etcd nats helm)
@@ -87,7 +87,8 @@ for t in "${targets[@]}"; do
     kube) build_kube ;;
     etcd) build_etcd ;;
     nats) build_simple nats-server github.com/nats-io/nats-server/v2 github.com/nats-io/nats-server/v2 "$NATS_SERVER_VERSION" ;;
-    helm) build_simple helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
+    helm) build_simple helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
+            "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
     *) log "unknown target $t"; exit 2 ;;
   esac
 done

@@ -1,10 +1,11 @@
-"""``saga-devenv up|down|status|env``: the local platform from one command."""
+"""``saga-devenv up|down|status|env|clean``: the local platform from one command."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -89,7 +90,7 @@ def status(cfg: DevConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="saga-devenv", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "clean"])
     args = parser.parse_args(argv)
     cfg = DevConfig.from_env()
     try:
@@ -98,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stopped = servers.stop(cfg) + controlplane.stop(cfg)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        elif args.command == "clean":
+            servers.stop(cfg)
+            controlplane.stop(cfg)
+            for folder in (servers.postgres_root(cfg), cfg.run_dir):
+                shutil.rmtree(folder, ignore_errors=True)
+            print(f"stopped everything and removed {cfg.run_dir}")
         elif args.command == "status":
             return status(cfg)
         else:

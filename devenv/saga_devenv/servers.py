@@ -8,6 +8,7 @@ system service, so nothing outside the run folder is touched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -46,8 +47,24 @@ def _postgres_os_user() -> str | None:
     return "postgres"
 
 
+def postgres_root(cfg: DevConfig) -> Path:
+    """Postgres' folder: in the run folder, unless the `postgres` user can't reach it.
+
+    As root, Postgres runs as the `postgres` user, which cannot enter a checkout
+    under a private home folder (e.g. /root); then its data lives under /var/tmp,
+    in a folder named after the run folder so checkouts never share one.
+    """
+    inside = cfg.run_dir / "postgres"
+    if _postgres_os_user() is None or all(
+        p.stat().st_mode & 0o001 for p in [cfg.run_dir, *cfg.run_dir.parents] if p.exists()
+    ):
+        return inside
+    digest = hashlib.sha256(str(cfg.run_dir.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"checkout-saga-postgres-{digest}"  # noqa: S108
+
+
 def postgres_password(cfg: DevConfig) -> str:
-    return (cfg.run_dir / "postgres" / "password").read_text().strip()
+    return (postgres_root(cfg) / "password").read_text().strip()
 
 
 def postgres_dsn(cfg: DevConfig, database: str = POSTGRES_DB) -> str:
@@ -65,7 +82,7 @@ def _chown_for(path: Path, user: str | None) -> None:
 
 
 def _init_postgres(cfg: DevConfig, user: str | None) -> Path:
-    root = cfg.run_dir / "postgres"
+    root = postgres_root(cfg)
     data = root / "data"
     if (data / "PG_VERSION").exists():
         return data
@@ -78,10 +95,6 @@ def _init_postgres(cfg: DevConfig, user: str | None) -> Path:
     pwfile = root / "initdb.pw"
     pwfile.write_text(postgres_password(cfg) + "\n")
     _chown_for(root, user)
-    if user is not None:  # the postgres user must be able to reach the run folder
-        for parent in [cfg.run_dir, *cfg.run_dir.parents]:
-            if parent.stat().st_mode & 0o001 == 0:
-                raise DaemonError(f"{parent} is not traversable by the postgres user")
     try:
         subprocess.run(
             [
@@ -122,7 +135,7 @@ def _postgres_accepts(cfg: DevConfig) -> bool:
 
 def postgres_daemon(cfg: DevConfig) -> Daemon:
     user = _postgres_os_user()
-    data = cfg.run_dir / "postgres" / "data"
+    data = postgres_root(cfg) / "data"
     return Daemon(
         name="postgres",
         argv=[
@@ -134,7 +147,7 @@ def postgres_daemon(cfg: DevConfig) -> Daemon:
             "-c",
             "listen_addresses=127.0.0.1",
             "-c",
-            f"unix_socket_directories={cfg.run_dir / 'postgres' / 'sock'}",
+            f"unix_socket_directories={postgres_root(cfg) / 'sock'}",
             "-c",
             "max_connections=300",
         ],
@@ -160,7 +173,7 @@ def _ensure_database(cfg: DevConfig) -> None:
         "-tAc",
     ]
     exists = subprocess.run(
-        [*base, f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DB}'"],
+        [*base, f"SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DB}'"],  # noqa: S608 (a constant)
         env=env,
         check=True,
         capture_output=True,
@@ -208,7 +221,7 @@ def redis_daemon(cfg: DevConfig) -> Daemon:
 
 def _nats_jetstream_healthy(cfg: DevConfig) -> bool:
     url = f"http://127.0.0.1:{cfg.nats_monitor_port}/jsz"
-    with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310
+    with urllib.request.urlopen(url, timeout=1.0) as resp:
         return bool(json.loads(resp.read()).get("config"))
 
 

@@ -1,0 +1,91 @@
+"""Shared fixtures: the local platform, once per run, and a namespace per test.
+
+Tests under ``tests/unit`` are marked ``unit`` and need no server; tests under
+``tests/integration`` are marked ``integration`` and get the real control plane
+and servers, started (or reused when already healthy) the first time a test asks
+for them. What this run started is stopped at the end, unless
+``CHECKOUT_SAGA_KEEP_RUNNING=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from saga_devenv import controlplane, servers
+from saga_devenv.cli import apply_crds
+from saga_devenv.config import DevConfig
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "unit" in parts:
+            item.add_marker(pytest.mark.unit)
+        elif "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class Platform:
+    """The running local platform as tests see it."""
+
+    cfg: DevConfig
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cfg.kubeconfig
+
+    @property
+    def postgres_dsn(self) -> str:
+        return servers.postgres_dsn(self.cfg)
+
+    def kubectl(
+        self, *args: str, namespace: str | None = None, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.cfg.binary("kubectl")), f"--kubeconfig={self.kubeconfig}"]
+        if namespace:
+            argv.append(f"--namespace={namespace}")
+        result = subprocess.run(
+            [*argv, *args], input=stdin, capture_output=True, text=True, check=False, timeout=60
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[Platform]:
+    cfg = DevConfig.from_env()
+    started = controlplane.start(cfg) + servers.start(cfg)
+    apply_crds(cfg)
+    yield Platform(cfg)
+    if os.environ.get("CHECKOUT_SAGA_KEEP_RUNNING") != "1":
+        for daemon in reversed(controlplane.daemons(cfg) + servers.daemons(cfg)):
+            if daemon.name in started:
+                daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_client(platform: Platform) -> client.ApiClient:
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(platform.kubeconfig)
+    )
+    return api
+
+
+@pytest.fixture
+def namespace(platform: Platform, kube_client: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test (left Terminating: there is no namespace controller)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(kube_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)

@@ -1,0 +1,214 @@
+"""The Checkout CRD on the real apiserver: kubectl use, printer columns, validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import Platform
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def checkout(name: str = "order-1", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "userId": "42",
+        "items": [{"productId": "p-1", "unitPrice": 10000, "quantity": 2}],
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "checkout.saga.dev/v1alpha1",
+        "kind": "Checkout",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def apply(platform: Platform, namespace: str, obj: dict[str, Any], check: bool = True) -> Any:
+    return platform.kubectl(
+        "apply", "-f", "-", namespace=namespace, stdin=json.dumps(obj), check=check
+    )
+
+
+def test_example_applies_and_lists_with_printer_columns(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", str(REPO / "examples" / "checkout.yaml"), namespace=namespace)
+    # The status subresource: status is written apart from spec, as the operator will.
+    platform.kubectl(
+        "patch",
+        "checkout",
+        "order-example-0001",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "status": {
+                    "phase": "AwaitingPayment",
+                    "amounts": {"total": 20000},
+                    "expiresAt": "2030-01-01T00:00:00Z",
+                }
+            }
+        ),
+        namespace=namespace,
+    )
+    out = platform.kubectl("get", "checkouts", namespace=namespace).stdout
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "TOTAL", "USER", "EXPIRES", "AGE"]
+    assert row.split()[:4] == ["order-example-0001", "AwaitingPayment", "20000", "42"]
+    # Short name and category reach the same objects.
+    assert "order-example-0001" in platform.kubectl("get", "co", namespace=namespace).stdout
+    assert "order-example-0001" in platform.kubectl("get", "saga", namespace=namespace).stdout
+
+
+def test_defaults_are_applied(platform: Platform, namespace: str) -> None:
+    apply(platform, namespace, checkout())
+    got = json.loads(
+        platform.kubectl("get", "co", "order-1", "-o", "json", namespace=namespace).stdout
+    )
+    assert got["spec"]["paymentTTLSeconds"] == 900
+    assert got["spec"]["currency"] == "IDR"
+
+
+def test_status_subresource_ignores_spec_and_main_resource_ignores_status(
+    platform: Platform, namespace: str
+) -> None:
+    apply(platform, namespace, checkout())
+    platform.kubectl(
+        "patch",
+        "co",
+        "order-1",
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Settled"}}',
+        namespace=namespace,
+    )
+    got = json.loads(
+        platform.kubectl("get", "co", "order-1", "-o", "json", namespace=namespace).stdout
+    )
+    assert "status" not in got or got["status"].get("phase") != "Settled"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            {"items": []},
+            "spec.items: Invalid value: 0: spec.items in body should have at least 1 items",
+        ),
+        (
+            {"items": [{"productId": "p", "unitPrice": 1, "quantity": 0}]},
+            "spec.items[0].quantity: Invalid value: 0",
+        ),
+        (
+            {"items": [{"productId": "p", "unitPrice": -5, "quantity": 1}]},
+            "spec.items[0].unitPrice: Invalid value: -5",
+        ),
+        (
+            {
+                "items": [
+                    {"productId": "p", "unitPrice": 1, "quantity": 1},
+                    {"productId": "p", "unitPrice": 1, "quantity": 3},
+                ]
+            },
+            'spec.items[1]: Duplicate value: {"productId":"p"}',
+        ),
+        ({"items": [{"productId": "p", "quantity": 1}]}, "spec.items[0].unitPrice: Required value"),
+        ({"userId": ""}, "spec.userId: Invalid value"),
+        ({"currency": "USD"}, 'spec.currency: Unsupported value: "USD"'),
+        ({"paymentTTLSeconds": 0}, "spec.paymentTTLSeconds: Invalid value: 0"),
+    ],
+    ids=[
+        "empty-items",
+        "quantity-0",
+        "negative-price",
+        "duplicate-product",
+        "missing-price",
+        "empty-user",
+        "currency",
+        "ttl-0",
+    ],
+)
+def test_invalid_checkouts_are_refused_naming_the_field(
+    platform: Platform, namespace: str, spec: dict[str, Any], expected: str
+) -> None:
+    result = apply(platform, namespace, checkout(**spec), check=False)
+    assert result.returncode != 0
+    assert 'The Checkout "order-1" is invalid' in result.stderr
+    assert expected in result.stderr
+    assert platform.kubectl("get", "co", namespace=namespace).stdout == ""
+
+
+def test_name_longer_than_a_midtrans_order_id_is_refused(
+    platform: Platform, namespace: str
+) -> None:
+    result = apply(platform, namespace, checkout(name="o" * 51), check=False)
+    assert result.returncode != 0
+    assert "metadata.name: must be at most 50 characters" in result.stderr
+
+
+def test_spec_is_immutable_except_the_cancel_request(platform: Platform, namespace: str) -> None:
+    apply(platform, namespace, checkout())
+    changed = platform.kubectl(
+        "patch",
+        "co",
+        "order-1",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"items": [{"productId": "p-1", "unitPrice": 1, "quantity": 2}]}}),
+        namespace=namespace,
+        check=False,
+    )
+    assert changed.returncode != 0
+    assert (
+        "spec is immutable after creation; only spec.cancelRequested may change" in changed.stderr
+    )
+
+    voucher = platform.kubectl(
+        "patch",
+        "co",
+        "order-1",
+        "--type=merge",
+        "-p",
+        '{"spec": {"voucher": "FREE"}}',
+        namespace=namespace,
+        check=False,
+    )
+    assert voucher.returncode != 0 and "spec is immutable" in voucher.stderr
+
+    platform.kubectl(
+        "patch",
+        "co",
+        "order-1",
+        "--type=merge",
+        "-p",
+        '{"spec": {"cancelRequested": true}}',
+        namespace=namespace,
+    )
+    withdrawn = platform.kubectl(
+        "patch",
+        "co",
+        "order-1",
+        "--type=merge",
+        "-p",
+        '{"spec": {"cancelRequested": false}}',
+        namespace=namespace,
+        check=False,
+    )
+    assert withdrawn.returncode != 0
+    assert "spec.cancelRequested: Invalid value" in withdrawn.stderr
+    assert "cannot be withdrawn once set" in withdrawn.stderr
+
+
+def test_crd_file_is_a_single_structural_crd() -> None:
+    docs = list(yaml.safe_load_all((REPO / "crds" / "checkout.yaml").read_text()))
+    assert len(docs) == 1
+    names = docs[0]["spec"]["names"]
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        "Checkout",
+        ["co"],
+        ["saga"],
+    )

@@ -1,0 +1,76 @@
+"""Daemon supervision on real processes: start, reuse, port conflicts, stop."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from saga_devenv.process import Daemon, DaemonError, pid_alive, port_open
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_daemon(tmp_path: Path, port: int, name: str = "web") -> Daemon:
+    return Daemon(
+        name=name,
+        argv=[sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        run_dir=tmp_path,
+        port=port,
+        healthy=lambda: port_open(port),
+        start_timeout=10,
+    )
+
+
+def test_start_reuse_and_stop(tmp_path: Path) -> None:
+    port = free_port()
+    daemon = http_daemon(tmp_path, port)
+    assert daemon.ensure() is True
+    pid = daemon.pid()
+    assert pid is not None and pid_alive(pid)
+    assert daemon.ensure() is False, "a healthy instance must be reused"
+    assert daemon.pid() == pid
+    assert daemon.stop() is True
+    assert not pid_alive(pid)
+    assert not port_open(port)
+    assert daemon.stop() is False
+
+
+def test_a_port_held_by_a_foreign_process_is_reported(tmp_path: Path) -> None:
+    port = free_port()
+    owner = http_daemon(tmp_path / "other", port)
+    owner.ensure()
+    try:
+        with pytest.raises(DaemonError, match="did not start"):
+            http_daemon(tmp_path / "mine", port).ensure()
+    finally:
+        owner.stop()
+
+
+def test_a_server_that_never_gets_healthy_is_stopped_and_its_log_shown(tmp_path: Path) -> None:
+    daemon = Daemon(
+        name="broken",
+        argv=[sys.executable, "-c", "import time; print('boom'); time.sleep(30)"],
+        run_dir=tmp_path,
+        port=free_port(),
+        healthy=lambda: False,
+        start_timeout=1,
+    )
+    with pytest.raises(DaemonError, match="did not become healthy") as err:
+        daemon.ensure()
+    assert "boom" in str(err.value)
+    assert daemon.pid() is None
+
+
+def test_a_stale_pidfile_is_ignored(tmp_path: Path) -> None:
+    port = free_port()
+    daemon = http_daemon(tmp_path, port)
+    daemon.pidfile.write_text("999999\n")
+    assert daemon.ensure() is True
+    daemon.stop()
