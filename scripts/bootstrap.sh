@@ -33,5 +33,9 @@ if [[ ! -f "$stamp" ]]; then
   "$VENV/bin/pip" install -q -e "$ROOT[dev]"
   rm -f "$VENV"/.installed-*; touch "$stamp"
 fi
+# Put the source roots on sys.path, so a package added under operator/, services/,
+# devenv/ or gen/python is importable without reinstalling.
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+printf '%s\n' "$ROOT/operator" "$ROOT/services" "$ROOT/devenv" "$ROOT/gen/python" >"$site/checkout-saga-src.pth"
 
 "$ROOT/scripts/build-binaries.sh"

@@ -12,16 +12,18 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 from kubernetes import client, config
 
 from saga_devenv import controlplane, servers
 from saga_devenv.cli import apply_crds
 from saga_devenv.config import DevConfig
+from saga_kit.settings import Secret
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -89,3 +91,21 @@ def namespace(platform: Platform, kube_client: client.ApiClient) -> Iterator[str
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+async def db_schema(platform: Platform) -> AsyncIterator[str]:
+    """A fresh Postgres schema for one test's service tables, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield schema
+    conn = await asyncpg.connect(platform.postgres_dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def service_token() -> Secret:
+    """The shared gRPC service credential for one test."""
+    return Secret(f"svc-{uuid.uuid4().hex}")

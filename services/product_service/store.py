@@ -1,0 +1,401 @@
+"""Product and reservation storage in Postgres (asyncpg).
+
+Concurrency design:
+* Reserve runs in one transaction. It first inserts the reservation row: a
+  concurrent Reserve with the same transaction id waits on the primary key and
+  then replays the stored result, so a retried call holds stock once. It then
+  locks the products ``ORDER BY id FOR UPDATE``: every transaction locks rows in
+  the same order, so two checkouts of the same products in opposite orders can't
+  deadlock. Any failed check rolls everything back (all or nothing).
+* An event updates the reservation with a status guard in the WHERE clause and,
+  in the same transaction, the stock of its lines (again in id order), so a
+  duplicate or out-of-order event finds the guard false and changes nothing.
+* CHECK constraints (``stock >= reserved >= 0``) are the last line of defence.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from saga_kit.events import EventType
+
+from .domain import (
+    Decision,
+    ErrorKind,
+    Outcome,
+    ProductError,
+    ProductStock,
+    ReservationStatus,
+    ReserveItem,
+    StockEffect,
+    check_items,
+    decide,
+    request_fingerprint,
+)
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    owner_id: str
+    name: str
+    slug: str
+    description: str
+    price: int
+    stock: int
+    reserved: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def available(self) -> int:
+        return self.stock - self.reserved
+
+
+@dataclass(frozen=True)
+class ReservedLine:
+    product_id: str
+    product_name: str
+    unit_price: int
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    transaction_id: str
+    user_id: str
+    status: ReservationStatus
+    lines: list[ReservedLine]
+    subtotal: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+_PRODUCT_COLUMNS = (
+    "id, owner_id, name, slug, description, price, stock, reserved, created_at, updated_at"
+)
+
+
+def _product(row: Any) -> Product:
+    return Product(**dict(row))
+
+
+async def _load_reservation(conn: Any, transaction_id: str) -> Reservation | None:
+    row = await conn.fetchrow(
+        "SELECT transaction_id, user_id, status, subtotal, created_at, updated_at"
+        " FROM reservations WHERE transaction_id = $1",
+        transaction_id,
+    )
+    if row is None:
+        return None
+    lines = await conn.fetch(
+        "SELECT product_id, product_name, unit_price, quantity FROM reservation_lines"
+        " WHERE transaction_id = $1 ORDER BY product_id",
+        transaction_id,
+    )
+    return Reservation(
+        transaction_id=row["transaction_id"],
+        user_id=row["user_id"],
+        status=ReservationStatus(row["status"]),
+        lines=[ReservedLine(**dict(line)) for line in lines],
+        subtotal=row["subtotal"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def reserve(
+    pool: Any, transaction_id: str, user_id: str, items: Sequence[ReserveItem]
+) -> tuple[Reservation, bool]:
+    """Reserve all items or none; returns the reservation and whether it was a replay."""
+    fingerprint = request_fingerprint(user_id, items)
+    async with pool.acquire() as conn, conn.transaction():
+        inserted = await conn.fetchval(
+            "INSERT INTO reservations (transaction_id, user_id, status, request_hash)"
+            " VALUES ($1, $2, 'reserved', $3)"
+            " ON CONFLICT (transaction_id) DO NOTHING RETURNING true",
+            transaction_id,
+            user_id,
+            fingerprint,
+        )
+        if not inserted:
+            stored = await conn.fetchval(
+                "SELECT request_hash FROM reservations WHERE transaction_id = $1",
+                transaction_id,
+            )
+            if stored != fingerprint:
+                raise ProductError(
+                    ErrorKind.CONFLICT,
+                    "TRANSACTION_ID_REUSED",
+                    f"transaction {transaction_id} already reserved other items",
+                    {"transaction_id": transaction_id},
+                )
+            existing = await _load_reservation(conn, transaction_id)
+            assert existing is not None
+            return existing, True
+
+        rows = await conn.fetch(
+            "SELECT id, name, price, stock, reserved FROM products"
+            " WHERE id = ANY($1::text[]) AND deleted_at IS NULL ORDER BY id FOR UPDATE",
+            [i.product_id for i in items],
+        )
+        products = {r["id"]: ProductStock(**dict(r)) for r in rows}
+        check_items(items, products)  # raises: the transaction rolls back
+
+        ordered = sorted(items, key=lambda i: i.product_id)
+        await conn.executemany(
+            "UPDATE products SET reserved = reserved + $2 WHERE id = $1",
+            [(i.product_id, i.quantity) for i in ordered],
+        )
+        await conn.executemany(
+            "INSERT INTO reservation_lines"
+            " (transaction_id, product_id, product_name, unit_price, quantity)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            [
+                (
+                    transaction_id,
+                    i.product_id,
+                    products[i.product_id].name,
+                    i.unit_price,
+                    i.quantity,
+                )
+                for i in ordered
+            ],
+        )
+        await conn.execute(
+            "UPDATE reservations SET subtotal = $2 WHERE transaction_id = $1",
+            transaction_id,
+            sum(i.unit_price * i.quantity for i in items),
+        )
+        created = await _load_reservation(conn, transaction_id)
+        assert created is not None
+        return created, False
+
+
+async def get_reservation(pool: Any, transaction_id: str) -> Reservation | None:
+    async with pool.acquire() as conn:
+        return await _load_reservation(conn, transaction_id)
+
+
+async def apply_event(
+    pool: Any, transaction_id: str, event: EventType, stream_seq: int | None = None
+) -> Decision:
+    """Apply one transaction event exactly once; record what happened."""
+    async with pool.acquire() as conn, conn.transaction():
+        current = await conn.fetchval(
+            "SELECT status FROM reservations WHERE transaction_id = $1 FOR UPDATE",
+            transaction_id,
+        )
+        from_status = ReservationStatus(current) if current is not None else None
+        decision = decide(event, from_status)
+        if decision.outcome is Outcome.APPLIED:
+            assert decision.to_status is not None
+            await conn.execute(
+                "UPDATE reservations SET status = $2, updated_at = now()"
+                " WHERE transaction_id = $1 AND status = $3",
+                transaction_id,
+                decision.to_status.value,
+                current,
+            )
+            if decision.effect is not StockEffect.NONE:
+                lines = await conn.fetch(
+                    "SELECT product_id, quantity FROM reservation_lines"
+                    " WHERE transaction_id = $1 ORDER BY product_id",
+                    transaction_id,
+                )
+                sold = decision.effect is StockEffect.FINALIZE
+                await conn.executemany(
+                    "UPDATE products SET reserved = reserved - $2,"
+                    " stock = stock - CASE WHEN $3 THEN $2 ELSE 0 END, updated_at = now()"
+                    " WHERE id = $1",
+                    [(line["product_id"], line["quantity"], sold) for line in lines],
+                )
+        await conn.execute(
+            "INSERT INTO reservation_events"
+            " (transaction_id, event_type, outcome, from_status, to_status, stream_seq)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            transaction_id,
+            event.value,
+            decision.outcome.value,
+            current,
+            decision.to_status.value if decision.to_status else None,
+            stream_seq,
+        )
+        return decision
+
+
+# --- products -----------------------------------------------------------------
+
+
+async def create_product(
+    pool: Any,
+    owner_id: str,
+    name: str,
+    slug: str,
+    description: str,
+    price: int,
+    stock: int,
+) -> Product:
+    try:
+        row = await pool.fetchrow(
+            "INSERT INTO products (id, owner_id, name, slug, description, price, stock)"
+            f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_PRODUCT_COLUMNS}",
+            str(uuid.uuid4()),
+            owner_id,
+            name,
+            slug,
+            description,
+            price,
+            stock,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _slug_taken(slug) from exc
+    return _product(row)
+
+
+def _slug_taken(slug: str) -> ProductError:
+    return ProductError(
+        ErrorKind.CONFLICT,
+        "SLUG_TAKEN",
+        f"slug {slug!r} is used by another product",
+        {"slug": slug},
+    )
+
+
+async def get_product(pool: Any, product_id: str) -> Product | None:
+    row = await pool.fetchrow(
+        f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = $1 AND deleted_at IS NULL",
+        product_id,
+    )
+    return _product(row) if row else None
+
+
+def encode_cursor(product: Product) -> str:
+    raw = json.dumps([product.created_at.isoformat(), product.id])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(token: str) -> tuple[dt.datetime, str]:
+    try:
+        created, pid = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return dt.datetime.fromisoformat(created), str(pid)
+    except (ValueError, TypeError) as exc:
+        raise ProductError(
+            ErrorKind.INVALID,
+            "INVALID_PAGE_TOKEN",
+            "page_token is not one this service issued",
+            field_violations=[("page_token", "malformed")],
+        ) from exc
+
+
+async def list_products(
+    pool: Any, owner_id: str | None, page_size: int, page_token: str | None
+) -> tuple[list[Product], str | None]:
+    """Live products, oldest first, by keyset pagination (stable under inserts)."""
+    after = decode_cursor(page_token) if page_token else None
+    rows = await pool.fetch(
+        f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE deleted_at IS NULL"
+        " AND ($1::text IS NULL OR owner_id = $1)"
+        " AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))"
+        " ORDER BY created_at, id LIMIT $4",
+        owner_id,
+        after[0] if after else None,
+        after[1] if after else "",
+        page_size + 1,
+    )
+    products = [_product(r) for r in rows[:page_size]]
+    next_token = encode_cursor(products[-1]) if len(rows) > page_size else None
+    return products, next_token
+
+
+async def update_product(
+    pool: Any, product_id: str, owner_id: str, changes: dict[str, Any]
+) -> Product:
+    """Apply an owner's partial update; stock may never drop below what is reserved."""
+    allowed = {"name", "slug", "description", "price", "stock"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT {_PRODUCT_COLUMNS} FROM products"
+            " WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            product_id,
+        )
+        if row is None:
+            raise not_found(product_id)
+        current = _product(row)
+        if current.owner_id != owner_id:
+            raise _not_owner(product_id)
+        if "stock" in changes and changes["stock"] < current.reserved:
+            raise ProductError(
+                ErrorKind.PRECONDITION,
+                "STOCK_BELOW_RESERVED",
+                f"stock cannot go below {current.reserved}: that many units are held by "
+                "checkouts awaiting payment",
+                {"product_id": product_id, "reserved": str(current.reserved)},
+            )
+        if not changes:
+            return current
+        assignments = ", ".join(f"{col} = ${n}" for n, col in enumerate(changes, start=2))
+        try:
+            updated = await conn.fetchrow(
+                f"UPDATE products SET {assignments}, updated_at = now() WHERE id = $1"
+                f" RETURNING {_PRODUCT_COLUMNS}",
+                product_id,
+                *changes.values(),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise _slug_taken(str(changes.get("slug"))) from exc
+        return _product(updated)
+
+
+async def delete_product(pool: Any, product_id: str, owner_id: str) -> None:
+    """Soft delete: reservations keep their lines; the slug becomes free."""
+    async with pool.acquire() as conn, conn.transaction():
+        owner = await conn.fetchval(
+            "SELECT owner_id FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            product_id,
+        )
+        if owner is None:
+            raise not_found(product_id)
+        if owner != owner_id:
+            raise _not_owner(product_id)
+        await conn.execute(
+            "UPDATE products SET deleted_at = now(), updated_at = now() WHERE id = $1", product_id
+        )
+
+
+def not_found(product_id: str) -> ProductError:
+    return ProductError(
+        ErrorKind.NOT_FOUND,
+        "PRODUCT_NOT_FOUND",
+        f"product {product_id} does not exist",
+        {"product_id": product_id},
+    )
+
+
+def _not_owner(product_id: str) -> ProductError:
+    return ProductError(
+        ErrorKind.FORBIDDEN,
+        "NOT_PRODUCT_OWNER",
+        f"only the owner may change product {product_id}",
+        {"product_id": product_id},
+    )
+
+
+async def events_for(pool: Any, transaction_id: str) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT event_type, outcome, from_status, to_status, stream_seq FROM reservation_events"
+        " WHERE transaction_id = $1 ORDER BY id",
+        transaction_id,
+    )
+    return [dict(r) for r in rows]

@@ -1,0 +1,112 @@
+"""Transaction events on NATS JetStream: names, payload, publishing.
+
+The saga publishes ``transactions.<type>`` (committed, cancelled, expired,
+settled) with a message id ``<transaction_id>:<type>`` so JetStream drops a
+duplicate published by a retried step. Streams are created when absent and never
+deleted or recreated at start-up (the original system lost events that way).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+from pydantic import BaseModel, ConfigDict, Field
+
+_DAY = 24 * 3600.0
+
+
+class EventType(enum.StrEnum):
+    COMMITTED = "committed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    SETTLED = "settled"
+
+
+class TransactionEvent(BaseModel):
+    """The JSON payload of a transaction event (the seed's shape, extended)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    transaction_id: str = Field(min_length=1, max_length=50)
+    type: EventType
+    occurred_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    reason: str = ""
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.transaction_id}:{self.type.value}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Stream and subject names. ``namespaced`` isolates one installation (or test)
+    from another on a shared NATS server."""
+
+    stream: str = "TRANSACTIONS"
+    subject_prefix: str = "transactions"
+    dlq_stream: str = "TRANSACTIONS_DLQ"
+    dlq_subject_prefix: str = "dlq.transactions"
+
+    @classmethod
+    def namespaced(cls, namespace: str) -> Topology:
+        if not namespace.replace("_", "").isalnum():
+            raise ValueError(f"namespace must be alphanumeric, got {namespace!r}")
+        return cls(
+            stream=f"{namespace.upper()}_TRANSACTIONS",
+            subject_prefix=f"{namespace}.transactions",
+            dlq_stream=f"{namespace.upper()}_TRANSACTIONS_DLQ",
+            dlq_subject_prefix=f"{namespace}.dlq.transactions",
+        )
+
+    def subject(self, event: EventType) -> str:
+        return f"{self.subject_prefix}.{event.value}"
+
+    @property
+    def all_subjects(self) -> str:
+        return f"{self.subject_prefix}.*"
+
+
+def stream_configs(topology: Topology) -> list[StreamConfig]:
+    return [
+        StreamConfig(
+            name=topology.stream,
+            subjects=[topology.all_subjects],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * _DAY,
+            duplicate_window=3600.0,
+        ),
+        StreamConfig(
+            name=topology.dlq_stream,
+            subjects=[f"{topology.dlq_subject_prefix}.*"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * _DAY,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, topology: Topology) -> None:
+    """Create the streams that are missing; leave existing ones (and their data) alone."""
+    for config in stream_configs(topology):
+        assert config.name is not None
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+
+
+async def publish(js: JetStreamContext, topology: Topology, event: TransactionEvent) -> Any:
+    """Publish with a deduplicating message id; returns JetStream's ack."""
+    return await js.publish(
+        topology.subject(event.type),
+        event.model_dump_json().encode(),
+        stream=topology.stream,
+        headers={"Nats-Msg-Id": event.message_id},
+    )
