@@ -52,7 +52,7 @@ async def main() -> None:
     await grpc_server.stop(grace=5)
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*tasks)
-    await nc.drain()
+    await nc.close()
     await user_channel.close()
     await pool.close()
     log.info("product service stopped")

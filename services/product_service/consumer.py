@@ -82,16 +82,36 @@ class EventConsumer:
                 messages = await self._sub.fetch(batch, timeout=1.0)
             except TimeoutError:
                 continue
-            for msg in messages:
-                await self.process(msg)
+            await self.process_batch(messages)
 
-    async def process(self, msg: Msg) -> None:
+    async def process_batch(self, messages: list[Msg]) -> None:
+        """Apply a batch: different transactions in parallel, each one's events in
+        stream order (so the broker's order decides a race, as it would serially)."""
+        groups: dict[str, list[tuple[Msg, TransactionEvent | None]]] = {}
+        for msg in messages:
+            event = self._parse(msg)
+            key = event.transaction_id if event else f"poison:{id(msg)}"
+            groups.setdefault(key, []).append((msg, event))
+
+        async def run_group(group: list[tuple[Msg, TransactionEvent | None]]) -> None:
+            for msg, event in group:
+                await self.process(msg, event)
+
+        await asyncio.gather(*(run_group(g) for g in groups.values()))
+
+    def _parse(self, msg: Msg) -> TransactionEvent | None:
         try:
             event = TransactionEvent.model_validate_json(msg.data)
-            if msg.subject != self._topology.subject(event.type):
-                raise ValueError(f"subject {msg.subject} does not match event type {event.type}")
-        except (ValidationError, ValueError) as exc:
-            await self._dead_letter(msg, f"malformed event: {exc}")
+        except ValidationError:
+            return None
+        return event if msg.subject == self._topology.subject(event.type) else None
+
+    async def process(self, msg: Msg, event: TransactionEvent | None = None) -> None:
+        event = event or self._parse(msg)
+        if event is None:
+            await self._dead_letter(
+                msg, "malformed event: not a TransactionEvent matching its subject"
+            )
             return
         meta = msg.metadata
         try:
