@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -136,7 +137,8 @@ async def main(callers: int, requests: int) -> None:
             event = TransactionEvent(transaction_id=f"bench-{i}", type=EventType.COMMITTED)
             await publish(js, topology, event)
         published = time.perf_counter() - began
-        while await conn.fetchval("SELECT count(*) FROM reservation_events") < requests:
+        # Poll the database: the consumer runs in another process.
+        while await conn.fetchval("SELECT count(*) FROM reservation_events") < requests:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - began
         applied = await conn.fetchval(
@@ -155,10 +157,8 @@ async def main(callers: int, requests: int) -> None:
                 f"{namespace.upper()}_TRANSACTIONS",
                 f"{namespace.upper()}_TRANSACTIONS_DLQ",
             ):
-                try:
+                with contextlib.suppress(Exception):  # best-effort clean-up
                     await js.delete_stream(name)
-                except Exception:  # noqa: S110 (best-effort clean-up)
-                    pass
             await nc.close()
         if conn is not None:
             await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

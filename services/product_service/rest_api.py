@@ -1,6 +1,8 @@
-"""REST transport of the Product service: owner CRUD and the public catalogue."""
+"""REST transport of the Product service: owner CRUD and the public catalogue.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI resolves the dependency
+aliases defined inside ``create_rest_app`` from the real annotations.
+"""
 
 import datetime as dt
 from typing import Annotated, Any

@@ -1,0 +1,78 @@
+"""Settings of the User service, read once from the environment.
+
+Secrets (the database DSN, which carries a password, the Redis URL, which may,
+the JWT signing key and the accepted service tokens) are held as
+:class:`saga_kit.settings.Secret` so that printing or logging the config cannot
+leak them, and each of them may be mounted as a file (``NAME_FILE``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from saga_kit.db import check_schema_name
+from saga_kit.settings import ConfigError, Secret, env_int, env_secret, env_str
+
+# HS256 is only as strong as its key; RFC 7518 asks for a key at least as long as
+# the hash output (32 bytes). A short key is refused at start-up, not at first use.
+MIN_JWT_SECRET_LENGTH = 32
+
+
+def _port(name: str, default: int) -> int:
+    port = env_int(name, default)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name} must be a TCP port (0-65535), got {port}")
+    return port
+
+
+def parse_service_tokens(raw: Secret) -> tuple[Secret, ...]:
+    """``a,b,c`` -> three accepted tokens; several allow rotation without downtime."""
+    tokens = tuple(Secret(t.strip()) for t in raw.value.split(",") if t.strip())
+    if not tokens:
+        raise ConfigError("SERVICE_TOKENS must list at least one non-empty token")
+    return tokens
+
+
+@dataclass(frozen=True)
+class UserServiceConfig:
+    database_url: Secret
+    db_schema: str
+    redis_url: Secret
+    jwt_secret: Secret
+    token_ttl_seconds: int
+    http_host: str
+    http_port: int
+    grpc_host: str
+    grpc_port: int
+    service_tokens: tuple[Secret, ...]
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        try:
+            check_schema_name(self.db_schema)
+        except ValueError as exc:
+            raise ConfigError(f"USER_DB_SCHEMA: {exc}") from exc
+        if len(self.jwt_secret.value) < MIN_JWT_SECRET_LENGTH:
+            raise ConfigError(
+                f"USER_JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} characters long"
+            )
+        if self.token_ttl_seconds <= 0:
+            raise ConfigError("USER_TOKEN_TTL_SECONDS must be positive")
+        if not self.service_tokens:
+            raise ConfigError("SERVICE_TOKENS must list at least one non-empty token")
+
+    @classmethod
+    def from_env(cls) -> UserServiceConfig:
+        return cls(
+            database_url=env_secret("USER_DATABASE_URL"),
+            db_schema=env_str("USER_DB_SCHEMA", "users"),
+            redis_url=env_secret("USER_REDIS_URL"),
+            jwt_secret=env_secret("USER_JWT_SECRET"),
+            token_ttl_seconds=env_int("USER_TOKEN_TTL_SECONDS", 3600),
+            http_host=env_str("USER_HTTP_HOST", "127.0.0.1"),
+            http_port=_port("USER_HTTP_PORT", 18100),
+            grpc_host=env_str("USER_GRPC_HOST", "127.0.0.1"),
+            grpc_port=_port("USER_GRPC_PORT", 18101),
+            service_tokens=parse_service_tokens(env_secret("SERVICE_TOKENS")),
+            log_level=env_str("USER_LOG_LEVEL", "INFO"),
+        )

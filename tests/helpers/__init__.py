@@ -1,0 +1,1 @@
+"""Reusable test helpers (processes, ports) shared by unit and integration tests."""
