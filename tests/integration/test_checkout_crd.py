@@ -145,9 +145,9 @@ def test_invalid_checkouts_are_refused_naming_the_field(
 def test_name_longer_than_a_midtrans_order_id_is_refused(
     platform: Platform, namespace: str
 ) -> None:
-    result = apply(platform, namespace, checkout(name="o" * 51), check=False)
+    result = apply(platform, namespace, checkout(name="o" * 48), check=False)
     assert result.returncode != 0
-    assert "metadata.name: must be at most 50 characters" in result.stderr
+    assert "metadata.name: must be at most 47 characters" in result.stderr
 
 
 def test_spec_is_immutable_except_the_cancel_request(platform: Platform, namespace: str) -> None:

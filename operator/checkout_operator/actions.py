@@ -1,0 +1,662 @@
+"""Carrying out the saga's decisions: the effectful steps of a checkout.
+
+Each step is idempotent, so the reconciler may run it again after a crash or a
+conflict at any point:
+* effects that decide something (reserve, payment page, cancel/expire at
+  Midtrans) happen before the status write, and are idempotent themselves
+  (Reserve per order id; the payment page is journaled in Postgres first);
+* the status write is a compare-and-swap on the resourceVersion, so of racing
+  writers (settlement, expiry, cancel) exactly one wins;
+* announcements (events, the expiry job) follow the write and are re-checked
+  against the journal every time the checkout is seen, so none is lost, and
+  none is doubled (JetStream deduplicates by message id, arq by job id).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from midtrans import (
+    ItemDetail,
+    MidtransClient,
+    MidtransClientError,
+    MidtransConflict,
+    MidtransError,
+    MidtransServerError,
+    TransactionStatus,
+)
+
+from . import metrics
+from .breaker import CircuitBreaker, CircuitOpen
+from .clients.announcer import Announcer
+from .clients.kube import Conflict, KubeCheckouts
+from .clients.services import Products, ServiceRefused, Users
+from .readmodel import ReadModel, Record
+from .saga import (
+    FAILURES,
+    FINAL_EVENT,
+    TERMINAL,
+    Action,
+    Amounts,
+    Compensation,
+    Line,
+    PaymentState,
+    Phase,
+    Reason,
+    View,
+    payment_items,
+    payment_state,
+    plan,
+    price,
+    timestamp,
+    with_condition,
+    with_history,
+)
+from .settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+_RESERVE_REASONS = {
+    "PRODUCT_NOT_FOUND": Reason.PRODUCT_NOT_FOUND,
+    "OUT_OF_STOCK": Reason.OUT_OF_STOCK,
+    "INSUFFICIENT_STOCK": Reason.INSUFFICIENT_STOCK,
+    "PRICE_MISMATCH": Reason.PRICE_MISMATCH,
+    "TRANSACTION_ID_REUSED": Reason.DUPLICATE_ORDER_ID,
+}
+
+
+class Retry(Exception):
+    """A transient failure: look at this checkout again after a backoff."""
+
+
+@dataclass
+class Deps:
+    kube: KubeCheckouts
+    readmodel: ReadModel
+    users: Users
+    products: Products
+    midtrans: MidtransClient
+    announcer: Announcer
+    settings: OperatorSettings
+    breaker: CircuitBreaker = field(
+        default_factory=lambda: CircuitBreaker(transient=(MidtransServerError,))
+    )
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+
+
+def _key(body: dict[str, Any]) -> str:
+    return f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+
+
+def _lines(body: dict[str, Any]) -> list[Line]:
+    return [
+        Line(i["productId"], int(i["unitPrice"]), int(i["quantity"])) for i in body["spec"]["items"]
+    ]
+
+
+async def reconcile(deps: Deps, body: dict[str, Any]) -> dt.datetime | None:
+    """Take the next step for a checkout; return when to look at it again, if ever."""
+    now = deps.clock()
+    step = plan(View.of(body), now, deps.settings.ttl_after_finished)
+    began = time.perf_counter()
+    try:
+        match step.action:
+            case Action.START:
+                await start(deps, body)
+            case Action.SETTLE:
+                await settle(deps, body, None)
+            case Action.CANCEL:
+                await cancel(deps, body)
+            case Action.EXPIRE:
+                await expire(deps, body)
+            case Action.WAIT:
+                await ensure_announced(deps, body)
+            case Action.FINISH:
+                await ensure_final_event(deps, body)
+            case Action.DELETE:
+                if await deps.kube.delete(body):
+                    await deps.readmodel.mark_deleted(body["metadata"]["name"])
+                    log.info("deleted %s after its TTL", _key(body))
+    finally:
+        metrics.STEP_SECONDS.labels(step.action.value).observe(time.perf_counter() - began)
+    return step.at
+
+
+# --- the forward path ---------------------------------------------------------------
+
+
+async def start(deps: Deps, body: dict[str, Any]) -> None:
+    """Pending -> Authorized -> Reserved -> AwaitingPayment, written once."""
+    meta, spec = body["metadata"], body["spec"]
+    order_id = meta["name"]
+    lines = _lines(body)
+    record = await deps.readmodel.register(
+        order_id,
+        meta["namespace"],
+        meta["name"],
+        meta["uid"],
+        spec["userId"],
+        spec.get("currency", "IDR"),
+        lines,
+    )
+    if record is None:
+        await fail(
+            deps,
+            body,
+            None,
+            Reason.DUPLICATE_ORDER_ID,
+            f"order id {order_id} is already used by another checkout",
+        )
+        return
+    if spec.get("cancelRequested"):
+        await fail(deps, body, record, Reason.CANCEL_REQUESTED, "cancelled before payment")
+        return
+
+    voucher = None
+    if code := spec.get("voucher"):
+        voucher = deps.settings.vouchers.get(code)
+        if voucher is None:
+            await fail(deps, body, record, Reason.INVALID_VOUCHER, f"unknown voucher {code!r}")
+            return
+
+    try:
+        if not await deps.users.exists(spec["userId"]):
+            await fail(
+                deps, body, record, Reason.UNAUTHORIZED, f"user {spec['userId']} does not exist"
+            )
+            return
+    except grpc.aio.AioRpcError as exc:
+        raise Retry(f"user service: {exc.code().name}") from exc
+    except ServiceRefused as exc:
+        await fail(deps, body, record, Reason.UNAUTHORIZED, exc.details.message)
+        return
+
+    if not record.reserve_attempted:
+        # Journal before calling: if we crash after Reserve succeeded, a deletion
+        # of this checkout still knows stock may be held and releases it.
+        await deps.readmodel.mark(order_id, reserve_attempted=True)
+    try:
+        reserved = await deps.products.reserve(order_id, spec["userId"], lines)
+    except grpc.aio.AioRpcError as exc:
+        raise Retry(f"product service: {exc.code().name}") from exc
+    except ServiceRefused as exc:
+        reason = _RESERVE_REASONS.get(exc.details.reason, Reason.INVALID_REQUEST)
+        await fail(deps, body, record, reason, exc.details.message)
+        return
+    await deps.readmodel.record_lines(order_id, reserved)
+
+    amounts = price(reserved, deps.settings.fee, voucher)
+    try:
+        token, redirect_url = await payment_page(deps, body, record, reserved, amounts)
+    except PaymentSetupFailed as exc:
+        await fail(deps, body, record, Reason.PAYMENT_SETUP_FAILED, str(exc))
+        return
+
+    now = deps.clock()
+    expires_at = now + dt.timedelta(seconds=int(spec.get("paymentTTLSeconds", 900)))
+    entered = [
+        (Phase.AUTHORIZED, "UserAuthorized"),
+        (Phase.RESERVED, "StockReserved"),
+        (Phase.AWAITING_PAYMENT, "PaymentPageReady"),
+    ]
+    status = _status(
+        body,
+        now,
+        Phase.AWAITING_PAYMENT,
+        entered,
+        conditions=[
+            ("Authorized", True, "UserAuthorized", f"user {spec['userId']} exists"),
+            ("StockReserved", True, "StockReserved", f"{len(reserved)} products reserved"),
+            ("PaymentReady", True, "SnapTokenIssued", "waiting for the buyer to pay"),
+        ],
+        extra={
+            "orderId": order_id,
+            "amounts": amounts.as_status(),
+            "payment": {"snapToken": token, "redirectUrl": redirect_url},
+            "expiresAt": timestamp(expires_at),
+        },
+    )
+    updated = await _write(deps, body, status)
+    await deps.readmodel.record_phase(
+        order_id, entered, amounts=amounts.as_status(), expires_at=expires_at
+    )
+    await _announce_transitions(deps, updated, entered)
+    await ensure_announced(deps, updated)
+
+
+class PaymentSetupFailed(Exception):
+    """No payment page can be had: the reservation must be released."""
+
+
+async def payment_page(
+    deps: Deps,
+    body: dict[str, Any],
+    record: Record,
+    lines: Sequence[Line],
+    amounts: Amounts,
+) -> tuple[str, str]:
+    """The Snap token for this checkout, created at most once per journaled attempt.
+
+    Each attempt is journaled (with its Midtrans order id) before Midtrans is
+    called and its token right after. If an answer is lost (a crash, a timeout),
+    the next attempt uses a new Midtrans order id (``<order>~<n>``): the lost
+    page's token was never given to anyone, so it can never be paid and lapses.
+    """
+    if record.snap_token and record.redirect_url:
+        return record.snap_token, record.redirect_url
+    spec = body["spec"]
+    order_id = record.order_id
+    ttl = int(spec.get("paymentTTLSeconds", 900))
+    items = [ItemDetail(**item) for item in payment_items(lines, amounts)]
+    customer = _customer(spec.get("customer"))
+    created = dt.datetime.fromisoformat(
+        body["metadata"]["creationTimestamp"].replace("Z", "+00:00")
+    )
+    while True:
+        attempt, midtrans_order = await deps.readmodel.next_payment_attempt(order_id)
+        if attempt > deps.settings.max_payment_attempts:
+            raise PaymentSetupFailed(f"no payment page after {attempt - 1} attempts")
+        try:
+            snap = await deps.breaker.call(
+                lambda order=midtrans_order: deps.midtrans.create_snap(  # type: ignore[misc]
+                    order,
+                    amounts.total,
+                    items,
+                    customer_details=customer,
+                    # Midtrans counts whole minutes: round up, so it never refuses
+                    # a payment we would still accept.
+                    expiry_minutes=max(1, math.ceil(ttl / 60)),
+                )
+            )
+        except MidtransConflict:
+            continue  # an earlier attempt's answer was lost: use a fresh order id
+        except MidtransClientError as exc:
+            metrics.MIDTRANS_ERRORS.labels("snap", "refused").inc()
+            raise PaymentSetupFailed(f"Midtrans refused the payment page: {exc}") from exc
+        except (MidtransError, CircuitOpen) as exc:
+            metrics.MIDTRANS_ERRORS.labels("snap", "transient").inc()
+            if deps.clock() - created > deps.settings.payment_setup_deadline:
+                raise PaymentSetupFailed(f"Midtrans unavailable for too long: {exc}") from exc
+            raise Retry(f"Midtrans: {exc}") from exc
+        await deps.readmodel.record_payment_page(
+            order_id, midtrans_order, snap.token, snap.redirect_url
+        )
+        return snap.token, snap.redirect_url
+
+
+def _customer(customer: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not customer:
+        return None
+    keys = {"firstName": "first_name", "lastName": "last_name", "email": "email", "phone": "phone"}
+    return {keys[k]: v for k, v in customer.items() if k in keys and v}
+
+
+async def ensure_announced(deps: Deps, body: dict[str, Any]) -> None:
+    """AwaitingPayment: `committed` published and the expiry job scheduled, once."""
+    meta = body["metadata"]
+    record = await deps.readmodel.get(meta["name"])
+    if record is None or record.uid != meta["uid"]:
+        return
+    if not record.committed_published:
+        await deps.announcer.publish(record.order_id, "committed")
+        await deps.readmodel.mark(record.order_id, committed_published=True)
+    if not record.expiry_scheduled:
+        expires_at = View.of(body).expires_at
+        if expires_at is not None:
+            await deps.announcer.schedule_expiry(
+                meta["namespace"], meta["name"], meta["uid"], expires_at
+            )
+            await deps.readmodel.mark(record.order_id, expiry_scheduled=True)
+
+
+async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> None:
+    """Terminal: the product side has been told (settled / expired / cancelled), once."""
+    meta = body["metadata"]
+    record = await deps.readmodel.get(meta["name"])
+    if record is None or record.uid != meta["uid"]:
+        return
+    await _publish_final(deps, record, Phase(body["status"]["phase"]))
+
+
+async def _publish_final(deps: Deps, record: Record, phase: Phase) -> None:
+    event = FINAL_EVENT[phase]
+    if event is None or record.final_event_published or not record.reserve_attempted:
+        return
+    await deps.announcer.publish(record.order_id, event)
+    await deps.readmodel.mark(record.order_id, final_event_published=True)
+
+
+# --- endings -------------------------------------------------------------------------
+
+
+async def fail(
+    deps: Deps,
+    body: dict[str, Any],
+    record: Record | None,
+    reason: Reason,
+    message: str,
+) -> dict[str, Any]:
+    """End the checkout for ``reason``, undoing what the failure table says."""
+    outcome = FAILURES[reason]
+    if outcome.compensation in (Compensation.CANCEL_PAYMENT, Compensation.EXPIRE_PAYMENT):
+        settled = await _stop_payment(deps, body, outcome.compensation)
+        if settled is not None:  # the buyer paid first: settlement wins
+            return await settle(deps, body, settled)
+    return await _end(deps, body, record, outcome.phase, reason, message)
+
+
+async def _end(
+    deps: Deps,
+    body: dict[str, Any],
+    record: Record | None,
+    phase: Phase,
+    reason: Reason | str,
+    message: str,
+    payment: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    now = deps.clock()
+    failed = phase is not Phase.SETTLED
+    conditions = []
+    if failed:
+        conditions.append(("Ready", False, str(reason), message))
+    else:
+        conditions.append(("Paid", True, "Settled", message))
+    extra: dict[str, Any] = {"orderId": body["metadata"]["name"]}
+    if failed:
+        extra["failure"] = {"reason": str(reason), "message": message[:1024]}
+    if payment:
+        extra["payment"] = payment
+    updated = await _write(
+        deps, body, _status(body, now, phase, [(phase, str(reason))], conditions, extra)
+    )
+    order_id = body["metadata"]["name"]
+    if record is None:
+        record = await deps.readmodel.get(order_id)
+    if record is not None and record.uid == body["metadata"]["uid"]:
+        await deps.readmodel.record_phase(
+            order_id,
+            [(phase, str(reason))],
+            payment=payment,
+            failure=(str(reason), message) if failed else None,
+        )
+        await _publish_final(deps, record, phase)
+    await _announce_transitions(deps, updated, [(phase, str(reason))], message)
+    return updated
+
+
+async def settle(
+    deps: Deps, body: dict[str, Any], paid: TransactionStatus | None
+) -> dict[str, Any]:
+    """AwaitingPayment -> Settled (the payment is recorded in the same write)."""
+    payment = dict((body.get("status") or {}).get("payment") or {})
+    if paid is not None:
+        payment.update(_payment_status(paid))
+    payment.setdefault("paidAt", timestamp(deps.clock()))
+    return await _end(deps, body, None, Phase.SETTLED, "Paid", "payment settled", payment)
+
+
+async def cancel(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
+    reason = Reason.CANCEL_REQUESTED
+    message = "cancel requested"
+    view = View.of(body)
+    if not view.cancel_requested and view.payment is PaymentState.CANCELLED:
+        reason, message = Reason.PAYMENT_FAILED, "the payment was cancelled at Midtrans"
+    return await fail(deps, body, None, reason, message)
+
+
+async def expire(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
+    return await fail(deps, body, None, Reason.PAYMENT_EXPIRED, "not paid in time")
+
+
+async def _stop_payment(
+    deps: Deps, body: dict[str, Any], how: Compensation
+) -> TransactionStatus | None:
+    """Cancel or expire the payment at Midtrans; the status if it turns out paid."""
+    record = await deps.readmodel.get(body["metadata"]["name"])
+    if record is None or not record.midtrans_order_id or not record.snap_token:
+        return None
+    order = record.midtrans_order_id
+    operation = "cancel" if how is Compensation.CANCEL_PAYMENT else "expire"
+    try:
+        call = deps.midtrans.cancel if operation == "cancel" else deps.midtrans.expire
+        await deps.breaker.call(lambda: call(order))
+        return None
+    except MidtransClientError as exc:
+        # 404: nobody chose a payment method yet; 412: already final. Either way,
+        # look at what Midtrans has before deciding.
+        if exc.http_status != 404 and exc.status_code != "404":
+            metrics.MIDTRANS_ERRORS.labels(operation, "refused").inc()
+    except (MidtransError, CircuitOpen) as exc:
+        metrics.MIDTRANS_ERRORS.labels(operation, "transient").inc()
+        raise Retry(f"Midtrans {operation}: {exc}") from exc
+    try:
+        current = await deps.breaker.call(lambda: deps.midtrans.status(order))
+    except (MidtransError, CircuitOpen) as exc:
+        raise Retry(f"Midtrans status: {exc}") from exc
+    if current is not None and current.is_paid:
+        return current
+    return None
+
+
+def _payment_status(ts: TransactionStatus) -> dict[str, Any]:
+    fields = {
+        "transactionId": ts.transaction_id,
+        "transactionStatus": ts.transaction_status,
+        "fraudStatus": ts.fraud_status,
+    }
+    if ts.is_paid:
+        paid_at = _midtrans_time(ts.settlement_time or ts.transaction_time)
+        fields["paidAt"] = timestamp(paid_at or dt.datetime.now(dt.UTC))
+    return {k: v for k, v in fields.items() if v}
+
+
+_JAKARTA = dt.timezone(dt.timedelta(hours=7))
+
+
+def _midtrans_time(value: str | None) -> dt.datetime | None:
+    """Midtrans reports times as ``yyyy-MM-dd HH:mm:ss`` in GMT+7."""
+    if not value:
+        return None
+    try:
+        return dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=_JAKARTA)
+    except ValueError:
+        return None
+
+
+# --- payments reported by the poller or the webhook -------------------------------------
+
+
+async def apply_payment(
+    deps: Deps, body: dict[str, Any], ts: TransactionStatus
+) -> dict[str, Any] | None:
+    """Act on a payment status from Midtrans; returns the updated resource if written."""
+    view = View.of(body)
+    state = payment_state(ts.transaction_status, ts.fraud_status)
+    if view.phase is Phase.AWAITING_PAYMENT:
+        if state is PaymentState.PAID:
+            return await settle(deps, body, ts)
+        if state is PaymentState.CANCELLED:
+            return await _end(
+                deps,
+                body,
+                None,
+                Phase.CANCELLED,
+                Reason.PAYMENT_FAILED,
+                "the payment was cancelled at Midtrans",
+                _payment_status(ts),
+            )
+        if state is PaymentState.EXPIRED:
+            return await _end(
+                deps,
+                body,
+                None,
+                Phase.EXPIRED,
+                Reason.PAYMENT_EXPIRED,
+                "the payment expired at Midtrans",
+                _payment_status(ts),
+            )
+        return None  # pending / denied: the buyer may still pay
+    if view.phase in (Phase.EXPIRED, Phase.CANCELLED) and state is PaymentState.PAID:
+        return await late_payment(deps, body, ts)
+    return None
+
+
+async def late_payment(
+    deps: Deps, body: dict[str, Any], ts: TransactionStatus
+) -> dict[str, Any] | None:
+    """Money arrived after the checkout ended: refund it and say so on the resource."""
+    meta = body["metadata"]
+    record = await deps.readmodel.get(meta["name"])
+    if record is None or record.refund_requested or not record.midtrans_order_id:
+        return None
+    amount = ts.amount_idr or record.total or 0
+    try:
+        await deps.breaker.call(
+            lambda: deps.midtrans.refund(
+                ts.order_id or record.midtrans_order_id or "",
+                amount,
+                f"checkout {meta['name']} was already {body['status']['phase']}",
+                refund_key=f"late-{meta['name']}",
+            )
+        )
+    except MidtransClientError as exc:
+        metrics.MIDTRANS_ERRORS.labels("refund", "refused").inc()
+        log.error("refund of late payment for %s refused: %s", _key(body), exc)
+    except (MidtransError, CircuitOpen) as exc:
+        metrics.MIDTRANS_ERRORS.labels("refund", "transient").inc()
+        raise Retry(f"Midtrans refund: {exc}") from exc
+    await deps.readmodel.mark(record.order_id, refund_requested=True)
+    now = deps.clock()
+    status = body.get("status") or {}
+    message = (
+        f"payment {ts.transaction_status} arrived after the checkout was {status['phase']}; "
+        f"refund of {amount} requested"
+    )
+    conditions = with_condition(
+        status.get("conditions") or [],
+        "LatePayment",
+        True,
+        "RefundRequested",
+        message,
+        now,
+        int(meta.get("generation", 1)),
+    )
+    updated = await _write(
+        deps,
+        body,
+        {
+            "conditions": conditions,
+            "payment": {**(status.get("payment") or {}), **_payment_status(ts)},
+        },
+    )
+    await deps.kube.event(updated, "Warning", "LatePayment", message)
+    return updated
+
+
+# --- deletion ------------------------------------------------------------------------
+
+
+async def release_deleted(deps: Deps, record: Record) -> None:
+    """A checkout vanished from the apiserver: never leak the stock it held."""
+    if record.finished_at is not None:
+        await deps.readmodel.mark_deleted(record.order_id)
+        return
+    paid: TransactionStatus | None = None
+    if record.midtrans_order_id and record.snap_token:
+        body = {"metadata": {"name": record.order_id}, "spec": {}}
+        paid = await _stop_payment(deps, body, Compensation.CANCEL_PAYMENT)
+    if paid is not None:
+        # Paid before the deletion was seen: the goods are sold.
+        await deps.readmodel.record_phase(
+            record.order_id,
+            [(Phase.SETTLED, "PaidBeforeDeletion")],
+            payment=_payment_status(paid),
+            deleted=True,
+        )
+        await _publish_final(deps, record, Phase.SETTLED)
+        return
+    await deps.readmodel.record_phase(
+        record.order_id,
+        [(Phase.CANCELLED, Reason.DELETED.value)],
+        failure=(Reason.DELETED.value, "the Checkout was deleted before it finished"),
+        deleted=True,
+    )
+    await _publish_final(deps, record, Phase.CANCELLED)
+    log.info("released %s: deleted while %s", record.order_id, record.phase)
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def _status(
+    body: dict[str, Any],
+    now: dt.datetime,
+    phase: Phase,
+    entered: Sequence[tuple[Phase, str]],
+    conditions: Sequence[tuple[str, bool, str, str]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    current = body.get("status") or {}
+    generation = int(body["metadata"].get("generation", 1))
+    conds = current.get("conditions") or []
+    for type_, value, reason, message in conditions:
+        conds = with_condition(conds, type_, value, reason, message, now, generation)
+    return {
+        "phase": phase.value,
+        "observedGeneration": generation,
+        "history": with_history(current.get("history") or [], entered, now),
+        "conditions": conds,
+        **extra,
+    }
+
+
+async def _write(deps: Deps, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The compare-and-swap; a lost race surfaces as Retry so the checkout is re-read."""
+    phase = status.get("phase")
+    if phase is not None:
+        current = View.of(body).phase
+        if current in TERMINAL or (
+            current is not Phase(phase) and not _allowed(current, Phase(phase))
+        ):
+            raise AssertionError(f"{_key(body)}: {current} -> {phase} is not a saga transition")
+    try:
+        updated = await deps.kube.patch_status(body, status)
+    except Conflict as exc:
+        raise Retry(str(exc)) from exc
+    if phase is not None:
+        metrics.TRANSITIONS.labels(phase).inc()
+    return updated
+
+
+def _allowed(current: Phase, target: Phase) -> bool:
+    from .saga import TRANSITIONS
+
+    reachable = {current}
+    frontier = [current]
+    while frontier:  # Pending may reach AwaitingPayment through the phases in between
+        for nxt in TRANSITIONS[frontier.pop()]:
+            if nxt not in reachable:
+                reachable.add(nxt)
+                frontier.append(nxt)
+    return target in reachable
+
+
+async def _announce_transitions(
+    deps: Deps,
+    body: dict[str, Any],
+    entered: Sequence[tuple[Phase, str]],
+    message: str = "",
+) -> None:
+    """One Kubernetes Event per phase change."""
+    for phase, reason in entered:
+        warning = phase in (Phase.REJECTED, Phase.CANCELLED, Phase.EXPIRED)
+        text = f"{phase.value}: {message or reason}"
+        await deps.kube.event(body, "Warning" if warning else "Normal", reason, text)

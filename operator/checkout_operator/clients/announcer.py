@@ -1,0 +1,45 @@
+"""Announcing the saga's progress: transaction events on JetStream, expiry jobs in arq."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from arq.connections import ArqRedis
+from nats.js import JetStreamContext
+
+from saga_kit.events import EventType, Topology, TransactionEvent, publish
+
+EXPIRE_JOB = "expire_checkout"
+
+
+def expiry_job_id(uid: str) -> str:
+    """Deterministic per checkout: arq keeps one job per id, so re-scheduling is a no-op."""
+    return f"expire:{uid}"
+
+
+class Announcer:
+    def __init__(self, js: JetStreamContext, topology: Topology, arq: ArqRedis | None) -> None:
+        self._js = js
+        self._topology = topology
+        self._arq = arq
+
+    async def publish(self, order_id: str, event: str, reason: str = "") -> None:
+        """Publish with message id ``<order>:<event>``: JetStream drops a republish."""
+        await publish(
+            self._js,
+            self._topology,
+            TransactionEvent(transaction_id=order_id, type=EventType(event), reason=reason),
+        )
+
+    async def schedule_expiry(self, namespace: str, name: str, uid: str, at: dt.datetime) -> Any:
+        if self._arq is None:
+            return None
+        return await self._arq.enqueue_job(
+            EXPIRE_JOB,
+            namespace,
+            name,
+            uid,
+            _job_id=expiry_job_id(uid),
+            _defer_until=at,
+        )

@@ -1,0 +1,135 @@
+"""The Checkout resources on the apiserver: read, compare-and-swap status, delete.
+
+Every status write carries the resourceVersion the decision was made on, so
+two writers racing (settlement vs expiry vs cancel) cannot both win: the loser
+gets :class:`Conflict`, re-reads, and decides again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+GROUP = "checkout.saga.dev"
+VERSION = "v1alpha1"
+PLURAL = "checkouts"
+KIND = "Checkout"
+MERGE_PATCH = "application/merge-patch+json"
+
+log = logging.getLogger(__name__)
+
+
+class Conflict(Exception):
+    """The resource changed (or vanished) since it was read."""
+
+
+class KubeCheckouts:
+    def __init__(self, api: client.ApiClient, component: str = "checkout-operator") -> None:
+        self._custom = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._component = component
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = await self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return body
+
+    async def list(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace:
+            result = await self._custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL
+            )
+        else:
+            result = await self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    async def patch_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``status`` into the resource if it is still at the version we read."""
+        meta = body["metadata"]
+        patch = {
+            "metadata": {"resourceVersion": meta["resourceVersion"], "uid": meta["uid"]},
+            "status": status,
+        }
+        try:
+            updated: dict[str, Any] = await self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                PLURAL,
+                meta["name"],
+                patch,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                raise Conflict(f"{meta['namespace']}/{meta['name']} changed: {exc.reason}") from exc
+            raise
+        return updated
+
+    async def delete(self, body: dict[str, Any]) -> bool:
+        """Delete this very version of the resource; False if it changed or is gone."""
+        meta = body["metadata"]
+        try:
+            await self._custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                PLURAL,
+                meta["name"],
+                body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(
+                        uid=meta["uid"], resource_version=meta["resourceVersion"]
+                    )
+                ),
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+    async def event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on the checkout, so `kubectl describe` reads as a timeline.
+
+        Best effort: an Event that cannot be posted is logged, never fatal.
+        """
+        meta = body["metadata"]
+        now = dt.datetime.now(dt.UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                name=f"{meta['name']}.{uuid.uuid4().hex[:12]}", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind=KIND,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            source=client.V1EventSource(component=self._component),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            reporting_component=self._component,
+            reporting_instance=self._component,
+        )
+        try:
+            await self._core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:
+            log.warning("could not post event %s on %s: %s", reason, meta["name"], exc.reason)

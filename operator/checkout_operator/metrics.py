@@ -1,0 +1,20 @@
+"""Prometheus metrics of the operator (served on CHECKOUT_METRICS_PORT)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TRANSITIONS = Counter(
+    "checkout_transitions_total", "Phase changes written, by target phase", ["phase"]
+)
+CHECKOUTS = Gauge("checkouts", "Checkouts the operator sees, by phase", ["phase"])
+STEP_SECONDS = Histogram(
+    "checkout_step_seconds",
+    "Latency of saga steps",
+    ["step"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+MIDTRANS_ERRORS = Counter(
+    "checkout_midtrans_errors_total", "Failed Midtrans calls", ["operation", "kind"]
+)
+RETRIES = Counter("checkout_reconcile_retries_total", "Reconciliations retried after an error")

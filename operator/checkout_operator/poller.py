@@ -1,0 +1,119 @@
+"""Polling Midtrans for payments, within one global request budget.
+
+Notifications can be late or lost, so the operator also asks Midtrans' status
+API. Each checkout with a payment page is asked about every ``interval``
+seconds (with jitter, so checkouts created together don't poll together), but
+all of them share a budget of ``rate`` calls per second: with 10,000 live
+checkouts the interval stretches instead of the call rate growing. Checkouts
+that ended without payment are still asked for ``late_window``, to catch a late
+payment and refund it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+from midtrans import MidtransError
+
+from . import metrics
+from .actions import apply_payment
+from .breaker import CircuitOpen
+from .reconciler import Key, Reconciler
+from .saga import Phase, parse_timestamp
+
+log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float = 1.0) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            await asyncio.sleep((1 - self._tokens) / self.rate)
+
+
+class PaymentPoller:
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+        settings = reconciler.deps.settings
+        self.interval = settings.poll_interval
+        self.min_age = settings.poll_min_age
+        self.late_window = settings.late_payment_window
+        self.bucket = TokenBucket(settings.poll_rate, burst=max(1.0, settings.poll_rate))
+        self._due: dict[Key, float] = {}
+        self.calls = 0
+
+    def _candidates(self) -> list[Key]:
+        now = self.reconciler.deps.clock()
+        keys = []
+        for key, body in self.reconciler.cache.items():
+            status = body.get("status") or {}
+            if not (status.get("payment") or {}).get("snapToken"):
+                continue
+            phase = status.get("phase")
+            if phase == Phase.AWAITING_PAYMENT.value:
+                keys.append(key)
+            elif phase in (Phase.EXPIRED.value, Phase.CANCELLED.value):
+                history = status.get("history") or []
+                ended = parse_timestamp(history[-1].get("at")) if history else None
+                if ended is not None and now - ended < self.late_window:
+                    keys.append(key)
+        return keys
+
+    async def run(self, stop: asyncio.Event, tick: float = 0.2) -> None:
+        while not stop.is_set():
+            await self.poll_due()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick)
+
+    async def poll_due(self) -> None:
+        now = time.monotonic()
+        live = set(self._candidates())
+        for key in list(self._due):
+            if key not in live:
+                del self._due[key]
+        for key in live - self._due.keys():
+            # First look after min_age, spread over the interval.
+            self._due[key] = now + self.min_age + random.uniform(0, self.interval)  # noqa: S311
+        for key in sorted((k for k, t in self._due.items() if t <= now), key=self._due.__getitem__):
+            await self.bucket.take()
+            self._due[key] = time.monotonic() + self.interval * random.uniform(0.8, 1.2)  # noqa: S311
+            await self._poll(key)
+
+    async def _poll(self, key: Key) -> None:
+        deps = self.reconciler.deps
+        record = await deps.readmodel.get(key[1])
+        if record is None or not record.midtrans_order_id:
+            return
+        order = record.midtrans_order_id
+        self.calls += 1
+        try:
+            status = await deps.breaker.call(lambda: deps.midtrans.status(order))
+        except (MidtransError, CircuitOpen) as exc:
+            metrics.MIDTRANS_ERRORS.labels("status", type(exc).__name__).inc()
+            log.info("status of %s: %s", order, exc)
+            return
+        if status is None:
+            return
+
+        async def act(body: dict[str, Any]) -> dict[str, Any] | None:
+            return await apply_payment(deps, body, status)
+
+        await self.reconciler.exclusive(key, act)

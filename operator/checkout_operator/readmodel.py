@@ -1,0 +1,231 @@
+"""The checkout read model and saga journal in Postgres.
+
+Two jobs in one place: (1) a durable record of every checkout, its lines and
+its phase history, kept after the resource is deleted, for listing and audit;
+(2) the saga's journal of effects already done (reserve attempted, payment page
+created with which Midtrans order id and token, events published, expiry
+scheduled), which is what lets the operator resume after a crash without
+writing progress to the apiserver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .saga import Line, Phase, parse_timestamp
+
+
+@dataclass(frozen=True)
+class Record:
+    order_id: str
+    namespace: str
+    name: str
+    uid: str
+    user_id: str
+    phase: str
+    payment_attempt: int
+    midtrans_order_id: str | None
+    snap_token: str | None
+    redirect_url: str | None
+    payment_status: str | None
+    reserve_attempted: bool
+    committed_published: bool
+    expiry_scheduled: bool
+    final_event_published: bool
+    refund_requested: bool
+    expires_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    deleted_at: dt.datetime | None
+    total: int | None
+
+
+_COLUMNS = ", ".join(Record.__dataclass_fields__)
+
+
+def midtrans_order_id(order_id: str, attempt: int) -> str:
+    """The first payment page uses the order id itself; later ones add ``~attempt``.
+
+    ``~`` cannot appear in a Kubernetes name, so the order id is always the part
+    before it.
+    """
+    return order_id if attempt <= 1 else f"{order_id}~{attempt}"
+
+
+def order_id_of(midtrans_order: str) -> str:
+    return midtrans_order.split("~", 1)[0]
+
+
+class ReadModel:
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    async def register(
+        self,
+        order_id: str,
+        namespace: str,
+        name: str,
+        uid: str,
+        user_id: str,
+        currency: str,
+        lines: Sequence[Line],
+    ) -> Record | None:
+        """Record a new checkout; None when its order id belongs to another resource."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO checkouts (order_id, namespace, name, uid, user_id, currency, phase)"
+                " VALUES ($1, $2, $3, $4, $5, $6, 'Pending')"
+                " ON CONFLICT (order_id) DO NOTHING RETURNING true",
+                order_id,
+                namespace,
+                name,
+                uid,
+                user_id,
+                currency,
+            )
+            if inserted:
+                await conn.executemany(
+                    "INSERT INTO checkout_items (order_id, product_id, unit_price, quantity)"
+                    " VALUES ($1, $2, $3, $4)",
+                    [(order_id, x.product_id, x.unit_price, x.quantity) for x in lines],
+                )
+                await conn.execute(
+                    "INSERT INTO checkout_history (order_id, phase, reason) VALUES ($1, $2, $3)",
+                    order_id,
+                    Phase.PENDING.value,
+                    "Created",
+                )
+        record = await self.get(order_id)
+        assert record is not None
+        return record if record.uid == uid else None
+
+    async def get(self, order_id: str) -> Record | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM checkouts WHERE order_id = $1", order_id
+        )
+        return Record(**dict(row)) if row else None
+
+    async def mark(self, order_id: str, **flags: Any) -> None:
+        """Set journal columns (reserve_attempted, committed_published, ...)."""
+        allowed = {
+            "reserve_attempted",
+            "committed_published",
+            "expiry_scheduled",
+            "final_event_published",
+            "refund_requested",
+        }
+        if not flags or set(flags) - allowed:
+            raise ValueError(f"unknown journal flags {sorted(set(flags) - allowed)}")
+        sets = ", ".join(f"{k} = ${i}" for i, k in enumerate(flags, start=2))
+        await self.pool.execute(
+            f"UPDATE checkouts SET {sets}, updated_at = now() WHERE order_id = $1",
+            order_id,
+            *flags.values(),
+        )
+
+    async def next_payment_attempt(self, order_id: str) -> tuple[int, str]:
+        """Journal a new payment-page attempt before calling Midtrans."""
+        attempt = await self.pool.fetchval(
+            "UPDATE checkouts SET payment_attempt = payment_attempt + 1, updated_at = now()"
+            " WHERE order_id = $1 RETURNING payment_attempt",
+            order_id,
+        )
+        midtrans = midtrans_order_id(order_id, int(attempt))
+        await self.pool.execute(
+            "UPDATE checkouts SET midtrans_order_id = $2 WHERE order_id = $1", order_id, midtrans
+        )
+        return int(attempt), midtrans
+
+    async def record_payment_page(
+        self, order_id: str, midtrans_order: str, token: str, redirect_url: str
+    ) -> None:
+        await self.pool.execute(
+            "UPDATE checkouts SET snap_token = $2, redirect_url = $3, midtrans_order_id = $4,"
+            " updated_at = now() WHERE order_id = $1",
+            order_id,
+            token,
+            redirect_url,
+            midtrans_order,
+        )
+
+    async def record_lines(self, order_id: str, lines: Sequence[Line]) -> None:
+        await self.pool.executemany(
+            "UPDATE checkout_items SET name = $3 WHERE order_id = $1 AND product_id = $2",
+            [(order_id, x.product_id, x.name) for x in lines],
+        )
+
+    async def record_phase(
+        self,
+        order_id: str,
+        phases: Sequence[tuple[Phase, str]],
+        *,
+        amounts: dict[str, int] | None = None,
+        expires_at: dt.datetime | None = None,
+        payment: dict[str, Any] | None = None,
+        failure: tuple[str, str] | None = None,
+        deleted: bool = False,
+    ) -> None:
+        """Record phase changes (and what came with them) and append them to the history."""
+        final = phases[-1][0]
+        payment = payment or {}
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE checkouts SET phase = $2, updated_at = now(),"
+                " subtotal = COALESCE($3, subtotal), fees = COALESCE($4, fees),"
+                " discount = COALESCE($5, discount), total = COALESCE($6, total),"
+                " expires_at = COALESCE($7, expires_at),"
+                " payment_status = COALESCE($8, payment_status),"
+                " fraud_status = COALESCE($9, fraud_status),"
+                " midtrans_transaction_id = COALESCE($10, midtrans_transaction_id),"
+                " paid_at = COALESCE($11, paid_at),"
+                " failure_reason = COALESCE($12, failure_reason),"
+                " failure_message = COALESCE($13, failure_message),"
+                " finished_at = CASE WHEN $14 THEN COALESCE(finished_at, now())"
+                " ELSE finished_at END,"
+                " deleted_at = CASE WHEN $15 THEN COALESCE(deleted_at, now()) ELSE deleted_at END"
+                " WHERE order_id = $1",
+                order_id,
+                final.value,
+                (amounts or {}).get("subtotal"),
+                (amounts or {}).get("fees"),
+                (amounts or {}).get("discount"),
+                (amounts or {}).get("total"),
+                expires_at,
+                payment.get("transactionStatus"),
+                payment.get("fraudStatus"),
+                payment.get("transactionId"),
+                parse_timestamp(payment.get("paidAt")),
+                failure[0] if failure else None,
+                failure[1] if failure else None,
+                final.value in {"Settled", "Expired", "Cancelled", "Rejected"},
+                deleted,
+            )
+            await conn.executemany(
+                "INSERT INTO checkout_history (order_id, phase, reason) VALUES ($1, $2, $3)",
+                [(order_id, phase.value, reason) for phase, reason in phases],
+            )
+
+    async def mark_deleted(self, order_id: str) -> None:
+        await self.pool.execute(
+            "UPDATE checkouts SET deleted_at = COALESCE(deleted_at, now()), updated_at = now()"
+            " WHERE order_id = $1",
+            order_id,
+        )
+
+    async def open_checkouts(self, namespace: str | None = None) -> list[Record]:
+        """Checkouts not yet in a terminal phase (they may hold stock)."""
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM checkouts WHERE finished_at IS NULL"
+            " AND ($1::text IS NULL OR namespace = $1)",
+            namespace,
+        )
+        return [Record(**dict(r)) for r in rows]
+
+    async def history(self, order_id: str) -> list[tuple[str, str]]:
+        rows = await self.pool.fetch(
+            "SELECT phase, reason FROM checkout_history WHERE order_id = $1 ORDER BY id",
+            order_id,
+        )
+        return [(r["phase"], r["reason"]) for r in rows]

@@ -1,0 +1,205 @@
+"""A per-checkout work queue between kopf's watch and the saga steps.
+
+kopf delivers watch events (``@kopf.on.event``: no progress annotations, no
+finalizers, so no API writes of its own). This queue adds what event handlers
+lack, in the manner of controller-runtime: one step at a time per checkout and
+many checkouts in parallel; retries with exponential backoff after transient
+failures (kept in memory, not written to the resource); and wake-ups at
+deadlines (expiry, TTL), so nothing waits for the next watch event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import metrics
+from .actions import Deps, Retry, reconcile, release_deleted
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+MAX_BACKOFF = 60.0
+
+
+def key_of(body: dict[str, Any]) -> Key:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+class Reconciler:
+    def __init__(self, deps: Deps, workers: int = 8) -> None:
+        self.deps = deps
+        self.cache: dict[Key, dict[str, Any]] = {}
+        self._workers = workers
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._failures: dict[Key, int] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- input -------------------------------------------------------------------
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A watch event: remember the newest body and look at the checkout."""
+        key = key_of(body)
+        if event_type == "DELETED":
+            self.cache.pop(key, None)
+            self._cancel_timer(key)
+            task = asyncio.create_task(self._deleted(key, body["metadata"]["uid"]))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        known = self.cache.get(key)
+        if known is None or _newer(body, known):
+            self.cache[key] = body
+        self.enqueue(key)
+
+    def enqueue(self, key: Key, delay: float = 0.0) -> None:
+        if delay > 0:
+            self._cancel_timer(key)
+            loop = asyncio.get_running_loop()
+            self._timers[key] = loop.call_later(delay, self.enqueue, key)
+            return
+        self._cancel_timer(key)
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    async def exclusive(
+        self, key: Key, fn: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+    ) -> None:
+        """Run ``fn`` on the newest body of ``key`` while no step runs for it."""
+        async with self._lock(key):
+            body = self.cache.get(key)
+            if body is None:
+                return
+            try:
+                updated = await fn(body)
+            except Retry as exc:
+                log.info("%s/%s: %s; retrying", *key, exc)
+                await self._refresh(key)
+                self.enqueue(key)
+                return
+            if updated is not None:
+                self._remember(updated)
+
+    # --- processing --------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        workers = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
+        await stop.wait()
+        for task in workers:
+            task.cancel()
+        for task in [*workers, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for timer in self._timers.values():
+            timer.cancel()
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            try:
+                await self._process(key)
+            except Exception:  # a bug in one checkout must not stop the others
+                log.exception("%s/%s: unexpected error", *key)
+                self._backoff(key)
+
+    async def _process(self, key: Key) -> None:
+        async with self._lock(key):
+            body = self.cache.get(key)
+            if body is None:
+                return
+            try:
+                at = await reconcile(self.deps, body)
+            except Retry as exc:
+                metrics.RETRIES.inc()
+                log.info("%s/%s: %s; retrying", *key, exc)
+                await self._refresh(key)
+                self._backoff(key)
+                return
+            self._failures.pop(key, None)
+            if at is not None:
+                delay = (at - self.deps.clock()).total_seconds()
+                self.enqueue(key, max(delay, 0.0) + 0.05)
+
+    async def _refresh(self, key: Key) -> None:
+        """After a conflict the cached body is stale: read the current one."""
+        fresh = await self.deps.kube.get(*key)
+        if fresh is not None:
+            self._remember(fresh)
+
+    def _remember(self, body: dict[str, Any]) -> None:
+        key = key_of(body)
+        known = self.cache.get(key)
+        if known is None or _newer(body, known):
+            self.cache[key] = body
+
+    def _backoff(self, key: Key) -> None:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(MAX_BACKOFF, 0.2 * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
+        self.enqueue(key, delay)
+
+    async def _deleted(self, key: Key, uid: str) -> None:
+        async with self._lock(key):
+            record = await self.deps.readmodel.get(key[1])
+            if record is not None and record.uid == uid:
+                await release_deleted(self.deps, record)
+        self._locks.pop(key, None)
+        self._failures.pop(key, None)
+
+    async def sweep(self, namespace: str | None, min_age: dt.timedelta) -> int:
+        """Release checkouts deleted while the operator was not watching."""
+        released = 0
+        now = self.deps.clock()
+        for record in await self.deps.readmodel.open_checkouts(namespace or None):
+            key = (record.namespace, record.name)
+            if key in self.cache or record.deleted_at is not None:
+                continue
+            body = await self.deps.kube.get(*key)
+            if body is not None and body["metadata"]["uid"] == record.uid:
+                self._remember(body)
+                self.enqueue(key)
+                continue
+            created = await self.deps.readmodel.pool.fetchval(
+                "SELECT created_at FROM checkouts WHERE order_id = $1", record.order_id
+            )
+            if created is not None and now - created < min_age:
+                continue
+            async with self._lock(key):
+                await release_deleted(self.deps, record)
+            released += 1
+        return released
+
+    def _lock(self, key: Key) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def _cancel_timer(self, key: Key) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def phases(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for body in self.cache.values():
+            phase = (body.get("status") or {}).get("phase") or "Pending"
+            counts[phase] = counts.get(phase, 0) + 1
+        return counts
+
+
+def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether ``a`` is a later version of the same object than ``b``."""
+    if a["metadata"]["uid"] != b["metadata"]["uid"]:
+        return True
+    try:
+        return int(a["metadata"]["resourceVersion"]) >= int(b["metadata"]["resourceVersion"])
+    except (KeyError, ValueError):
+        return True

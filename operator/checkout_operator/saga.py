@@ -1,0 +1,385 @@
+"""The checkout saga as data: phases, transitions, failures and their compensations.
+
+Pure: no I/O, no clock (``now`` is passed in), no Kubernetes client. Everything
+the operator, the expiry worker and the webhook listener decide about a checkout
+is decided here and unit-tested without a server; the rest of the operator only
+carries these decisions out.
+
+    Pending -> Authorized -> Reserved -> AwaitingPayment -> Settled
+       |            |            |              |--------> Expired
+       |            |            |              '--------> Cancelled
+       |            |            '--(payment setup fails)-> Cancelled
+       '------------'--(refused before stock is held)-----> Rejected
+
+Pending, Authorized and Reserved are passed through in one reconciliation and
+written to the apiserver once, together with AwaitingPayment (they appear in
+``status.history``); terminal phases never change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+HISTORY_LIMIT = 20
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    AUTHORIZED = "Authorized"
+    RESERVED = "Reserved"
+    AWAITING_PAYMENT = "AwaitingPayment"
+    SETTLED = "Settled"
+    EXPIRED = "Expired"
+    CANCELLED = "Cancelled"
+    REJECTED = "Rejected"
+
+
+TERMINAL = frozenset({Phase.SETTLED, Phase.EXPIRED, Phase.CANCELLED, Phase.REJECTED})
+
+TRANSITIONS: Mapping[Phase, frozenset[Phase]] = {
+    Phase.PENDING: frozenset({Phase.AUTHORIZED, Phase.REJECTED, Phase.CANCELLED}),
+    Phase.AUTHORIZED: frozenset({Phase.RESERVED, Phase.REJECTED, Phase.CANCELLED}),
+    Phase.RESERVED: frozenset({Phase.AWAITING_PAYMENT, Phase.CANCELLED}),
+    Phase.AWAITING_PAYMENT: frozenset({Phase.SETTLED, Phase.EXPIRED, Phase.CANCELLED}),
+    **{terminal: frozenset() for terminal in TERMINAL},
+}
+
+
+def can_transition(current: Phase, target: Phase) -> bool:
+    return target in TRANSITIONS[current]
+
+
+class Compensation(enum.Enum):
+    NONE = "none"  # nothing was held
+    RELEASE_STOCK = "release_stock"  # publish `cancelled`: the product side restores stock
+    CANCEL_PAYMENT = "cancel_payment"  # cancel at Midtrans, then release the stock
+    EXPIRE_PAYMENT = "expire_payment"  # expire at Midtrans, then `expired` restores stock
+    REFUND = "refund"  # money arrived after the checkout ended: give it back
+
+
+class Reason(enum.StrEnum):
+    """Why a checkout ended the way it did (``status.failure.reason``)."""
+
+    UNAUTHORIZED = "Unauthorized"
+    PRODUCT_NOT_FOUND = "ProductNotFound"
+    OUT_OF_STOCK = "OutOfStock"
+    INSUFFICIENT_STOCK = "InsufficientStock"
+    PRICE_MISMATCH = "PriceMismatch"
+    INVALID_VOUCHER = "InvalidVoucher"
+    INVALID_REQUEST = "InvalidRequest"
+    DUPLICATE_ORDER_ID = "DuplicateOrderId"
+    PAYMENT_SETUP_FAILED = "PaymentSetupFailed"
+    CANCEL_REQUESTED = "CancelRequested"
+    PAYMENT_EXPIRED = "PaymentExpired"
+    PAYMENT_FAILED = "PaymentFailed"
+    DELETED = "Deleted"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    phase: Phase
+    compensation: Compensation
+
+
+# What each failure ends in, and what has to be undone.
+FAILURES: Mapping[Reason, Outcome] = {
+    # Refused before any stock is held: nothing to undo.
+    Reason.UNAUTHORIZED: Outcome(Phase.REJECTED, Compensation.NONE),
+    Reason.PRODUCT_NOT_FOUND: Outcome(Phase.REJECTED, Compensation.NONE),
+    Reason.OUT_OF_STOCK: Outcome(Phase.REJECTED, Compensation.NONE),
+    Reason.INSUFFICIENT_STOCK: Outcome(Phase.REJECTED, Compensation.NONE),
+    Reason.PRICE_MISMATCH: Outcome(Phase.REJECTED, Compensation.NONE),
+    Reason.INVALID_VOUCHER: Outcome(Phase.REJECTED, Compensation.NONE),
+    Reason.INVALID_REQUEST: Outcome(Phase.REJECTED, Compensation.NONE),
+    Reason.DUPLICATE_ORDER_ID: Outcome(Phase.REJECTED, Compensation.NONE),
+    # Stock is held, no payment page exists yet.
+    Reason.PAYMENT_SETUP_FAILED: Outcome(Phase.CANCELLED, Compensation.RELEASE_STOCK),
+    # A payment page exists.
+    Reason.CANCEL_REQUESTED: Outcome(Phase.CANCELLED, Compensation.CANCEL_PAYMENT),
+    Reason.PAYMENT_FAILED: Outcome(Phase.CANCELLED, Compensation.CANCEL_PAYMENT),
+    Reason.PAYMENT_EXPIRED: Outcome(Phase.EXPIRED, Compensation.EXPIRE_PAYMENT),
+    Reason.DELETED: Outcome(Phase.CANCELLED, Compensation.CANCEL_PAYMENT),
+}
+
+# The transaction event announcing each terminal phase to the product side.
+FINAL_EVENT: Mapping[Phase, str | None] = {
+    Phase.SETTLED: "settled",
+    Phase.EXPIRED: "expired",
+    Phase.CANCELLED: "cancelled",
+    Phase.REJECTED: None,  # nothing was reserved
+}
+
+
+# --- payments ------------------------------------------------------------------
+
+
+class PaymentState(enum.Enum):
+    NONE = "none"  # no payment method chosen yet (status API answers 404)
+    PENDING = "pending"
+    DENIED = "denied"  # deny/failure: this attempt failed, the buyer may try again
+    PAID = "paid"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REFUNDED = "refunded"
+
+
+def payment_state(transaction_status: str | None, fraud_status: str | None) -> PaymentState:
+    """Midtrans' status words, per its documentation (see docs/midtrans)."""
+    if not transaction_status:
+        return PaymentState.NONE
+    if transaction_status == "settlement":
+        return PaymentState.PAID
+    if transaction_status == "capture":
+        return PaymentState.PAID if fraud_status == "accept" else PaymentState.PENDING
+    if transaction_status in ("deny", "failure"):
+        return PaymentState.DENIED
+    if transaction_status == "cancel":
+        return PaymentState.CANCELLED
+    if transaction_status == "expire":
+        return PaymentState.EXPIRED
+    if transaction_status in ("refund", "partial_refund", "chargeback", "partial_chargeback"):
+        return PaymentState.REFUNDED
+    return PaymentState.PENDING
+
+
+# Order of Midtrans statuses for one order: a notification never moves a payment
+# backwards (an old `pending` arriving after `settlement` changes nothing).
+_PAYMENT_RANK = {
+    PaymentState.NONE: 0,
+    PaymentState.PENDING: 1,
+    PaymentState.DENIED: 1,
+    PaymentState.PAID: 2,
+    PaymentState.CANCELLED: 2,
+    PaymentState.EXPIRED: 2,
+    PaymentState.REFUNDED: 3,
+}
+
+
+def supersedes(new: PaymentState, old: PaymentState) -> bool:
+    """Whether a newly reported payment state may replace the recorded one.
+
+    Pending and denied alternate while the buyer retries; a final state (paid,
+    cancelled, expired) is only ever followed by a refund.
+    """
+    if new is old:
+        return False
+    if new is PaymentState.REFUNDED:
+        return True
+    final = 2
+    return _PAYMENT_RANK[old] < final and _PAYMENT_RANK[new] >= _PAYMENT_RANK[old]
+
+
+# --- pricing -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    product_id: str
+    unit_price: int
+    quantity: int
+    name: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.unit_price * self.quantity
+
+
+@dataclass(frozen=True)
+class Voucher:
+    code: str
+    percent: int = 0  # discount as a percentage of the subtotal
+    amount: int = 0  # or a fixed discount
+    max_discount: int | None = None
+
+
+@dataclass(frozen=True)
+class Amounts:
+    subtotal: int
+    fees: int
+    discount: int
+    total: int
+
+    def as_status(self) -> dict[str, int]:
+        return {
+            "subtotal": self.subtotal,
+            "fees": self.fees,
+            "discount": self.discount,
+            "total": self.total,
+        }
+
+
+def price(lines: Sequence[Line], fee: int, voucher: Voucher | None) -> Amounts:
+    """Subtotal of the lines, plus a flat fee, minus the voucher's discount (never below 0)."""
+    subtotal = sum(line.total for line in lines)
+    discount = 0
+    if voucher is not None:
+        discount = voucher.amount + subtotal * voucher.percent // 100
+        if voucher.max_discount is not None:
+            discount = min(discount, voucher.max_discount)
+        discount = min(discount, subtotal + fee)
+    return Amounts(subtotal, fee, discount, subtotal + fee - discount)
+
+
+def payment_items(lines: Sequence[Line], amounts: Amounts) -> list[dict[str, Any]]:
+    """Midtrans item_details whose sum equals the total, as Midtrans requires."""
+    items = [
+        {
+            "id": line.product_id[:50],
+            "price": line.unit_price,
+            "quantity": line.quantity,
+            "name": (line.name or line.product_id)[:50],
+        }
+        for line in lines
+    ]
+    if amounts.fees:
+        items.append({"id": "fee", "price": amounts.fees, "quantity": 1, "name": "Service fee"})
+    if amounts.discount:
+        items.append(
+            {"id": "discount", "price": -amounts.discount, "quantity": 1, "name": "Voucher"}
+        )
+    return items
+
+
+# --- status --------------------------------------------------------------------
+
+
+def timestamp(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def with_history(
+    history: Sequence[Mapping[str, Any]], entries: Sequence[tuple[Phase, str]], now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Append phase changes, keeping the newest HISTORY_LIMIT."""
+    merged = [dict(h) for h in history] + [
+        {"phase": phase.value, "at": timestamp(now), "reason": reason} for phase, reason in entries
+    ]
+    return merged[-HISTORY_LIMIT:]
+
+
+def with_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: dt.datetime,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """Set one condition; lastTransitionTime moves only when the status flips."""
+    value = "True" if status else "False"
+    result: list[dict[str, Any]] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_:
+            result.append(dict(cond))
+            continue
+        found = True
+        changed = cond.get("status") != value
+        result.append(
+            {
+                "type": type_,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": timestamp(now)
+                if changed
+                else cond.get("lastTransitionTime", timestamp(now)),
+                "observedGeneration": generation,
+            }
+        )
+    if not found:
+        result.append(
+            {
+                "type": type_,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": timestamp(now),
+                "observedGeneration": generation,
+            }
+        )
+    return result
+
+
+# --- what to do next -------------------------------------------------------------
+
+
+class Action(enum.Enum):
+    START = "start"  # authorize, reserve, price, payment page, announce: -> AwaitingPayment
+    SETTLE = "settle"
+    CANCEL = "cancel"
+    EXPIRE = "expire"
+    WAIT = "wait"  # nothing to do until `at` (or an event)
+    FINISH = "finish"  # terminal: make sure the final event is out, then wait for the TTL
+    DELETE = "delete"  # terminal and past its TTL
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    at: dt.datetime | None = None  # when to look again
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class View:
+    """What the saga needs to know of a Checkout resource."""
+
+    phase: Phase
+    cancel_requested: bool
+    expires_at: dt.datetime | None
+    payment: PaymentState
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> View:
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
+        payment = status.get("payment") or {}
+        history = status.get("history") or []
+        phase = Phase(status.get("phase") or Phase.PENDING.value)
+        finished = None
+        if phase in TERMINAL and history:
+            finished = parse_timestamp(history[-1].get("at"))
+        return cls(
+            phase=phase,
+            cancel_requested=bool(spec.get("cancelRequested")),
+            expires_at=parse_timestamp(status.get("expiresAt")),
+            payment=payment_state(payment.get("transactionStatus"), payment.get("fraudStatus")),
+            finished_at=finished,
+        )
+
+
+def plan(view: View, now: dt.datetime, ttl_after_finished: dt.timedelta | None) -> Plan:
+    """The next step for a checkout in ``view`` at ``now``."""
+    if view.phase in TERMINAL:
+        if ttl_after_finished is None or view.finished_at is None:
+            return Plan(Action.FINISH)
+        delete_at = view.finished_at + ttl_after_finished
+        return Plan(Action.DELETE) if delete_at <= now else Plan(Action.FINISH, at=delete_at)
+    if view.phase is not Phase.AWAITING_PAYMENT:
+        return Plan(Action.START)
+    # AwaitingPayment: money first. A payment that is recorded wins over a cancel
+    # request or an expiry that comes later in the same look.
+    if view.payment is PaymentState.PAID:
+        return Plan(Action.SETTLE)
+    if view.cancel_requested:
+        return Plan(Action.CANCEL)
+    if view.payment is PaymentState.CANCELLED:
+        return Plan(Action.CANCEL, notes=("cancelled at Midtrans",))
+    if view.payment is PaymentState.EXPIRED or (
+        view.expires_at is not None and view.expires_at <= now
+    ):
+        return Plan(Action.EXPIRE)
+    return Plan(Action.WAIT, at=view.expires_at)

@@ -1,0 +1,85 @@
+"""The operator's settings, from the environment (see docs/operator.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from saga_kit.settings import ConfigError, Secret, env_float, env_int, env_secret, env_str
+
+from .saga import Voucher
+
+
+def _vouchers(raw: str) -> dict[str, Voucher]:
+    """``{"HEMAT10": {"percent": 10, "max": 50000}, "POTONG5K": {"amount": 5000}}``"""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {
+            code: Voucher(
+                code=code,
+                percent=int(v.get("percent", 0)),
+                amount=int(v.get("amount", 0)),
+                max_discount=int(v["max"]) if "max" in v else None,
+            )
+            for code, v in data.items()
+        }
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"CHECKOUT_VOUCHERS is not valid JSON vouchers: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    database_url: Secret
+    db_schema: str = "checkouts"
+    namespace: str = ""  # "" = all namespaces
+    nats_url: str = "nats://127.0.0.1:4222"
+    events_namespace: str = ""
+    redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
+    user_service: str = "127.0.0.1:18101"
+    product_service: str = "127.0.0.1:18201"
+    service_token: Secret = field(default_factory=lambda: Secret(""))
+    fee: int = 0
+    vouchers: dict[str, Voucher] = field(default_factory=dict)
+    ttl_after_finished: dt.timedelta | None = dt.timedelta(hours=1)
+    payment_setup_deadline: dt.timedelta = dt.timedelta(minutes=5)
+    max_payment_attempts: int = 5
+    poll_interval: float = 60.0  # per checkout, jittered
+    poll_rate: float = 10.0  # Midtrans status calls per second, all checkouts together
+    poll_min_age: float = 10.0  # don't poll a payment page younger than this (seconds)
+    late_payment_window: dt.timedelta = dt.timedelta(hours=1)
+    workers: int = 8
+    metrics_port: int = 0  # 0 = no metrics server
+
+    @classmethod
+    def from_env(cls) -> OperatorSettings:
+        ttl = env_int("CHECKOUT_TTL_AFTER_FINISHED_SECONDS", 3600)
+        tokens = env_secret("SERVICE_TOKENS").value
+        return cls(
+            database_url=env_secret("CHECKOUT_DATABASE_URL"),
+            db_schema=env_str("CHECKOUT_DB_SCHEMA", "checkouts"),
+            namespace=env_str("CHECKOUT_NAMESPACE", "-").strip("-"),
+            nats_url=env_str("CHECKOUT_NATS_URL", "nats://127.0.0.1:4222"),
+            events_namespace=env_str("EVENTS_NAMESPACE", "-").strip("-"),
+            redis_url=env_secret("CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            user_service=env_str("CHECKOUT_USER_SERVICE", "127.0.0.1:18101"),
+            product_service=env_str("CHECKOUT_PRODUCT_SERVICE", "127.0.0.1:18201"),
+            service_token=Secret(tokens.split(",")[0].strip()),
+            fee=env_int("CHECKOUT_FEE", 0),
+            vouchers=_vouchers(env_str("CHECKOUT_VOUCHERS", "{}")),
+            ttl_after_finished=dt.timedelta(seconds=ttl) if ttl >= 0 else None,
+            payment_setup_deadline=dt.timedelta(
+                seconds=env_int("CHECKOUT_PAYMENT_SETUP_DEADLINE_SECONDS", 300)
+            ),
+            max_payment_attempts=env_int("CHECKOUT_MAX_PAYMENT_ATTEMPTS", 5),
+            poll_interval=env_float("CHECKOUT_POLL_INTERVAL_SECONDS", 60.0),
+            poll_rate=env_float("CHECKOUT_POLL_RATE", 10.0),
+            poll_min_age=env_float("CHECKOUT_POLL_MIN_AGE_SECONDS", 10.0),
+            late_payment_window=dt.timedelta(
+                seconds=env_int("CHECKOUT_LATE_PAYMENT_WINDOW_SECONDS", 3600)
+            ),
+            workers=env_int("CHECKOUT_WORKERS", 8),
+            metrics_port=env_int("CHECKOUT_METRICS_PORT", 0),
+        )

@@ -1,0 +1,88 @@
+"""The arq worker that runs deferred expiry jobs.
+
+``python -m arq checkout_operator.worker.WorkerSettings`` (or
+``python -m checkout_operator.worker``). A job expires its checkout only if it
+is still AwaitingPayment and due; the decision and the write are the same
+compare-and-swap the operator uses, so a payment settling at the same moment
+wins or loses cleanly. If Redis loses the job, the operator expires the
+checkout itself when it sees expiresAt has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any, ClassVar
+
+from arq import Retry as ArqRetry
+from arq import run_worker
+from arq.connections import RedisSettings
+
+from saga_kit.logs import setup_logging
+
+from .actions import Retry, expire
+from .app import build_deps
+from .clients.announcer import EXPIRE_JOB
+from .saga import Phase, View
+from .settings import OperatorSettings
+
+
+async def expire_checkout(ctx: dict[str, Any], namespace: str, name: str, uid: str) -> str:
+    deps = ctx["deps"]
+    for _ in range(5):
+        body = await deps.kube.get(namespace, name)
+        if body is None or body["metadata"]["uid"] != uid:
+            return "gone"
+        view = View.of(body)
+        if view.phase is not Phase.AWAITING_PAYMENT:
+            return f"already {view.phase.value}"
+        remaining = (view.expires_at - deps.clock()).total_seconds() if view.expires_at else 0
+        if remaining > 0:  # clocks differ a little: come back when it is due
+            raise ArqRetry(defer=remaining + 0.1)
+        try:
+            updated = await expire(deps, body)
+        except Retry:
+            continue  # lost a race: re-read and decide again
+        return str(updated["status"]["phase"])
+    raise ArqRetry(defer=1)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    setup_logging("checkout-expiry-worker")
+    stack = contextlib.AsyncExitStack()
+    ctx["stack"] = stack
+    ctx["deps"] = await build_deps(
+        OperatorSettings.from_env(), stack, component="checkout-expiry-worker"
+    )
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["stack"].aclose()
+
+
+def _redis_settings() -> RedisSettings:
+    return RedisSettings.from_dsn(os.environ.get("CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+class WorkerSettings:
+    functions: ClassVar[list[Any]] = [expire_checkout]
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = _redis_settings()
+    max_tries = 20
+    job_timeout = 60
+    keep_result = 3600
+    handle_signals = True
+
+
+assert expire_checkout.__name__ == EXPIRE_JOB
+
+
+def main() -> None:
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    run_worker(WorkerSettings)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
