@@ -76,6 +76,6 @@ async def build_deps(
         users=Users(users_channel),
         products=Products(products_channel),
         midtrans=midtrans,
-        announcer=Announcer(js, topology, arq),
+        announcer=Announcer(js, topology, arq, settings.arq_queue),
         settings=settings,
     )

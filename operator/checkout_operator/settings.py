@@ -50,6 +50,7 @@ class OperatorSettings:
     poll_rate: float = 10.0  # Midtrans status calls per second, all checkouts together
     poll_min_age: float = 10.0  # don't poll a payment page younger than this (seconds)
     late_payment_window: dt.timedelta = dt.timedelta(hours=1)
+    arq_queue: str = "arq:queue"
     workers: int = 8
     metrics_port: int = 0  # 0 = no metrics server
 
@@ -80,6 +81,7 @@ class OperatorSettings:
             late_payment_window=dt.timedelta(
                 seconds=env_int("CHECKOUT_LATE_PAYMENT_WINDOW_SECONDS", 3600)
             ),
+            arq_queue=env_str("CHECKOUT_EXPIRY_QUEUE", "arq:queue"),
             workers=env_int("CHECKOUT_WORKERS", 8),
             metrics_port=env_int("CHECKOUT_METRICS_PORT", 0),
         )

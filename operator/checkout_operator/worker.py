@@ -70,6 +70,7 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = _redis_settings()
+    queue_name = os.environ.get("CHECKOUT_EXPIRY_QUEUE", "arq:queue")
     max_tries = 20
     job_timeout = 60
     keep_result = 3600

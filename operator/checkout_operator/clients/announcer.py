@@ -19,10 +19,17 @@ def expiry_job_id(uid: str) -> str:
 
 
 class Announcer:
-    def __init__(self, js: JetStreamContext, topology: Topology, arq: ArqRedis | None) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        topology: Topology,
+        arq: ArqRedis | None,
+        queue_name: str = "arq:queue",
+    ) -> None:
         self._js = js
         self._topology = topology
         self._arq = arq
+        self._queue_name = queue_name
 
     async def publish(self, order_id: str, event: str, reason: str = "") -> None:
         """Publish with message id ``<order>:<event>``: JetStream drops a republish."""
@@ -42,4 +49,5 @@ class Announcer:
             uid,
             _job_id=expiry_job_id(uid),
             _defer_until=at,
+            _queue_name=self._queue_name,
         )

@@ -1,0 +1,587 @@
+"""The Midtrans sandbox in-process: validation, transitions, expiry and notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import itertools
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+
+from midtrans_sandbox import SandboxSettings
+from midtrans_sandbox.notifier import RETRY_INTERVALS_MINUTES, max_retries, retry_delay
+from tests.helpers.midtrans_sandbox import (
+    BASE_URL,
+    CONNECT_ERROR,
+    SERVER_KEY,
+    Receiver,
+    eventually,
+    running_sandbox,
+    settings,
+)
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{SERVER_KEY}:".encode()).decode()}
+WIB_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+STATUS_FIELDS = {
+    "status_code",
+    "status_message",
+    "transaction_id",
+    "order_id",
+    "merchant_id",
+    "payment_type",
+    "transaction_time",
+    "transaction_status",
+    "fraud_status",
+    "gross_amount",
+    "currency",
+    "signature_key",
+    "expiry_time",
+}
+
+
+def snap_body(order_id: str = "order-1", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "transaction_details": {"order_id": order_id, "gross_amount": 30000},
+        "item_details": [
+            {"id": "p-1", "name": "Kopi", "price": 10000, "quantity": 2},
+            {"id": "p-2", "name": "Teh", "price": 12000, "quantity": 1},
+            {"id": "promo", "name": "Diskon", "price": -2000, "quantity": 1},
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+def signature(body: dict[str, Any]) -> str:
+    raw = body["order_id"] + body["status_code"] + body["gross_amount"] + SERVER_KEY
+    return hashlib.sha512(raw.encode()).hexdigest()
+
+
+class Sandbox:
+    """Test-side handle: HTTP to the sandbox app plus the notification receiver."""
+
+    def __init__(self, http: httpx.AsyncClient, receiver: Receiver) -> None:
+        self.http = http
+        self.receiver = receiver
+
+    async def create(self, order_id: str = "order-1", **overrides: Any) -> httpx.Response:
+        return await self.http.post(
+            "/snap/v1/transactions", json=snap_body(order_id, **overrides), headers=AUTH
+        )
+
+    async def status(self, order_id: str = "order-1") -> httpx.Response:
+        return await self.http.get(f"/v2/{order_id}/status", headers=AUTH)
+
+    async def core(self, order_id: str, action: str, **body: Any) -> httpx.Response:
+        return await self.http.post(f"/v2/{order_id}/{action}", json=body, headers=AUTH)
+
+    async def control(self, order_id: str, action: str, **body: Any) -> httpx.Response:
+        return await self.http.post(f"/_sandbox/transactions/{order_id}/{action}", json=body)
+
+    async def state(self, order_id: str = "order-1") -> dict[str, Any]:
+        response = await self.http.get(f"/_sandbox/transactions/{order_id}")
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def wait_notifications(self, order_id: str, count: int, within: float = 5.0) -> None:
+        async def arrived() -> bool:
+            return len(self.receiver.for_order(order_id)) >= count
+
+        await eventually(arrived, within)
+
+    def statuses(self, order_id: str = "order-1") -> list[str]:
+        return [r.payload["transaction_status"] for r in self.receiver.for_order(order_id)]
+
+
+@contextlib.asynccontextmanager
+async def open_sandbox(sandbox_settings: SandboxSettings) -> AsyncIterator[Sandbox]:
+    receiver = Receiver()
+    async with (
+        running_sandbox(sandbox_settings, receiver) as transport,
+        httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http,
+    ):
+        yield Sandbox(http, receiver)
+
+
+@pytest.fixture
+async def sb() -> AsyncIterator[Sandbox]:
+    async with open_sandbox(settings()) as sandbox:
+        yield sandbox
+
+
+# --- Snap ---------------------------------------------------------------------------------
+
+
+async def test_create_returns_a_token_and_redirect_url(sb: Sandbox) -> None:
+    response = await sb.create()
+    assert response.status_code == 201
+    body = response.json()
+    assert re.fullmatch(r"[0-9a-f-]{36}", body["token"])
+    assert body["redirect_url"] == f"{BASE_URL}/snap/v3/redirection/{body['token']}"
+    page = await sb.http.get(f"/snap/v3/redirection/{body['token']}")
+    assert page.status_code == 200 and "order-1" in page.text
+
+
+def _set(body: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    target: Any = body
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    if value is ...:
+        del target[last]
+    elif isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("transaction_details.order_id", ..., "transaction_details.order_id is required"),
+        ("transaction_details.order_id", "", "transaction_details.order_id is required"),
+        ("transaction_details.order_id", "o" * 51, "order_id too long"),
+        ("transaction_details.order_id", "order 1", "may only contain"),
+        ("transaction_details.order_id", "order/1", "may only contain"),
+        ("transaction_details.order_id", 12345, "must be a string"),
+        ("transaction_details.gross_amount", ..., "gross_amount is required"),
+        ("transaction_details.gross_amount", 30000.5, "must be an integer"),
+        ("transaction_details.gross_amount", "30000", "must be an integer"),
+        ("transaction_details.gross_amount", 0, "greater than 0"),
+        ("transaction_details.gross_amount", 30001, "is not equal to the sum of item_details"),
+        ("transaction_details", ..., "transaction_details is required"),
+        ("item_details", {"id": "x"}, "item_details must be an array"),
+        ("item_details.0.name", ..., "item_details[0].name is required"),
+        ("item_details.0.name", "n" * 51, "item_details[0].name too long"),
+        ("item_details.0.id", "i" * 51, "item_details[0].id must be a string"),
+        ("item_details.0.price", 10000.0, "item_details[0].price must be an integer"),
+        ("item_details.0.quantity", 0, "item_details[0].quantity must be an integer >= 1"),
+        ("item_details.0.quantity", ..., "item_details[0].quantity must be an integer >= 1"),
+        ("item_details.1", "not an object", "item_details[1] must be an object"),
+        ("expiry", {"unit": "week", "duration": 1}, "expiry.unit"),
+        ("expiry", {"unit": "minute", "duration": 0}, "expiry.duration"),
+        ("expiry", {"unit": "minute", "duration": 1, "start_time": "tomorrow"}, "start_time"),
+        ("customer_details", "ani", "customer_details must be an object"),
+        ("custom_field1", "x" * 256, "custom_field1"),
+    ],
+)
+async def test_snap_validation(sb: Sandbox, path: str, value: Any, message: str) -> None:
+    body = snap_body()
+    _set(body, path, value)
+    response = await sb.http.post("/snap/v1/transactions", json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    messages = response.json()["error_messages"]
+    assert any(message in m for m in messages), messages
+
+
+async def test_the_item_sum_message_is_midtrans_wording(sb: Sandbox) -> None:
+    body = snap_body()
+    body["transaction_details"]["gross_amount"] = 29999
+    response = await sb.http.post("/snap/v1/transactions", json=body, headers=AUTH)
+    assert response.json()["error_messages"] == [
+        "transaction_details.gross_amount is not equal to the sum of item_details"
+    ]
+
+
+async def test_all_problems_are_reported_at_once_and_bad_json_is_400(sb: Sandbox) -> None:
+    response = await sb.http.post(
+        "/snap/v1/transactions",
+        json={"transaction_details": {}, "item_details": [{"price": 1, "quantity": 1}]},
+        headers=AUTH,
+    )
+    assert len(response.json()["error_messages"]) == 3  # order_id, gross_amount, name
+    garbled = await sb.http.post("/snap/v1/transactions", content=b"{", headers=AUTH)
+    assert garbled.status_code == 400 and garbled.json()["error_messages"]
+
+
+async def test_duplicate_order_id(sb: Sandbox) -> None:
+    assert (await sb.create()).status_code == 201
+    again = await sb.create()
+    assert again.status_code == 409
+    assert again.json() == {
+        "error_messages": ["transaction_details.order_id has already been taken"]
+    }
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Basic " + base64.b64encode(b"wrong-key:").decode()},
+        {"Authorization": "Bearer " + SERVER_KEY},
+        {"Authorization": "Basic !!!"},
+    ],
+)
+async def test_merchant_apis_need_the_server_key(sb: Sandbox, headers: dict[str, str]) -> None:
+    for response in (
+        await sb.http.post("/snap/v1/transactions", json=snap_body(), headers=headers),
+        await sb.http.get("/v2/order-1/status", headers=headers),
+        await sb.http.post("/v2/order-1/cancel", headers=headers),
+    ):
+        assert response.status_code == 401
+        assert response.json()["error_messages"]
+        assert SERVER_KEY not in response.text
+    # The control API plays the customer, who has no server key.
+    assert (await sb.http.get("/_sandbox/health")).json() == {"status": "ok"}
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+async def test_status_is_404_until_a_payment_method_is_chosen(sb: Sandbox) -> None:
+    await sb.create()
+    for order_id in ("order-1", "unknown-order"):
+        response = await sb.status(order_id)
+        assert response.status_code == 404
+        assert response.json() == {
+            "status_code": "404",
+            "status_message": "Transaction doesn't exist.",
+        }
+    assert (await sb.control("order-1", "choose", payment_type="bank_transfer")).status_code == 200
+    assert (await sb.status()).status_code == 200
+
+
+async def test_status_fields_are_midtrans_strings(sb: Sandbox) -> None:
+    await sb.create()
+    await sb.control("order-1", "choose", payment_type="bank_transfer")
+    body = (await sb.status()).json()
+    assert body.keys() >= STATUS_FIELDS
+    assert all(isinstance(v, str) for v in body.values())
+    assert body["status_code"] == "201" and body["transaction_status"] == "pending"
+    assert body["gross_amount"] == "30000.00" and body["currency"] == "IDR"
+    assert body["payment_type"] == "bank_transfer" and body["fraud_status"] == "accept"
+    assert body["merchant_id"] == "G000000000"
+    assert re.fullmatch(r"[0-9a-f-]{36}", body["transaction_id"])
+    assert WIB_TIME.fullmatch(body["transaction_time"])
+    assert WIB_TIME.fullmatch(body["expiry_time"])
+    assert "settlement_time" not in body
+    assert body["signature_key"] == signature(body)
+    # transaction_time is GMT+7 local time: within a minute of now in Jakarta.
+    jakarta_now = datetime.now(timezone(timedelta(hours=7))).replace(tzinfo=None)
+    shown = datetime.strptime(body["transaction_time"], "%Y-%m-%d %H:%M:%S")
+    assert abs((jakarta_now - shown).total_seconds()) < 60
+
+
+# --- customer actions ---------------------------------------------------------------------
+
+
+async def test_bank_transfer_pay_settles_and_notifies(sb: Sandbox) -> None:
+    await sb.create()
+    await sb.control("order-1", "choose", payment_type="bank_transfer")
+    assert (await sb.control("order-1", "pay")).status_code == 200
+    body = (await sb.status()).json()
+    assert body["transaction_status"] == "settlement" and body["status_code"] == "200"
+    assert WIB_TIME.fullmatch(body["settlement_time"])
+    await sb.wait_notifications("order-1", 2)
+    assert sb.statuses() == ["pending", "settlement"]
+    for received in sb.receiver.received:
+        assert received.headers["user-agent"] == "Veritrans"
+        assert received.payload["signature_key"] == signature(received.payload)
+        assert received.payload["status_message"] == "midtrans payment notification"
+
+
+async def test_pay_without_choosing_picks_bank_transfer(sb: Sandbox) -> None:
+    await sb.create()
+    assert (await sb.control("order-1", "pay")).json()["transaction_status"] == "settlement"
+    await sb.wait_notifications("order-1", 2)
+    assert sb.statuses() == ["pending", "settlement"]
+
+
+async def test_card_capture_accept_and_challenge(sb: Sandbox) -> None:
+    await sb.create("order-a")
+    await sb.control("order-a", "choose", payment_type="credit_card")
+    state = (await sb.control("order-a", "pay")).json()
+    assert (state["transaction_status"], state["fraud_status"]) == ("capture", "accept")
+
+    await sb.create("order-c")
+    await sb.control("order-c", "choose", payment_type="credit_card")
+    state = (await sb.control("order-c", "pay", fraud="challenge")).json()
+    assert (state["transaction_status"], state["fraud_status"]) == ("capture", "challenge")
+    assert (await sb.control("order-c", "pay", fraud="challenge")).status_code == 409
+    state = (await sb.control("order-c", "pay")).json()  # the review accepts it
+    assert (state["transaction_status"], state["fraud_status"]) == ("capture", "accept")
+    assert (await sb.control("order-c", "pay", fraud="maybe")).status_code == 400
+
+
+async def test_deny(sb: Sandbox) -> None:
+    await sb.create()
+    await sb.control("order-1", "choose", payment_type="credit_card")
+    assert (await sb.control("order-1", "deny")).status_code == 200
+    body = (await sb.status()).json()
+    assert (body["transaction_status"], body["status_code"]) == ("deny", "202")
+    assert body["fraud_status"] == "deny"
+    assert (await sb.control("order-1", "pay")).status_code == 409
+    assert (await sb.control("order-1", "deny")).status_code == 409
+
+
+async def test_choose_twice_or_with_a_bad_type_is_refused(sb: Sandbox) -> None:
+    await sb.create()
+    assert (await sb.control("order-1", "choose", payment_type="Bank Transfer")).status_code == 400
+    assert (await sb.control("order-1", "choose")).status_code == 200
+    assert (await sb.control("order-1", "choose")).status_code == 409
+    assert (await sb.control("unknown", "choose")).status_code == 404
+
+
+async def test_expired_transactions_refuse_payment_but_a_late_settlement_can_be_forced(
+    sb: Sandbox,
+) -> None:
+    await sb.create()
+    await sb.control("order-1", "choose")
+    assert (await sb.control("order-1", "expire")).status_code == 200
+    body = (await sb.status()).json()
+    assert (body["transaction_status"], body["status_code"]) == ("expire", "407")
+    refused = await sb.control("order-1", "pay")
+    assert refused.status_code == 409 and "expire" in refused.json()["error_messages"][0]
+
+    assert (await sb.control("order-1", "force-settle")).status_code == 200
+    body = (await sb.status()).json()
+    assert body["transaction_status"] == "settlement" and "settlement_time" in body
+    await sb.wait_notifications("order-1", 3)
+    assert sb.statuses() == ["pending", "expire", "settlement"]
+    assert (await sb.control("order-1", "force-settle")).status_code == 409
+
+
+async def test_force_settle_without_a_payment_method_sends_only_the_settlement(
+    sb: Sandbox,
+) -> None:
+    await sb.create()
+    await sb.control("order-1", "expire")  # the Snap session dies unused
+    assert (await sb.control("order-1", "choose")).status_code == 409
+    assert (await sb.status()).status_code == 404
+    await sb.control("order-1", "force-settle")
+    await sb.wait_notifications("order-1", 1)
+    assert sb.statuses() == ["settlement"]
+
+
+# --- Core API transitions -------------------------------------------------------------------
+
+
+async def test_cancel_pending_then_412(sb: Sandbox) -> None:
+    await sb.create()
+    assert (await sb.core("order-1", "cancel")).status_code == 404  # no transaction yet
+    await sb.control("order-1", "choose")
+    cancelled = await sb.core("order-1", "cancel")
+    assert cancelled.status_code == 200
+    body = cancelled.json()
+    assert (body["status_code"], body["transaction_status"]) == ("200", "cancel")
+    assert body["signature_key"] == signature(body)
+    again = await sb.core("order-1", "cancel")
+    assert again.status_code == 412 and again.json()["status_code"] == "412"
+    assert (await sb.control("order-1", "pay")).status_code == 409
+    await sb.wait_notifications("order-1", 2)
+    assert sb.statuses() == ["pending", "cancel"]
+
+
+async def test_cancel_a_challenged_capture_but_not_a_settlement(sb: Sandbox) -> None:
+    await sb.create("order-c")
+    await sb.control("order-c", "choose", payment_type="credit_card")
+    await sb.control("order-c", "pay", fraud="challenge")
+    assert (await sb.core("order-c", "cancel")).json()["transaction_status"] == "cancel"
+    await sb.create("order-s")
+    await sb.control("order-s", "pay")
+    refused = await sb.core("order-s", "cancel")
+    assert refused.status_code == 412 and refused.json()["status_code"] == "412"
+
+
+async def test_expire_pending_answers_407_and_otherwise_412(sb: Sandbox) -> None:
+    await sb.create()
+    await sb.control("order-1", "choose")
+    expired = await sb.core("order-1", "expire")
+    assert expired.status_code == 200
+    body = expired.json()
+    assert (body["status_code"], body["transaction_status"]) == ("407", "expire")
+    assert body["signature_key"] == signature(body)
+    assert (await sb.core("order-1", "expire")).json()["status_code"] == "412"
+    await sb.create("order-2")
+    await sb.control("order-2", "pay")
+    assert (await sb.core("order-2", "expire")).status_code == 412
+
+
+async def test_refunds(sb: Sandbox) -> None:
+    await sb.create()
+    await sb.control("order-1", "choose")
+    pending = await sb.core("order-1", "refund", amount=1000, refund_key="r0")
+    assert pending.status_code == 412  # nothing settled yet
+    await sb.control("order-1", "pay")
+
+    partial = await sb.core("order-1", "refund", amount=10000, reason="broken", refund_key="r1")
+    assert partial.status_code == 200
+    body = partial.json()
+    assert body["transaction_status"] == "partial_refund" and body["refund_amount"] == "10000.00"
+    repeated = await sb.core("order-1", "refund", amount=10000, reason="broken", refund_key="r1")
+    assert repeated.json() == body, "the same refund_key must not refund twice"
+    too_much = await sb.core("order-1", "refund", amount=20001, refund_key="r2")
+    assert too_much.status_code == 412
+    rest = await sb.core("order-1", "refund", refund_key="r3")  # no amount: the remainder
+    assert rest.json()["transaction_status"] == "refund"
+    assert rest.json()["refund_amount"] == "20000.00"
+    assert (await sb.core("order-1", "refund", amount=1, refund_key="r4")).status_code == 412
+    assert (await sb.core("order-1", "refund", amount="1")).status_code == 400
+    assert (await sb.state())["refunded_amount"] == 30000
+    await sb.wait_notifications("order-1", 4)
+    assert sb.statuses() == ["pending", "settlement", "partial_refund", "refund"]
+
+
+# --- expiry -----------------------------------------------------------------------------------
+
+
+async def test_pending_expires_by_the_expiry_object_scaled_and_notifies(sb: Sandbox) -> None:
+    # 5 minutes at time scale 0.001 is 0.3 s.
+    started = time.monotonic()
+    await sb.create(expiry={"unit": "minute", "duration": 5})
+    await sb.control("order-1", "choose")
+    await sb.wait_notifications("order-1", 2, within=3)
+    elapsed = time.monotonic() - started
+    assert sb.statuses() == ["pending", "expire"]
+    assert 0.3 <= elapsed < 2
+    assert (await sb.status()).json()["transaction_status"] == "expire"
+    assert (await sb.control("order-1", "pay")).status_code == 409
+
+
+async def test_an_unchosen_order_expires_silently_and_stays_404(sb: Sandbox) -> None:
+    await sb.create(expiry={"unit": "minutes", "duration": 1})
+
+    async def expired() -> bool:
+        return bool((await sb.state())["token_expired"])
+
+    await eventually(expired, within=3)
+    assert (await sb.status()).status_code == 404
+    assert (await sb.control("order-1", "choose")).status_code == 409
+    assert (await sb.state())["notifications"] == []
+
+
+async def test_expiry_counts_from_start_time(sb: Sandbox) -> None:
+    # Scale 0.001: a 2-day expiry that started 3 minutes ago (172.8 s scaled) has long passed;
+    # one that starts in an hour has not. Both are decided on the first read.
+    started = datetime.now(timezone(timedelta(hours=7)))
+    past = (started - timedelta(minutes=3)).strftime("%Y-%m-%d %H:%M:%S %z")
+    future = (started + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S %z")
+    await sb.create("order-past", expiry={"start_time": past, "unit": "day", "duration": 2})
+    await sb.create("order-future", expiry={"start_time": future, "unit": "hour", "duration": 1})
+    assert (await sb.state("order-past"))["token_expired"] is True
+    assert (await sb.control("order-future", "choose")).status_code == 200
+
+
+async def test_default_expiry_is_24_hours_scaled() -> None:
+    async with open_sandbox(settings(time_scale=1.0)) as sb:
+        await sb.create()
+        state = await sb.state()
+        created = datetime.fromisoformat(state["created_at"])
+        assert datetime.fromisoformat(state["expires_at"]) - created == timedelta(hours=24)
+
+
+# --- notification delivery --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answers", "attempts"),
+    [
+        ([500, 500, 500], 2),  # 500 -> 1 retry
+        ([404] * 6, 3),  # 404 -> 2 retries
+        ([400] * 6, 3),
+        ([503] * 6, 5),  # 503 -> 4 retries
+        ([502] * 7, 6),  # anything else -> 5 retries
+        ([CONNECT_ERROR] * 7, 6),  # no answer at all -> 5 retries
+        ([503, 200], 2),  # delivered on the first retry: no more attempts
+    ],
+)
+async def test_retry_counts_follow_the_last_answer(answers: list[int], attempts: int) -> None:
+    # Time scale 0.00002: all five retries take about 0.4 s.
+    async with open_sandbox(settings(time_scale=0.00002)) as sb:
+        sb.receiver.script["order-1"] = list(answers)
+        await sb.create()
+        await sb.control("order-1", "choose")
+
+        async def settled() -> bool:
+            (note,) = (await sb.state())["notifications"]
+            return note["state"] in ("delivered", "failed")
+
+        await eventually(settled, within=5)
+        (note,) = (await sb.state())["notifications"]
+        assert len(note["attempts"]) == attempts
+        assert note["state"] == ("delivered" if answers[attempts - 1] == 200 else "failed")
+        # Each retry waited at least its scheduled interval.
+        times = [r.at for r in sb.receiver.for_order("order-1")]
+        for retry, (earlier, later) in enumerate(itertools.pairwise(times), start=1):
+            assert later - earlier >= RETRY_INTERVALS_MINUTES[retry - 1] * 60 * 0.00002
+        logged = [a["http_status"] for a in note["attempts"]]
+        expected = [None if a == CONNECT_ERROR else a for a in answers[:attempts]]
+        assert logged == expected
+
+
+async def test_first_attempts_keep_order_and_retries_interleave() -> None:
+    async with open_sandbox(settings(time_scale=0.004)) as sb:
+        sb.receiver.script["order-1"] = [503]  # the pending notification fails once
+        await sb.create()
+        await sb.control("order-1", "choose")
+        await sb.control("order-1", "pay")
+        await sb.wait_notifications("order-1", 3)
+        # pending (503), settlement (200), then the pending retry (2 min scaled = 0.48 s).
+        assert sb.statuses() == ["pending", "settlement", "pending"]
+
+
+async def test_without_a_notification_url_nothing_is_sent() -> None:
+    async with open_sandbox(settings(notification_url=None)) as sb:
+        await sb.create()
+        await sb.control("order-1", "pay")
+        notes = (await sb.state())["notifications"]
+        assert [n["state"] for n in notes] == ["unsent", "unsent"]
+        assert sb.receiver.received == []
+
+
+async def test_shutdown_cancels_pending_retries_promptly() -> None:
+    receiver = Receiver(script={"order-1": [503]})
+    started = time.monotonic()
+    async with (
+        running_sandbox(settings(time_scale=1.0), receiver) as transport,
+        httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http,
+    ):
+        await http.post("/snap/v1/transactions", json=snap_body(), headers=AUTH)
+        await http.post("/_sandbox/transactions/order-1/choose")
+
+        async def first_attempt_done() -> bool:
+            state = (await http.get("/_sandbox/transactions/order-1")).json()
+            return bool(state["notifications"][0]["state"] == "retrying")
+
+        await eventually(first_attempt_done)
+    # The retry would come 2 minutes later and the expiry after 24 h: neither may block.
+    assert time.monotonic() - started < 2
+    await asyncio.sleep(0.05)
+    assert len(receiver.received) == 1
+
+
+def test_retry_policy() -> None:
+    assert [max_retries(s) for s in (500, 503, 400, 404, 502, 302, None)] == [1, 4, 2, 2, 5, 5, 5]
+    assert [retry_delay(n, 1.0, 0.0) for n in range(1, 6)] == [120, 600, 1800, 5400, 12600]
+    assert retry_delay(1, 0.001, 0.1) == pytest.approx(0.132)
+
+
+def test_settings_from_env() -> None:
+    parsed = SandboxSettings.from_env(
+        {
+            "MIDTRANS_SANDBOX_SERVER_KEY": "SB-secret",
+            "MIDTRANS_SANDBOX_NOTIFICATION_URL": "http://127.0.0.1:9/hook",
+            "MIDTRANS_SANDBOX_TIME_SCALE": "0.01",
+            "MIDTRANS_SANDBOX_PORT": "18999",
+        }
+    )
+    assert parsed.time_scale == 0.01 and parsed.port == 18999 and parsed.host == "127.0.0.1"
+    assert parsed.notification_url == "http://127.0.0.1:9/hook"
+    assert "SB-secret" not in repr(parsed)
+    defaults = SandboxSettings.from_env({"MIDTRANS_SANDBOX_SERVER_KEY": "k"})
+    assert (defaults.port, defaults.time_scale, defaults.notification_url) == (18900, 1.0, None)
+    with pytest.raises(ValueError, match="SERVER_KEY"):
+        SandboxSettings.from_env({})
+    with pytest.raises(ValueError, match="time scale"):
+        SandboxSettings.from_env(
+            {"MIDTRANS_SANDBOX_SERVER_KEY": "k", "MIDTRANS_SANDBOX_TIME_SCALE": "0"}
+        )
