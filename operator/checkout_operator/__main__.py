@@ -7,14 +7,14 @@ import contextlib
 import datetime as dt
 import logging
 
-import kopf
 from prometheus_client import start_http_server
 
 from saga_kit.logs import setup_logging
 from saga_kit.serving import stop_on_signals
 
-from . import handlers, metrics
+from . import metrics
 from .app import build_deps
+from .handlers import KopfWatcher
 from .poller import PaymentPoller
 from .reconciler import Reconciler
 from .settings import OperatorSettings
@@ -38,6 +38,15 @@ async def sweep_deleted(reconciler: Reconciler, namespace: str, stop: asyncio.Ev
             await asyncio.wait_for(stop.wait(), 60)
 
 
+async def watch_the_watcher(watcher: KopfWatcher, stop: asyncio.Event) -> None:
+    """End the operator if the kopf thread dies (the Pod restarts it)."""
+    while not stop.is_set() and watcher.alive:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1)
+    if not stop.is_set():
+        log.error("the kopf watcher died: %r", watcher.error)
+
+
 async def main() -> None:
     setup_logging("checkout-operator")
     settings = OperatorSettings.from_env()
@@ -47,23 +56,11 @@ async def main() -> None:
     async with contextlib.AsyncExitStack() as stack:
         deps = await build_deps(settings, stack)
         reconciler = Reconciler(deps, workers=settings.workers)
-        registry = kopf.OperatorRegistry()
-        handlers.register(registry, reconciler)
-        kopf_settings = kopf.OperatorSettings()
-        kopf_settings.posting.enabled = False  # our own Events, one per phase change
-        kopf_settings.watching.server_timeout = 300
+        watcher = KopfWatcher(reconciler, settings.namespace)
+        watcher.start()
+        stack.push_async_callback(watcher.stop)
         tasks = [
-            asyncio.create_task(
-                kopf.operator(
-                    registry=registry,
-                    settings=kopf_settings,
-                    standalone=True,
-                    clusterwide=not settings.namespace,
-                    namespaces=[settings.namespace] if settings.namespace else [],
-                    stop_flag=stop,
-                ),
-                name="kopf",
-            ),
+            asyncio.create_task(watch_the_watcher(watcher, stop), name="kopf"),
             asyncio.create_task(reconciler.run(stop), name="reconciler"),
             asyncio.create_task(PaymentPoller(reconciler).run(stop), name="poller"),
             asyncio.create_task(sweep_deleted(reconciler, settings.namespace, stop), name="sweep"),

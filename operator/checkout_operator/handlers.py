@@ -3,10 +3,18 @@
 Only ``@kopf.on.event`` is used. It keeps no progress on the resource (no
 annotations, no status.kopf) and needs no finalizer, so kopf itself never
 writes to a Checkout: the saga's own status writes are the only ones.
+
+kopf runs in a thread with an event loop of its own. On shutdown kopf cancels
+every task created in its loop after it started, and it takes over SIGINT and
+SIGTERM in the main thread; kept in its own thread, it watches and nothing more,
+while the saga's tasks live in the main loop and stop in their own order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from typing import Any
 
 import kopf
@@ -14,8 +22,14 @@ import kopf
 from .clients.kube import GROUP, PLURAL, VERSION
 from .reconciler import Reconciler
 
+log = logging.getLogger(__name__)
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+
+def register(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Handlers that pass watch events to ``reconciler``, which runs in ``loop``."""
+
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
@@ -24,4 +38,57 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     async def checkout_event(event: kopf.RawEvent, **_: Any) -> None:
         body: Any = event.get("object")
         if isinstance(body, dict) and body.get("metadata", {}).get("uid"):
-            reconciler.observe(event.get("type"), body)
+            loop.call_soon_threadsafe(reconciler.observe, event.get("type"), body)
+
+
+class KopfWatcher:
+    """kopf in a background thread, feeding the reconciler in the caller's loop."""
+
+    def __init__(self, reconciler: Reconciler, namespace: str = "") -> None:
+        self._reconciler = reconciler
+        self._namespace = namespace
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        registry = kopf.OperatorRegistry()
+        register(registry, self._reconciler, loop)
+        settings = kopf.OperatorSettings()
+        settings.posting.enabled = False  # the saga posts one Event per phase change
+        settings.watching.server_timeout = 300
+
+        def run() -> None:
+            try:
+                asyncio.run(
+                    kopf.operator(
+                        registry=registry,
+                        settings=settings,
+                        standalone=True,
+                        clusterwide=not self._namespace,
+                        namespaces=[self._namespace] if self._namespace else [],
+                        stop_flag=self._stop,
+                        ready_flag=self._ready,
+                    )
+                )
+            except BaseException as exc:
+                self.error = exc
+                log.exception("the kopf watcher stopped")
+
+        self._thread = threading.Thread(target=run, name="kopf", daemon=True)
+        self._thread.start()
+
+    async def wait_ready(self, within: float = 30.0) -> None:
+        if not await asyncio.to_thread(self._ready.wait, within):
+            raise RuntimeError(f"kopf not ready within {within}s: {self.error!r}")
+
+    async def stop(self, within: float = 20.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, within)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

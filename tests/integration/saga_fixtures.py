@@ -1,0 +1,250 @@
+"""The whole saga, in-process where possible and real everywhere.
+
+Real apiserver (the platform), real Postgres/Redis/NATS, the real User and
+Product services (gRPC), the Product event consumer, the Midtrans sandbox as its
+own process, and the operator (kopf + reconciler + poller) and the arq expiry
+worker running in the test's event loop so tests can stop and start them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+import pytest
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+from checkout_operator.actions import Deps
+from checkout_operator.app import build_deps
+from checkout_operator.handlers import KopfWatcher
+from checkout_operator.poller import PaymentPoller
+from checkout_operator.reconciler import Reconciler
+from checkout_operator.settings import OperatorSettings
+from checkout_operator.worker import expire_checkout
+from midtrans import MidtransConfig
+from product_service.consumer import EventConsumer
+from saga_kit.events import Topology
+from saga_kit.settings import Secret
+from tests.conftest import Platform
+from tests.helpers.processes import free_port, python_module
+from tests.integration.product_fixtures import ProductEnv
+from tests.integration.user_fixtures import UserEnv
+
+SANDBOX_KEY = "SB-Mid-server-saga-tests"
+
+
+@pytest.fixture(scope="session")
+def midtrans_sandbox() -> Iterator[str]:
+    """The Midtrans sandbox as a real process; its base URL."""
+    port = free_port()
+    env = {"MIDTRANS_SANDBOX_SERVER_KEY": SANDBOX_KEY, "MIDTRANS_SANDBOX_PORT": str(port)}
+    with python_module(
+        "midtrans_sandbox", port=port, health_path="/_sandbox/health", env=env
+    ) as proc:
+        yield proc.base_url
+
+
+@dataclass
+class Operator:
+    """One running operator (kopf watch + reconciler + poller) and expiry worker."""
+
+    deps: Deps
+    reconciler: Reconciler
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[Any]]
+    stack: contextlib.AsyncExitStack
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        self.tasks[-1].cancel()  # the arq worker runs until cancelled
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 20)
+        await self.stack.aclose()
+
+
+@dataclass
+class SagaEnv:
+    platform: Platform
+    namespace: str
+    settings: OperatorSettings
+    midtrans_url: str
+    users: UserEnv
+    products: ProductEnv
+    user_id: str = ""
+    operators: list[Operator] = field(default_factory=list)
+
+    @property
+    def operator(self) -> Operator:
+        return self.operators[-1]
+
+    async def start_operator(self, **overrides: Any) -> Operator:
+        key = overrides.pop("midtrans_key", None) or SANDBOX_KEY
+        settings = replace(self.settings, **overrides)
+        stack = contextlib.AsyncExitStack()
+        deps = await build_deps(
+            settings,
+            stack,
+            midtrans_config=MidtransConfig(
+                server_key=key, snap_base_url=self.midtrans_url, core_base_url=self.midtrans_url
+            ),
+        )
+        reconciler = Reconciler(deps, workers=4)
+        watcher = KopfWatcher(reconciler, self.namespace)
+        watcher.start()
+        stack.push_async_callback(watcher.stop)
+        stop = asyncio.Event()
+        worker = Worker(
+            functions=[expire_checkout],
+            redis_settings=RedisSettings.from_dsn(settings.redis_url.value),
+            queue_name=settings.arq_queue,
+            ctx={"deps": deps},
+            handle_signals=False,
+            poll_delay=0.1,
+            max_tries=20,
+        )
+        stack.push_async_callback(worker.close)
+        tasks = [
+            asyncio.create_task(reconciler.run(stop)),
+            asyncio.create_task(PaymentPoller(reconciler).run(stop, tick=0.05)),
+            asyncio.create_task(worker.async_run()),
+        ]
+        operator = Operator(deps, reconciler, stop, tasks, stack)
+        self.operators.append(operator)
+        return operator
+
+    # --- acting as a shop and a buyer ---------------------------------------------------
+
+    async def create(
+        self, name: str | None = None, items: list[tuple[str, int, int]] | None = None, **spec: Any
+    ) -> str:
+        name = name or f"order-{uuid.uuid4().hex[:10]}"
+        body = {
+            "apiVersion": "checkout.saga.dev/v1alpha1",
+            "kind": "Checkout",
+            "metadata": {"name": name},
+            "spec": {
+                "userId": self.user_id,
+                "items": [
+                    {"productId": p, "unitPrice": price, "quantity": q}
+                    for p, price, q in (items or [])
+                ],
+                **spec,
+            },
+        }
+        self.platform.kubectl("create", "-f", "-", namespace=self.namespace, stdin=json.dumps(body))
+        return name
+
+    async def get(self, name: str) -> dict[str, Any] | None:
+        return await self.operator.deps.kube.get(self.namespace, name)
+
+    async def wait_for(
+        self, name: str, check: Callable[[dict[str, Any]], bool], within: float = 30.0
+    ) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + within
+        body: dict[str, Any] | None = None
+        while asyncio.get_running_loop().time() < deadline:
+            body = await self.get(name)
+            if body is not None and check(body):
+                return body
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{name} did not get there in {within}s; last seen: {body}")
+
+    async def wait_phase(self, name: str, *phases: str, within: float = 30.0) -> dict[str, Any]:
+        return await self.wait_for(
+            name, lambda b: (b.get("status") or {}).get("phase") in phases, within
+        )
+
+    async def sandbox(self, order: str, action: str, **body: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.midtrans_url) as http:
+            return await http.post(f"/_sandbox/transactions/{order}/{action}", json=body or None)
+
+    async def sandbox_state(self, order: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=self.midtrans_url) as http:
+            reply = await http.get(f"/_sandbox/transactions/{order}")
+            data: dict[str, Any] = reply.json()
+            return data
+
+    def api_writes(self, name: str) -> list[str]:
+        """Successful writes to this Checkout recorded by the apiserver's audit log."""
+        writes = []
+        log = self.platform.cfg.run_dir / "logs" / "audit.log"
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            ref = entry.get("objectRef") or {}
+            if (
+                ref.get("resource") == "checkouts"
+                and ref.get("namespace") == self.namespace
+                and ref.get("name") == name
+                and entry.get("stage") == "ResponseComplete"
+                and 200 <= (entry.get("responseStatus") or {}).get("code", 0) < 300
+                and entry.get("verb") in ("create", "update", "patch", "delete")
+            ):
+                writes.append(
+                    f"{entry['verb']}{'/' + ref['subresource'] if ref.get('subresource') else ''}"
+                )
+        return writes
+
+
+@pytest.fixture
+async def saga(
+    platform: Platform,
+    namespace: str,
+    db_schema: str,
+    service_token: Secret,
+    midtrans_sandbox: str,
+    user_env: UserEnv,
+    product_env: ProductEnv,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[SagaEnv]:
+    monkeypatch.setenv("KUBECONFIG", str(platform.kubeconfig))
+    tag = uuid.uuid4().hex[:8]
+    topology = Topology.namespaced(f"s{tag}")
+    settings = OperatorSettings(
+        database_url=Secret(platform.postgres_dsn),
+        db_schema=f"{db_schema}_op",
+        namespace=namespace,
+        nats_url=platform.cfg.nats_url,
+        events_namespace=f"s{tag}",
+        redis_url=Secret(platform.cfg.redis_url),
+        user_service=user_env.grpc_target,
+        product_service=product_env.target,
+        service_token=service_token,
+        ttl_after_finished=None,
+        poll_interval=0.3,
+        poll_rate=100.0,
+        poll_min_age=0.0,
+        arq_queue=f"arq:test:{tag}",
+        payment_setup_deadline=dt.timedelta(seconds=3),
+    )
+    env = SagaEnv(platform, namespace, settings, midtrans_sandbox, user_env, product_env)
+    env.user_id, _ = await user_env.token_for(f"buyer{tag}")
+    nc = await nats.connect(platform.cfg.nats_url)
+    consumer = EventConsumer(nc.jetstream(), product_env.pool, topology, name="products")
+    await consumer.ensure()
+    consumer_stop = asyncio.Event()
+    consumer_task = asyncio.create_task(consumer.run(consumer_stop, batch=16))
+    yield env
+    for operator in env.operators:
+        if not operator.stop.is_set():
+            await operator.shutdown()
+    consumer_stop.set()
+    await asyncio.wait_for(consumer_task, 10)
+    js = nc.jetstream()
+    for name in (topology.stream, topology.dlq_stream):
+        with contextlib.suppress(Exception):
+            await js.delete_stream(name)
+    await nc.close()
+    conn = await asyncpg.connect(platform.postgres_dsn)
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{db_schema}_op" CASCADE')
+    await conn.close()

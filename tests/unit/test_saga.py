@@ -1,0 +1,687 @@
+"""The saga as data: transitions, failures, payments, pricing, status and planning."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+import pytest
+
+from checkout_operator.saga import (
+    FAILURES,
+    FINAL_EVENT,
+    HISTORY_LIMIT,
+    TERMINAL,
+    TRANSITIONS,
+    Action,
+    Amounts,
+    Compensation,
+    Line,
+    PaymentState,
+    Phase,
+    Plan,
+    Reason,
+    View,
+    Voucher,
+    can_transition,
+    parse_timestamp,
+    payment_items,
+    payment_state,
+    plan,
+    price,
+    supersedes,
+    timestamp,
+    with_condition,
+    with_history,
+)
+from midtrans.models import TransactionStatus
+
+NOW = dt.datetime(2025, 1, 15, 12, 0, 0, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
+
+
+def reachable(start: Phase) -> set[Phase]:
+    """Every phase reachable from ``start`` in one or more transitions."""
+    seen: set[Phase] = set()
+    frontier = [start]
+    while frontier:
+        for nxt in TRANSITIONS[frontier.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    return seen
+
+
+# --- transitions -----------------------------------------------------------------------
+
+# The diagram in the saga module's docstring, edge by edge.
+DIAGRAM = {
+    (Phase.PENDING, Phase.AUTHORIZED),
+    (Phase.AUTHORIZED, Phase.RESERVED),
+    (Phase.RESERVED, Phase.AWAITING_PAYMENT),
+    (Phase.AWAITING_PAYMENT, Phase.SETTLED),
+    (Phase.AWAITING_PAYMENT, Phase.EXPIRED),
+    (Phase.AWAITING_PAYMENT, Phase.CANCELLED),
+    (Phase.RESERVED, Phase.CANCELLED),
+    (Phase.PENDING, Phase.CANCELLED),
+    (Phase.AUTHORIZED, Phase.CANCELLED),
+    (Phase.PENDING, Phase.REJECTED),
+    (Phase.AUTHORIZED, Phase.REJECTED),
+}
+
+
+def test_the_table_covers_every_phase() -> None:
+    assert set(TRANSITIONS) == set(Phase)
+    assert {Phase.SETTLED, Phase.EXPIRED, Phase.CANCELLED, Phase.REJECTED} == TERMINAL
+
+
+@pytest.mark.parametrize("phase", sorted(TERMINAL))
+def test_terminal_phases_have_no_exits(phase: Phase) -> None:
+    assert TRANSITIONS[phase] == frozenset()
+    assert not any(can_transition(phase, target) for target in Phase)
+
+
+@pytest.mark.parametrize("phase", sorted(set(Phase) - TERMINAL))
+def test_every_non_terminal_phase_can_reach_an_end(phase: Phase) -> None:
+    ends = reachable(phase) & TERMINAL
+    assert ends, f"{phase} can never finish"
+    # Whatever happens, a checkout in progress can always be cancelled.
+    assert Phase.CANCELLED in ends
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+def test_the_saga_never_goes_back(phase: Phase) -> None:
+    assert phase not in reachable(phase)
+
+
+def test_the_happy_path_is_a_chain_of_transitions() -> None:
+    path = [
+        Phase.PENDING,
+        Phase.AUTHORIZED,
+        Phase.RESERVED,
+        Phase.AWAITING_PAYMENT,
+        Phase.SETTLED,
+    ]
+    for current, target in itertools.pairwise(path):
+        assert can_transition(current, target), f"{current} -> {target}"
+
+
+def test_rejected_only_before_stock_is_held() -> None:
+    sources = {p for p in Phase if Phase.REJECTED in TRANSITIONS[p]}
+    assert sources == {Phase.PENDING, Phase.AUTHORIZED}
+    assert not can_transition(Phase.AWAITING_PAYMENT, Phase.REJECTED)
+    assert not can_transition(Phase.RESERVED, Phase.REJECTED)
+    # Not even through the phases in between.
+    assert Phase.REJECTED not in reachable(Phase.RESERVED)
+    assert Phase.REJECTED not in reachable(Phase.AWAITING_PAYMENT)
+
+
+def test_settled_and_expired_only_from_awaiting_payment() -> None:
+    for end in (Phase.SETTLED, Phase.EXPIRED):
+        assert {p for p in Phase if can_transition(p, end)} == {Phase.AWAITING_PAYMENT}
+
+
+@pytest.mark.parametrize(("current", "target"), list(itertools.product(Phase, Phase)))
+def test_can_transition_agrees_with_the_table_and_the_diagram(
+    current: Phase, target: Phase
+) -> None:
+    assert can_transition(current, target) is (target in TRANSITIONS[current])
+    assert can_transition(current, target) is ((current, target) in DIAGRAM)
+
+
+# --- failures --------------------------------------------------------------------------
+
+BEFORE_STOCK = {
+    Reason.UNAUTHORIZED,
+    Reason.PRODUCT_NOT_FOUND,
+    Reason.OUT_OF_STOCK,
+    Reason.INSUFFICIENT_STOCK,
+    Reason.PRICE_MISMATCH,
+    Reason.INVALID_VOUCHER,
+    Reason.INVALID_REQUEST,
+    Reason.DUPLICATE_ORDER_ID,
+}
+AFTER_STOCK = {
+    Reason.PAYMENT_SETUP_FAILED,
+    Reason.CANCEL_REQUESTED,
+    Reason.PAYMENT_FAILED,
+    Reason.PAYMENT_EXPIRED,
+    Reason.DELETED,
+}
+RELEASES_STOCK = {
+    Compensation.RELEASE_STOCK,
+    Compensation.CANCEL_PAYMENT,
+    Compensation.EXPIRE_PAYMENT,
+}
+
+
+def test_every_reason_has_an_outcome() -> None:
+    assert set(FAILURES) == set(Reason) == BEFORE_STOCK | AFTER_STOCK
+    for reason, outcome in FAILURES.items():
+        assert outcome.phase in TERMINAL, reason
+        assert outcome.phase is not Phase.SETTLED, reason
+
+
+@pytest.mark.parametrize("reason", sorted(FAILURES))
+def test_rejections_have_nothing_to_undo(reason: Reason) -> None:
+    outcome = FAILURES[reason]
+    if outcome.phase is Phase.REJECTED:
+        assert outcome.compensation is Compensation.NONE
+        assert reason in BEFORE_STOCK
+    else:
+        assert outcome.compensation is not Compensation.NONE
+
+
+@pytest.mark.parametrize("reason", sorted(BEFORE_STOCK))
+def test_refusals_before_stock_is_held_reject(reason: Reason) -> None:
+    assert FAILURES[reason].phase is Phase.REJECTED
+    assert FAILURES[reason].compensation is Compensation.NONE
+
+
+@pytest.mark.parametrize("reason", sorted(AFTER_STOCK))
+def test_failures_after_stock_is_held_release_it(reason: Reason) -> None:
+    outcome = FAILURES[reason]
+    assert outcome.compensation in RELEASES_STOCK
+    assert outcome.phase is not Phase.REJECTED
+    # The product side restores stock when it hears the final event.
+    assert FINAL_EVENT[outcome.phase] is not None
+
+
+def test_each_failure_undoes_what_exists() -> None:
+    # No payment page yet: only the stock.
+    assert FAILURES[Reason.PAYMENT_SETUP_FAILED].phase is Phase.CANCELLED
+    assert FAILURES[Reason.PAYMENT_SETUP_FAILED].compensation is Compensation.RELEASE_STOCK
+    for reason in (Reason.CANCEL_REQUESTED, Reason.PAYMENT_FAILED, Reason.DELETED):
+        assert FAILURES[reason].phase is Phase.CANCELLED
+        assert FAILURES[reason].compensation is Compensation.CANCEL_PAYMENT
+    assert FAILURES[Reason.PAYMENT_EXPIRED].phase is Phase.EXPIRED
+    assert FAILURES[Reason.PAYMENT_EXPIRED].compensation is Compensation.EXPIRE_PAYMENT
+    # A refund is for money that arrives after the end, never a failure's undo.
+    assert all(o.compensation is not Compensation.REFUND for o in FAILURES.values())
+
+
+def test_final_events() -> None:
+    assert dict(FINAL_EVENT) == {
+        Phase.SETTLED: "settled",
+        Phase.EXPIRED: "expired",
+        Phase.CANCELLED: "cancelled",
+        Phase.REJECTED: None,
+    }
+    assert set(FINAL_EVENT) == TERMINAL
+
+
+# --- payment states --------------------------------------------------------------------
+
+MIDTRANS_STATUSES: list[tuple[str | None, str | None, PaymentState]] = [
+    ("settlement", None, PaymentState.PAID),
+    ("settlement", "accept", PaymentState.PAID),
+    ("capture", "accept", PaymentState.PAID),
+    ("capture", "challenge", PaymentState.PENDING),
+    ("pending", None, PaymentState.PENDING),
+    ("pending", "accept", PaymentState.PENDING),
+    ("deny", None, PaymentState.DENIED),
+    ("deny", "deny", PaymentState.DENIED),
+    ("failure", None, PaymentState.DENIED),
+    ("cancel", None, PaymentState.CANCELLED),
+    ("cancel", "accept", PaymentState.CANCELLED),
+    ("expire", None, PaymentState.EXPIRED),
+    ("refund", "accept", PaymentState.REFUNDED),
+    ("partial_refund", "accept", PaymentState.REFUNDED),
+    ("chargeback", "accept", PaymentState.REFUNDED),
+    ("partial_chargeback", "accept", PaymentState.REFUNDED),
+    ("", None, PaymentState.NONE),
+    (None, None, PaymentState.NONE),
+    (None, "accept", PaymentState.NONE),
+]
+
+
+@pytest.mark.parametrize(("transaction", "fraud", "expected"), MIDTRANS_STATUSES)
+def test_payment_state(transaction: str | None, fraud: str | None, expected: PaymentState) -> None:
+    assert payment_state(transaction, fraud) is expected
+
+
+@pytest.mark.parametrize(("transaction", "fraud"), [(t, f) for t, f, _ in MIDTRANS_STATUSES if t])
+def test_payment_state_agrees_with_the_midtrans_client(transaction: str, fraud: str | None) -> None:
+    """The operator acts on both readings: they must never disagree about money."""
+    state = payment_state(transaction, fraud)
+    ts = TransactionStatus(order_id="o-1", transaction_status=transaction, fraud_status=fraud)
+    assert (state is PaymentState.PAID) is ts.is_paid
+    assert (state is PaymentState.REFUNDED) is ts.is_refund
+    assert (state is PaymentState.PENDING) is ts.is_pending
+    failed = {PaymentState.DENIED, PaymentState.CANCELLED, PaymentState.EXPIRED}
+    assert (state in failed) is ts.is_failed
+
+
+FINAL = {PaymentState.PAID, PaymentState.CANCELLED, PaymentState.EXPIRED}
+
+
+def test_an_older_pending_never_overwrites_a_final_status() -> None:
+    for final in FINAL:
+        assert not supersedes(PaymentState.PENDING, final)
+        assert not supersedes(PaymentState.DENIED, final)
+        assert not supersedes(PaymentState.NONE, final)
+
+
+def test_pending_and_denied_alternate_while_the_buyer_retries() -> None:
+    assert supersedes(PaymentState.DENIED, PaymentState.PENDING)
+    assert supersedes(PaymentState.PENDING, PaymentState.DENIED)
+
+
+def test_forward_moves_supersede() -> None:
+    assert supersedes(PaymentState.PENDING, PaymentState.NONE)
+    assert supersedes(PaymentState.DENIED, PaymentState.NONE)
+    for final in FINAL:
+        assert supersedes(final, PaymentState.NONE)
+        assert supersedes(final, PaymentState.PENDING)
+        assert supersedes(final, PaymentState.DENIED)
+    assert not supersedes(PaymentState.NONE, PaymentState.PENDING)
+
+
+def test_a_refund_follows_a_payment() -> None:
+    assert supersedes(PaymentState.REFUNDED, PaymentState.PAID)
+    for state in PaymentState:
+        assert not supersedes(state, PaymentState.REFUNDED)
+
+
+@pytest.mark.parametrize("state", list(PaymentState))
+def test_the_same_state_does_not_supersede(state: PaymentState) -> None:
+    assert not supersedes(state, state)
+
+
+def test_no_final_state_is_superseded_but_by_a_refund() -> None:
+    for new, old in itertools.product(PaymentState, PaymentState):
+        if old in FINAL and supersedes(new, old):
+            assert new is PaymentState.REFUNDED, f"{new} replaced final {old}"
+
+
+def test_any_order_of_notifications_ends_final() -> None:
+    """Applying ``supersedes`` to any order of one payment's reports keeps the final one."""
+    reports = [PaymentState.PENDING, PaymentState.DENIED, PaymentState.PENDING, PaymentState.PAID]
+    for order in itertools.permutations(reports):
+        recorded = PaymentState.NONE
+        for state in order:
+            if supersedes(state, recorded):
+                recorded = state
+        assert recorded is PaymentState.PAID, order
+
+
+# --- pricing ---------------------------------------------------------------------------
+
+LINES = [Line("p-1", 10_000, 2, "Kopi"), Line("p-2", 2_500, 3, "Teh")]  # 27_500
+
+
+def test_price_without_a_voucher() -> None:
+    assert price(LINES, 1_000, None) == Amounts(27_500, 1_000, 0, 28_500)
+    assert price([], 0, None) == Amounts(0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("voucher", "fee", "expected"),
+    [
+        (Voucher("P10", percent=10), 0, Amounts(27_500, 0, 2_750, 24_750)),
+        (Voucher("P10", percent=10), 1_000, Amounts(27_500, 1_000, 2_750, 25_750)),
+        # A percentage rounds down to a whole rupiah: 27_500 * 3 // 100.
+        (Voucher("P3", percent=3), 0, Amounts(27_500, 0, 825, 26_675)),
+        (Voucher("P33", percent=33), 0, Amounts(27_500, 0, 9_075, 18_425)),
+        (Voucher("F5K", amount=5_000), 500, Amounts(27_500, 500, 5_000, 23_000)),
+        (Voucher("CAP", percent=50, max_discount=3_000), 0, Amounts(27_500, 0, 3_000, 24_500)),
+        (Voucher("UNDER", percent=5, max_discount=3_000), 0, Amounts(27_500, 0, 1_375, 26_125)),
+        (Voucher("BOTH", percent=10, amount=1_000), 0, Amounts(27_500, 0, 3_750, 23_750)),
+        (Voucher("ZERO", max_discount=0, amount=5_000), 0, Amounts(27_500, 0, 0, 27_500)),
+        # Never below zero, fee included.
+        (Voucher("HUGE", amount=1_000_000), 700, Amounts(27_500, 700, 28_200, 0)),
+        (Voucher("ALL", percent=150), 0, Amounts(27_500, 0, 27_500, 0)),
+    ],
+)
+def test_price_with_a_voucher(voucher: Voucher, fee: int, expected: Amounts) -> None:
+    assert price(LINES, fee, voucher) == expected
+
+
+def test_amounts_as_status() -> None:
+    assert Amounts(10, 2, 3, 9).as_status() == {
+        "subtotal": 10,
+        "fees": 2,
+        "discount": 3,
+        "total": 9,
+    }
+
+
+def items_sum(items: list[dict[str, Any]]) -> int:
+    return sum(int(item["price"]) * int(item["quantity"]) for item in items)
+
+
+def test_payment_items_always_sum_to_the_total() -> None:
+    line_sets = [
+        [Line("a", 1, 1)],
+        [Line("a", 9_999, 7), Line("b", 1, 10_000)],
+        LINES,
+        [Line("a", 0, 3), Line("b", 333, 3)],
+    ]
+    vouchers: list[Voucher | None] = [
+        None,
+        Voucher("a", percent=7),
+        Voucher("b", amount=123),
+        Voucher("c", percent=33, max_discount=500),
+        Voucher("d", amount=10**9),
+        Voucher("e", percent=100),
+        Voucher("f", percent=1, amount=1),
+    ]
+    combos = 0
+    for lines, fee, voucher in itertools.product(line_sets, [0, 1, 2_500], vouchers):
+        amounts = price(lines, fee, voucher)
+        assert amounts.total >= 0
+        assert amounts.total == amounts.subtotal + amounts.fees - amounts.discount
+        items = payment_items(lines, amounts)
+        assert items_sum(items) == amounts.total, (lines, fee, voucher)
+        assert all(item["quantity"] >= 1 for item in items)
+        combos += 1
+    assert combos == len(line_sets) * 3 * len(vouchers)
+
+
+def test_payment_items_carry_the_fee_and_a_negative_discount() -> None:
+    amounts = price(LINES, 1_000, Voucher("P10", percent=10))
+    items = payment_items(LINES, amounts)
+    assert items == [
+        {"id": "p-1", "price": 10_000, "quantity": 2, "name": "Kopi"},
+        {"id": "p-2", "price": 2_500, "quantity": 3, "name": "Teh"},
+        {"id": "fee", "price": 1_000, "quantity": 1, "name": "Service fee"},
+        {"id": "discount", "price": -2_750, "quantity": 1, "name": "Voucher"},
+    ]
+
+
+def test_payment_items_leave_out_a_zero_fee_and_discount() -> None:
+    items = payment_items(LINES, price(LINES, 0, None))
+    assert [item["id"] for item in items] == ["p-1", "p-2"]
+
+
+def test_payment_item_ids_and_names_fit_midtrans() -> None:
+    long_id = "x" * 80
+    lines = [Line(long_id, 100, 1, "N" * 70), Line("short", 5, 2)]
+    items = payment_items(lines, price(lines, 0, None))
+    assert items[0]["id"] == "x" * 50
+    assert items[0]["name"] == "N" * 50
+    # Without a name, the product id stands in (Midtrans requires a name).
+    assert items[1]["name"] == "short"
+    assert all(len(item["id"]) <= 50 and len(item["name"]) <= 50 for item in items)
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+def test_timestamps_are_utc_seconds_and_round_trip() -> None:
+    jakarta = dt.timezone(dt.timedelta(hours=7))
+    local = dt.datetime(2025, 1, 15, 19, 0, 0, 999_999, tzinfo=jakarta)
+    assert timestamp(local) == "2025-01-15T12:00:00Z"
+    assert parse_timestamp("2025-01-15T12:00:00Z") == NOW
+    assert parse_timestamp(timestamp(NOW)) == NOW
+    assert parse_timestamp(None) is None
+    assert parse_timestamp("") is None
+
+
+def entry(i: int) -> dict[str, Any]:
+    return {"phase": "Pending", "at": f"2025-01-01T00:00:{i:02d}Z", "reason": f"r{i}"}
+
+
+def test_with_history_appends_in_order() -> None:
+    history = with_history(
+        [entry(0)], [(Phase.AUTHORIZED, "UserAuthorized"), (Phase.RESERVED, "StockReserved")], NOW
+    )
+    assert history == [
+        entry(0),
+        {"phase": "Authorized", "at": "2025-01-15T12:00:00Z", "reason": "UserAuthorized"},
+        {"phase": "Reserved", "at": "2025-01-15T12:00:00Z", "reason": "StockReserved"},
+    ]
+
+
+def test_with_history_keeps_the_newest_entries_oldest_first() -> None:
+    old = [entry(i) for i in range(HISTORY_LIMIT)]
+    new = [(Phase.AUTHORIZED, "a"), (Phase.RESERVED, "b"), (Phase.AWAITING_PAYMENT, "c")]
+    history = with_history(old, new, NOW)
+    assert HISTORY_LIMIT == 20
+    assert len(history) == HISTORY_LIMIT
+    assert history[:17] == old[3:]
+    assert [h["reason"] for h in history[-3:]] == ["a", "b", "c"]
+    # More new entries than fit: only the last ones stay.
+    many = [(Phase.PENDING, f"n{i}") for i in range(HISTORY_LIMIT + 5)]
+    assert [h["reason"] for h in with_history(old, many, NOW)] == [
+        f"n{i}" for i in range(5, HISTORY_LIMIT + 5)
+    ]
+
+
+def test_with_history_does_not_change_its_input() -> None:
+    old = [entry(0)]
+    with_history(old, [(Phase.AUTHORIZED, "a")], NOW)
+    assert old == [entry(0)]
+
+
+EARLIER = "2025-01-01T00:00:00Z"
+
+
+def condition(type_: str, status: str, at: str = EARLIER) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": "Old",
+        "message": "old",
+        "lastTransitionTime": at,
+        "observedGeneration": 1,
+    }
+
+
+def test_with_condition_adds_a_new_type() -> None:
+    result = with_condition([], "Ready", True, "Done", "all good", NOW, 2)
+    assert result == [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Done",
+            "message": "all good",
+            "lastTransitionTime": "2025-01-15T12:00:00Z",
+            "observedGeneration": 2,
+        }
+    ]
+
+
+def test_with_condition_keeps_the_transition_time_when_the_status_stays() -> None:
+    result = with_condition([condition("Ready", "True")], "Ready", True, "New", "new", NOW, 3)
+    assert result == [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "New",
+            "message": "new",
+            "lastTransitionTime": EARLIER,
+            "observedGeneration": 3,
+        }
+    ]
+
+
+def test_with_condition_moves_the_transition_time_when_the_status_flips() -> None:
+    result = with_condition([condition("Ready", "True")], "Ready", False, "Failed", "x", NOW, 3)
+    assert len(result) == 1
+    assert result[0]["status"] == "False"
+    assert result[0]["lastTransitionTime"] == "2025-01-15T12:00:00Z"
+    assert result[0]["reason"] == "Failed"
+    # Unknown -> True is a flip as well.
+    unknown = with_condition([condition("Ready", "Unknown")], "Ready", True, "R", "m", NOW, 1)
+    assert unknown[0]["lastTransitionTime"] == "2025-01-15T12:00:00Z"
+
+
+def test_with_condition_replaces_one_type_and_keeps_the_others() -> None:
+    others = [condition("Authorized", "True"), condition("Ready", "True"), condition("X", "False")]
+    result = with_condition(others, "Ready", False, "Failed", "x", NOW, 2)
+    assert [c["type"] for c in result] == ["Authorized", "Ready", "X"]
+    assert result[0] == others[0]
+    assert result[2] == others[2]
+    assert result[1]["status"] == "False"
+    assert sum(1 for c in result if c["type"] == "Ready") == 1
+    # The input is left alone.
+    assert others[1]["status"] == "True"
+
+
+# --- planning --------------------------------------------------------------------------
+
+
+def body(
+    phase: str | None = None,
+    *,
+    cancel: bool = False,
+    expires_at: dt.datetime | None = None,
+    transaction: str | None = None,
+    fraud: str | None = None,
+    finished_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"userId": "42", "items": [{"productId": "p", "unitPrice": 1}]}
+    if cancel:
+        spec["cancelRequested"] = True
+    status: dict[str, Any] = {}
+    if phase is not None:
+        status["phase"] = phase
+    if expires_at is not None:
+        status["expiresAt"] = timestamp(expires_at)
+    if transaction is not None:
+        status["payment"] = {"snapToken": "t", "transactionStatus": transaction}
+        if fraud is not None:
+            status["payment"]["fraudStatus"] = fraud
+    if finished_at is not None:
+        status["history"] = [
+            {"phase": "AwaitingPayment", "at": timestamp(finished_at - HOUR)},
+            {"phase": phase, "at": timestamp(finished_at), "reason": "x"},
+        ]
+    result: dict[str, Any] = {"metadata": {"name": "o-1"}, "spec": spec}
+    if status:
+        result["status"] = status
+    return result
+
+
+def test_view_of_reads_the_resource() -> None:
+    v = View.of(
+        body(
+            "AwaitingPayment",
+            cancel=True,
+            expires_at=NOW + HOUR,
+            transaction="capture",
+            fraud="accept",
+        )
+    )
+    assert v == View(
+        phase=Phase.AWAITING_PAYMENT,
+        cancel_requested=True,
+        expires_at=NOW + HOUR,
+        payment=PaymentState.PAID,
+        finished_at=None,
+    )
+
+
+def test_view_of_an_empty_resource() -> None:
+    v = View.of({})
+    assert v == View(Phase.PENDING, False, None, PaymentState.NONE, None)
+    assert View.of({"status": None, "spec": None}) == v
+    assert View.of({"status": {"payment": {"snapToken": "t"}}}).payment is PaymentState.NONE
+
+
+def test_view_of_a_finished_resource_reads_when_it_finished() -> None:
+    v = View.of(body("Settled", finished_at=NOW))
+    assert v.phase is Phase.SETTLED
+    assert v.finished_at == NOW
+    # Only terminal phases have finished.
+    assert View.of(body("AwaitingPayment", finished_at=NOW)).finished_at is None
+
+
+@pytest.mark.parametrize("b", [{}, {"status": {}}, body(), body("Pending")])
+def test_a_new_checkout_starts(b: dict[str, Any]) -> None:
+    assert plan(View.of(b), NOW, HOUR) == Plan(Action.START)
+
+
+@pytest.mark.parametrize("phase", ["Authorized", "Reserved"])
+def test_a_checkout_caught_between_phases_starts_again(phase: str) -> None:
+    assert plan(View.of(body(phase)), NOW, HOUR).action is Action.START
+
+
+@pytest.mark.parametrize(("transaction", "fraud"), [("settlement", None), ("capture", "accept")])
+def test_money_wins(transaction: str, fraud: str | None) -> None:
+    b = body(
+        "AwaitingPayment",
+        cancel=True,
+        expires_at=NOW - HOUR,
+        transaction=transaction,
+        fraud=fraud,
+    )
+    assert plan(View.of(b), NOW, HOUR) == Plan(Action.SETTLE)
+
+
+def test_a_cancel_request_cancels() -> None:
+    b = body("AwaitingPayment", cancel=True, expires_at=NOW + HOUR, transaction="pending")
+    assert plan(View.of(b), NOW, HOUR).action is Action.CANCEL
+    # Even when it is also past its expiry.
+    late = body("AwaitingPayment", cancel=True, expires_at=NOW - HOUR)
+    assert plan(View.of(late), NOW, HOUR).action is Action.CANCEL
+
+
+def test_a_payment_cancelled_at_midtrans_cancels() -> None:
+    b = body("AwaitingPayment", expires_at=NOW + HOUR, transaction="cancel")
+    step = plan(View.of(b), NOW, HOUR)
+    assert step.action is Action.CANCEL
+    assert step.at is None
+
+
+@pytest.mark.parametrize(
+    "b",
+    [
+        body("AwaitingPayment", expires_at=NOW - dt.timedelta(seconds=1)),
+        body("AwaitingPayment", expires_at=NOW),
+        body("AwaitingPayment", expires_at=NOW - HOUR, transaction="pending"),
+        body("AwaitingPayment", expires_at=NOW - HOUR, transaction="deny"),
+        body("AwaitingPayment", expires_at=NOW + HOUR, transaction="expire"),
+        body("AwaitingPayment", transaction="expire"),
+    ],
+)
+def test_expiry(b: dict[str, Any]) -> None:
+    assert plan(View.of(b), NOW, HOUR) == Plan(Action.EXPIRE)
+
+
+@pytest.mark.parametrize(
+    ("transaction", "fraud"),
+    [(None, None), ("pending", None), ("deny", None), ("failure", None), ("capture", "challenge")],
+)
+def test_otherwise_wait_until_the_expiry(transaction: str | None, fraud: str | None) -> None:
+    expires = NOW + dt.timedelta(minutes=15)
+    b = body("AwaitingPayment", expires_at=expires, transaction=transaction, fraud=fraud)
+    assert plan(View.of(b), NOW, HOUR) == Plan(Action.WAIT, at=expires)
+
+
+def test_wait_without_an_expiry_has_no_time() -> None:
+    assert plan(View.of(body("AwaitingPayment")), NOW, HOUR) == Plan(Action.WAIT, at=None)
+
+
+@pytest.mark.parametrize("phase", sorted(TERMINAL))
+def test_a_finished_checkout_waits_for_its_ttl(phase: Phase) -> None:
+    finished = NOW - dt.timedelta(minutes=10)
+    b = body(phase.value, finished_at=finished, cancel=True, transaction="settlement")
+    assert plan(View.of(b), NOW, HOUR) == Plan(Action.FINISH, at=finished + HOUR)
+
+
+@pytest.mark.parametrize("phase", sorted(TERMINAL))
+def test_a_finished_checkout_is_deleted_after_its_ttl(phase: Phase) -> None:
+    b = body(phase.value, finished_at=NOW - HOUR - dt.timedelta(seconds=1))
+    assert plan(View.of(b), NOW, HOUR) == Plan(Action.DELETE)
+    assert plan(View.of(body(phase.value, finished_at=NOW - HOUR)), NOW, HOUR) == Plan(
+        Action.DELETE
+    )
+
+
+@pytest.mark.parametrize("phase", sorted(TERMINAL))
+def test_without_a_ttl_a_finished_checkout_stays(phase: Phase) -> None:
+    b = body(phase.value, finished_at=NOW - 1000 * HOUR)
+    assert plan(View.of(b), NOW, None) == Plan(Action.FINISH)
+    # Nor can it be deleted when it is unknown when it finished.
+    assert plan(View.of(body(phase.value)), NOW, HOUR) == Plan(Action.FINISH)
+
+
+def test_planning_is_pure() -> None:
+    b = body("AwaitingPayment", expires_at=NOW + HOUR, transaction="pending")
+    v = View.of(b)
+    assert plan(v, NOW, HOUR) == plan(v, NOW, HOUR)
+    assert plan(v, NOW + 2 * HOUR, HOUR).action is Action.EXPIRE
+    assert plan(v, NOW, HOUR).action is Action.WAIT
