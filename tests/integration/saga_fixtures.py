@@ -25,7 +25,8 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from checkout_operator.actions import Deps
-from checkout_operator.app import build_deps
+from checkout_operator.app import build_deps, kube_api_client
+from checkout_operator.clients.kube import KubeCheckouts
 from checkout_operator.handlers import KopfWatcher
 from checkout_operator.poller import PaymentPoller
 from checkout_operator.reconciler import Reconciler
@@ -81,6 +82,7 @@ class SagaEnv:
     midtrans_url: str
     users: UserEnv
     products: ProductEnv
+    kube: KubeCheckouts
     user_id: str = ""
     operators: list[Operator] = field(default_factory=list)
 
@@ -146,7 +148,7 @@ class SagaEnv:
         return name
 
     async def get(self, name: str) -> dict[str, Any] | None:
-        return await self.operator.deps.kube.get(self.namespace, name)
+        return await self.kube.get(self.namespace, name)
 
     async def wait_for(
         self, name: str, check: Callable[[dict[str, Any]], bool], within: float = 30.0
@@ -164,6 +166,20 @@ class SagaEnv:
         return await self.wait_for(
             name, lambda b: (b.get("status") or {}).get("phase") in phases, within
         )
+
+    async def midtrans_order(self, name: str) -> str:
+        """The Midtrans order id of the checkout's payment page (``name`` or ``name~n``)."""
+        conn = await asyncpg.connect(self.platform.postgres_dsn)
+        try:
+            order = await conn.fetchval(
+                f'SELECT midtrans_order_id FROM "{self.settings.db_schema}".checkouts'
+                " WHERE order_id = $1",
+                name,
+            )
+        finally:
+            await conn.close()
+        assert order, f"{name} has no payment page"
+        return str(order)
 
     async def sandbox(self, order: str, action: str, **body: Any) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.midtrans_url) as http:
@@ -227,7 +243,10 @@ async def saga(
         arq_queue=f"arq:test:{tag}",
         payment_setup_deadline=dt.timedelta(seconds=3),
     )
-    env = SagaEnv(platform, namespace, settings, midtrans_sandbox, user_env, product_env)
+    api = await kube_api_client()
+    env = SagaEnv(
+        platform, namespace, settings, midtrans_sandbox, user_env, product_env, KubeCheckouts(api)
+    )
     env.user_id, _ = await user_env.token_for(f"buyer{tag}")
     nc = await nats.connect(platform.cfg.nats_url)
     consumer = EventConsumer(nc.jetstream(), product_env.pool, topology, name="products")
@@ -245,6 +264,7 @@ async def saga(
         with contextlib.suppress(Exception):
             await js.delete_stream(name)
     await nc.close()
+    await api.close()
     conn = await asyncpg.connect(platform.postgres_dsn)
     await conn.execute(f'DROP SCHEMA IF EXISTS "{db_schema}_op" CASCADE')
     await conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -189,9 +190,7 @@ async def test_deletion_while_the_operator_is_down_is_released_on_restart(saga: 
     await first.shutdown()
     saga.platform.kubectl("delete", "checkout", name, namespace=saga.namespace)
     second = await saga.start_operator()
-    released = await second.reconciler.sweep(
-        saga.namespace, min_age=__import__("datetime").timedelta(0)
-    )
+    released = await second.reconciler.sweep(saga.namespace, min_age=dt.timedelta(0))
     assert released == 1
     await wait_stock(saga, p, (4, 0))
 
@@ -249,3 +248,23 @@ async def test_settlement_racing_expiry_has_exactly_one_winner(saga: SagaEnv) ->
                         c["type"] == "LatePayment" for c in b["status"].get("conditions", [])
                     ),
                 )
+
+
+async def test_finished_checkouts_are_deleted_after_their_ttl_and_kept_in_postgres(
+    saga: SagaEnv,
+) -> None:
+    await saga.start_operator(ttl_after_finished=dt.timedelta(seconds=1))
+    p = await product(saga, stock=3)
+    name = await saga.create(items=[(p, 10_000, 1)])
+    await saga.wait_phase(name, "AwaitingPayment")
+    await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    await saga.wait_phase(name, "Settled")
+    for _ in range(200):
+        if await saga.get(name) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert await saga.get(name) is None
+    # The whole life of a paid checkout: 4 writes to the Checkout object.
+    assert saga.api_writes(name) == ["create", "patch/status", "patch/status", "delete"]
+    record = await saga.operator.deps.readmodel.get(name)
+    assert record is not None and record.phase == "Settled" and record.deleted_at is not None
