@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import asyncpg
 
@@ -13,7 +13,7 @@ from tests.helpers.processes import ModuleProcess, free_port, python_module
 from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv
 
 
-def operator_process(saga: SagaEnv) -> Iterator[ModuleProcess]:
+def operator_process(saga: SagaEnv) -> AbstractContextManager[ModuleProcess]:
     s = saga.settings
     port = free_port()
     env = {
