@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from . import controlplane, servers
+from . import apps, controlplane, servers
 from .config import REPO_ROOT, DevConfig
 from .process import DaemonError
 
@@ -58,6 +58,7 @@ def up(cfg: DevConfig) -> None:
     started += servers.start(cfg)
     apply_crds(cfg)
     write_env_file(cfg)
+    started += apps.start(cfg)
     version = kubectl(cfg, "version", "-o", "json").stdout
     server_version = json.loads(version)["serverVersion"]["gitVersion"]
     print(f"control plane ready in {plane_ready:.1f}s (kube-apiserver {server_version})")
@@ -68,6 +69,11 @@ def up(cfg: DevConfig) -> None:
         f"  postgres        127.0.0.1:{cfg.postgres_port} (db {servers.POSTGRES_DB})\n"
         f"  redis           {cfg.redis_url}\n"
         f"  nats/jetstream  {cfg.nats_url}\n"
+        f"  user service    http://127.0.0.1:{apps.USER_HTTP} (gRPC {apps.USER_GRPC})\n"
+        f"  product service http://127.0.0.1:{apps.PRODUCT_HTTP} (gRPC {apps.PRODUCT_GRPC})\n"
+        f"  midtrans sandbox http://127.0.0.1:{apps.SANDBOX}\n"
+        f"  operator        metrics http://127.0.0.1:{apps.OPERATOR_METRICS}/metrics\n"
+        f"  expiry worker   arq on {cfg.redis_url}\n"
         f"  logs            {cfg.run_dir / 'logs'}\n"
         "\nUse it:\n"
         f"  source {cfg.run_dir / 'env.sh'}    # KUBECONFIG, kubectl {cfg.kube_version}, DSNs\n"
@@ -80,7 +86,7 @@ def up(cfg: DevConfig) -> None:
 
 def status(cfg: DevConfig) -> int:
     unhealthy = 0
-    for daemon in controlplane.daemons(cfg) + servers.daemons(cfg):
+    for daemon in controlplane.daemons(cfg) + servers.daemons(cfg) + apps.daemons(cfg):
         pid = daemon.pid()
         state = "stopped" if pid is None else ("healthy" if daemon.is_healthy() else "UNHEALTHY")
         unhealthy += state != "healthy"
@@ -97,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             up(cfg)
         elif args.command == "down":
-            stopped = servers.stop(cfg) + controlplane.stop(cfg)
+            stopped = apps.stop(cfg) + servers.stop(cfg) + controlplane.stop(cfg)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         elif args.command == "clean":
+            apps.stop(cfg)
             servers.stop(cfg)
             controlplane.stop(cfg)
             for folder in (servers.postgres_root(cfg), cfg.run_dir):

@@ -75,6 +75,8 @@ class WorkerSettings:
     job_timeout = 60
     keep_result = 3600
     handle_signals = True
+    # A short health-check interval lets `scripts/up` (and probes) see a live worker.
+    health_check_interval = 5
 
 
 assert expire_checkout.__name__ == EXPIRE_JOB
