@@ -153,10 +153,7 @@ async def main(callers: int, requests: int) -> None:
         service.wait(timeout=30)
         if nc is not None:
             js = nc.jetstream()
-            for name in (
-                f"{namespace.upper()}_TRANSACTIONS",
-                f"{namespace.upper()}_TRANSACTIONS_DLQ",
-            ):
+            for name in Topology.namespaced(namespace).streams:
                 with contextlib.suppress(Exception):  # best-effort clean-up
                     await js.delete_stream(name)
             await nc.close()

@@ -15,6 +15,7 @@ from saga_kit.serving import stop_on_signals
 from . import metrics
 from .app import build_deps
 from .handlers import KopfWatcher
+from .inbox import PaymentInbox
 from .poller import PaymentPoller
 from .reconciler import Reconciler
 from .settings import OperatorSettings
@@ -56,6 +57,8 @@ async def main() -> None:
     async with contextlib.AsyncExitStack() as stack:
         deps = await build_deps(settings, stack)
         reconciler = Reconciler(deps, workers=settings.workers)
+        inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
+        await inbox.ensure()
         watcher = KopfWatcher(reconciler, settings.namespace)
         watcher.start()
         stack.push_async_callback(watcher.stop)
@@ -63,6 +66,7 @@ async def main() -> None:
             asyncio.create_task(watch_the_watcher(watcher, stop), name="kopf"),
             asyncio.create_task(reconciler.run(stop), name="reconciler"),
             asyncio.create_task(PaymentPoller(reconciler).run(stop), name="poller"),
+            asyncio.create_task(inbox.run(stop), name="payment-inbox"),
             asyncio.create_task(sweep_deleted(reconciler, settings.namespace, stop), name="sweep"),
         ]
         log.info("checkout operator started (namespace: %s)", settings.namespace or "all")

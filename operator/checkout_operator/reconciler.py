@@ -72,22 +72,36 @@ class Reconciler:
             self._queue.put_nowait(key)
 
     async def exclusive(
-        self, key: Key, fn: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
-    ) -> None:
-        """Run ``fn`` on the newest body of ``key`` while no step runs for it."""
+        self,
+        key: Key,
+        fn: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
+        attempts: int = 1,
+    ) -> bool:
+        """Run ``fn`` on the newest body of ``key`` while no step runs for it.
+
+        A lost race (Retry) re-reads the resource and tries again, up to
+        ``attempts`` times; returns whether ``fn`` completed. False also when the
+        checkout is unknown or gone.
+        """
         async with self._lock(key):
-            body = self.cache.get(key)
-            if body is None:
-                return
-            try:
-                updated = await fn(body)
-            except Retry as exc:
-                log.info("%s/%s: %s; retrying", *key, exc)
-                await self._refresh(key)
-                self.enqueue(key)
-                return
-            if updated is not None:
-                self._remember(updated)
+            for _ in range(attempts):
+                body = self.cache.get(key)
+                if body is None:
+                    body = await self.deps.kube.get(*key)
+                    if body is None:
+                        return False
+                    self._remember(body)
+                try:
+                    updated = await fn(body)
+                except Retry as exc:
+                    log.info("%s/%s: %s", *key, exc)
+                    await self._refresh(key)
+                    continue
+                if updated is not None:
+                    self._remember(updated)
+                return True
+        self.enqueue(key)
+        return False
 
     # --- processing --------------------------------------------------------------
 

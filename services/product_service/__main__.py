@@ -11,9 +11,9 @@ import nats
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.logs import setup_logging
 from saga_kit.serving import http_server, stop_on_signals
+from saga_kit.user_auth import UserServiceAuthenticator
 
 from .app import open_database, start_grpc_server
-from .auth import UserServiceAuthenticator
 from .config import ProductServiceConfig
 from .consumer import EventConsumer
 from .rest_api import create_rest_app

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from saga_kit.user_auth import Authenticator, AuthError, Identity
+
 from . import store
-from .auth import Authenticator, AuthError, Identity
 from .domain import ErrorKind, ProductError, slugify
 
 _HTTP = {

@@ -52,6 +52,10 @@ class Topology:
     subject_prefix: str = "transactions"
     dlq_stream: str = "TRANSACTIONS_DLQ"
     dlq_subject_prefix: str = "dlq.transactions"
+    # Midtrans notifications accepted by the webhook listener, for the operator to
+    # apply and for audit.
+    payment_stream: str = "PAYMENT_STATUS"
+    payment_subject: str = "midtrans.payment_status"
 
     @classmethod
     def namespaced(cls, namespace: str) -> Topology:
@@ -62,7 +66,13 @@ class Topology:
             subject_prefix=f"{namespace}.transactions",
             dlq_stream=f"{namespace.upper()}_TRANSACTIONS_DLQ",
             dlq_subject_prefix=f"{namespace}.dlq.transactions",
+            payment_stream=f"{namespace.upper()}_PAYMENT_STATUS",
+            payment_subject=f"{namespace}.midtrans.payment_status",
         )
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.stream, self.dlq_stream, self.payment_stream)
 
     def subject(self, event: EventType) -> str:
         return f"{self.subject_prefix}.{event.value}"
@@ -88,6 +98,14 @@ def stream_configs(topology: Topology) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=30 * _DAY,
+        ),
+        StreamConfig(
+            name=topology.payment_stream,
+            subjects=[topology.payment_subject],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=90 * _DAY,
+            duplicate_window=3600.0,
         ),
     ]
 

@@ -260,7 +260,7 @@ async def saga(
     consumer_stop.set()
     await asyncio.wait_for(consumer_task, 10)
     js = nc.jetstream()
-    for name in (topology.stream, topology.dlq_stream):
+    for name in topology.streams:
         with contextlib.suppress(Exception):
             await js.delete_stream(name)
     await nc.close()

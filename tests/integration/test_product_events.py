@@ -67,7 +67,7 @@ async def events_env(platform: Platform, product_env: ProductEnv) -> AsyncIterat
     yield env
     stop.set()
     await asyncio.wait_for(task, 10)
-    for name in (topology.stream, topology.dlq_stream):
+    for name in topology.streams:
         await js.delete_stream(name)
     await nc.close()
 

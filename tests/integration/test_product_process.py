@@ -74,7 +74,7 @@ async def test_the_service_process_end_to_end(
             assert reservation.status == product_pb2.RESERVATION_STATUS_EXPIRED
             assert (await http.get(f"/api/v1/products/{pid}")).json()["available"] == 3
             await channel.close()
-            for name in (topology.stream, topology.dlq_stream):
+            for name in topology.streams:
                 await js.delete_stream(name)
             await nc.close()
         assert proc.stop() == 0

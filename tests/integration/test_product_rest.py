@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from product_service.auth import UserServiceAuthenticator
 from product_service.rest_api import create_rest_app
 from saga_kit.grpc_auth import authenticated_channel
+from saga_kit.user_auth import UserServiceAuthenticator
 from tests.integration.product_fixtures import ProductEnv
 from tests.integration.user_fixtures import UserEnv
 

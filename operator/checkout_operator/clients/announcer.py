@@ -26,16 +26,16 @@ class Announcer:
         arq: ArqRedis | None,
         queue_name: str = "arq:queue",
     ) -> None:
-        self._js = js
-        self._topology = topology
+        self.js = js
+        self.topology = topology
         self._arq = arq
         self._queue_name = queue_name
 
     async def publish(self, order_id: str, event: str, reason: str = "") -> None:
         """Publish with message id ``<order>:<event>``: JetStream drops a republish."""
         await publish(
-            self._js,
-            self._topology,
+            self.js,
+            self.topology,
             TransactionEvent(transaction_id=order_id, type=EventType(event), reason=reason),
         )
 

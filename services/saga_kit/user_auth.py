@@ -1,4 +1,7 @@
-"""Who is calling the REST API: bearer tokens checked by the User service over gRPC."""
+"""Who is calling a REST API: bearer tokens checked by the User service over gRPC.
+
+Shared by every REST API of the project (products, checkouts).
+"""
 
 from __future__ import annotations
 

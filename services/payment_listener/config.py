@@ -1,0 +1,32 @@
+"""Settings of the webhook listener, from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from saga_kit.events import Topology
+from saga_kit.settings import Secret, env_int, env_secret, env_str
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    server_key: Secret
+    nats_url: str
+    events_namespace: str = ""
+    host: str = "127.0.0.1"
+    port: int = 18081
+
+    @property
+    def topology(self) -> Topology:
+        ns = self.events_namespace
+        return Topology.namespaced(ns) if ns else Topology()
+
+    @classmethod
+    def from_env(cls) -> ListenerConfig:
+        return cls(
+            server_key=env_secret("MIDTRANS_SERVER_KEY"),
+            nats_url=env_str("LISTENER_NATS_URL", "nats://127.0.0.1:4222"),
+            events_namespace=env_str("EVENTS_NAMESPACE", "-").strip("-"),
+            host=env_str("LISTENER_HOST", "127.0.0.1"),
+            port=env_int("LISTENER_PORT", 18081),
+        )
