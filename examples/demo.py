@@ -1,8 +1,9 @@
-"""A scripted demo against the system `scripts/up` runs.
+"""A scripted demo against the system `scripts/up` runs, over HTTP like a shop.
 
 1. registers a buyer and a shop owner, the owner lists a product;
-2. checks out (a Checkout resource), pays through the Midtrans sandbox, and shows
-   `kubectl get checkouts` reaching Settled;
+2. checks out through the REST checkout API, pays through the Midtrans sandbox
+   (which notifies the webhook listener), and shows `kubectl get checkouts`
+   reaching Settled;
 3. checks out again with a 5-second payment TTL, doesn't pay, and shows the
    checkout Expired and the stock back.
 
@@ -11,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -27,6 +27,7 @@ CFG = DevConfig.from_env()
 USERS = f"http://127.0.0.1:{apps.USER_HTTP}/api/v1"
 PRODUCTS = f"http://127.0.0.1:{apps.PRODUCT_HTTP}/api/v1"
 SANDBOX = f"http://127.0.0.1:{apps.SANDBOX}"
+CHECKOUTS = f"http://127.0.0.1:{apps.CHECKOUT_API}/api/v1/checkouts"
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -51,32 +52,32 @@ def account(http: httpx.Client, role: str) -> tuple[str, str]:
     return str(user.json()["id"]), str(login.json()["access_token"])
 
 
-def checkout(user_id: str, product: dict[str, Any], quantity: int, ttl: int) -> str:
-    name = f"demo-{uuid.uuid4().hex[:8]}"
-    body = {
-        "apiVersion": "checkout.saga.dev/v1alpha1",
-        "kind": "Checkout",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "userId": user_id,
-            "items": [
-                {"productId": product["id"], "unitPrice": product["price"], "quantity": quantity}
-            ],
-            "paymentTTLSeconds": ttl,
+def checkout(
+    http: httpx.Client, token: str, product: dict[str, Any], qty: int, ttl: int
+) -> dict[str, Any]:
+    reply = http.post(
+        CHECKOUTS,
+        json={
+            "products": [{"id": product["id"], "price": product["price"], "quantity": qty}],
+            "payment_ttl_seconds": ttl,
         },
-    }
-    kubectl("create", "-f", "-", stdin=json.dumps(body))
-    return name
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex},
+    )
+    if reply.status_code not in (201, 202):
+        raise SystemExit(f"checkout failed: {reply.status_code} {reply.text}")
+    return dict(reply.json())
 
 
-def wait_phase(name: str, *phases: str, within: float = 60) -> dict[str, Any]:
+def wait_phase(
+    http: httpx.Client, token: str, cid: str, *phases: str, within: float = 60
+) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        body = json.loads(kubectl("get", "checkout", name, "-n", "default", "-o", "json"))
-        if (body.get("status") or {}).get("phase") in phases:
+        body = http.get(f"{CHECKOUTS}/{cid}", headers={"Authorization": f"Bearer {token}"}).json()
+        if body.get("phase") in phases:
             return dict(body)
         time.sleep(0.3)
-    raise SystemExit(f"{name} did not reach {phases} within {within}s")
+    raise SystemExit(f"{cid} did not reach {phases} within {within}s")
 
 
 def available(http: httpx.Client, product_id: str) -> int:
@@ -84,8 +85,8 @@ def available(http: httpx.Client, product_id: str) -> int:
 
 
 def main() -> int:
-    with httpx.Client(timeout=10) as http:
-        buyer_id, _ = account(http, "buyer")
+    with httpx.Client(timeout=30) as http:
+        _, buyer = account(http, "buyer")
         _, owner_token = account(http, "owner")
         product = http.post(
             f"{PRODUCTS}/products",
@@ -97,23 +98,20 @@ def main() -> int:
         print(f"product {item['name']}: {item['available']} available at {item['price']} IDR")
 
         print("\n== checkout 1: pay ==")
-        paid = checkout(buyer_id, item, 2, ttl=900)
-        body = wait_phase(paid, "AwaitingPayment", "Rejected", "Cancelled")
-        print(
-            f"{paid}: {body['status']['phase']}, pay at {body['status']['payment']['redirectUrl']}"
-        )
+        paid = checkout(http, buyer, item, 2, ttl=900)
+        print(f"POST /api/v1/checkouts -> {paid['id']} {paid['phase']} total {paid['total']}")
+        print(f"  pay at {paid['redirect_url']}")
         print(f"available now: {available(http, item['id'])}")
-        http.post(f"{SANDBOX}/_sandbox/transactions/{paid}/pay", json={}).raise_for_status()
-        wait_phase(paid, "Settled")
-        print(kubectl("get", "checkouts", "-n", "default", paid))
+        http.post(f"{SANDBOX}/_sandbox/transactions/{paid['id']}/pay", json={}).raise_for_status()
+        wait_phase(http, buyer, paid["id"], "Settled")
+        print(kubectl("get", "checkouts", "-n", "default", paid["id"]))
 
         print("== checkout 2: let it expire (5 s) ==")
-        lapsed = checkout(buyer_id, item, 3, ttl=5)
-        wait_phase(lapsed, "AwaitingPayment")
-        print(f"{lapsed}: AwaitingPayment, available now: {available(http, item['id'])}")
-        wait_phase(lapsed, "Expired", within=60)
+        lapsed = checkout(http, buyer, item, 3, ttl=5)
+        print(f"{lapsed['id']}: {lapsed['phase']}, available now: {available(http, item['id'])}")
+        wait_phase(http, buyer, lapsed["id"], "Expired")
         time.sleep(1)
-        print(kubectl("get", "checkouts", "-n", "default", lapsed))
+        print(kubectl("get", "checkouts", "-n", "default", lapsed["id"]))
         left = available(http, item["id"])
         print(f"available after expiry: {left} (10 - 2 sold)")
         return 0 if left == 8 else 1

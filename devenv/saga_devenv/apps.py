@@ -22,6 +22,8 @@ from .servers import postgres_dsn
 USER_HTTP, USER_GRPC = 18100, 18101
 PRODUCT_HTTP, PRODUCT_GRPC = 18200, 18201
 OPERATOR_METRICS = 18300
+CHECKOUT_API = 18080
+LISTENER = 18081
 SANDBOX = 18900
 
 
@@ -79,6 +81,22 @@ def daemons(cfg: DevConfig) -> list[Daemon]:
                 **env,
                 "MIDTRANS_SANDBOX_SERVER_KEY": key,
                 "MIDTRANS_SANDBOX_PORT": str(SANDBOX),
+                "MIDTRANS_SANDBOX_NOTIFICATION_URL": (
+                    f"http://127.0.0.1:{LISTENER}/midtrans/notifications"
+                ),
+            },
+        ),
+        Daemon(
+            name="payment-listener",
+            argv=[py, "-m", "payment_listener"],
+            run_dir=cfg.run_dir,
+            port=LISTENER,
+            healthy=lambda: _http_ok(f"http://127.0.0.1:{LISTENER}/readyz"),
+            env={
+                **env,
+                "MIDTRANS_SERVER_KEY": key,
+                "LISTENER_NATS_URL": cfg.nats_url,
+                "LISTENER_PORT": str(LISTENER),
             },
         ),
         Daemon(
@@ -118,6 +136,22 @@ def daemons(cfg: DevConfig) -> list[Daemon]:
             port=OPERATOR_METRICS,
             healthy=lambda: _http_ok(f"http://127.0.0.1:{OPERATOR_METRICS}/metrics"),
             env={**env, **operator_env(cfg, dsn, key, sandbox_url)},
+        ),
+        Daemon(
+            name="checkout-api",
+            argv=[py, "-m", "checkout_api"],
+            run_dir=cfg.run_dir,
+            port=CHECKOUT_API,
+            healthy=lambda: _http_ok(f"http://127.0.0.1:{CHECKOUT_API}/readyz"),
+            env={
+                **env,
+                "KUBECONFIG": str(cfg.kubeconfig),
+                "CHECKOUT_DATABASE_URL": dsn,
+                "CHECKOUT_USER_SERVICE": f"127.0.0.1:{USER_GRPC}",
+                "CHECKOUT_PRODUCT_SERVICE": f"127.0.0.1:{PRODUCT_GRPC}",
+                "CHECKOUT_API_PORT": str(CHECKOUT_API),
+                "CHECKOUT_API_NAMESPACE": "default",
+            },
         ),
         Daemon(
             name="expiry-worker",

@@ -71,6 +71,8 @@ def up(cfg: DevConfig) -> None:
         f"  nats/jetstream  {cfg.nats_url}\n"
         f"  user service    http://127.0.0.1:{apps.USER_HTTP} (gRPC {apps.USER_GRPC})\n"
         f"  product service http://127.0.0.1:{apps.PRODUCT_HTTP} (gRPC {apps.PRODUCT_GRPC})\n"
+        f"  checkout API    http://127.0.0.1:{apps.CHECKOUT_API}/docs\n"
+        f"  webhook listener http://127.0.0.1:{apps.LISTENER}/midtrans/notifications\n"
         f"  midtrans sandbox http://127.0.0.1:{apps.SANDBOX}\n"
         f"  operator        metrics http://127.0.0.1:{apps.OPERATOR_METRICS}/metrics\n"
         f"  expiry worker   arq on {cfg.redis_url}\n"

@@ -1,0 +1,53 @@
+"""``python -m checkout_api``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from checkout.product.v1 import product_pb2_grpc
+from checkout_operator.app import kube_api_client
+from saga_kit import db
+from saga_kit.grpc_auth import authenticated_channel
+from saga_kit.logs import setup_logging
+from saga_kit.serving import http_server, stop_on_signals
+from saga_kit.user_auth import UserServiceAuthenticator
+
+from .app import ApiDeps, create_app
+from .config import CheckoutApiConfig
+from .kube import Checkouts
+
+
+async def main() -> None:
+    setup_logging("checkout-api")
+    cfg = CheckoutApiConfig.from_env()
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await db.create_pool(cfg.readmodel_url.value, cfg.readmodel_schema, max_size=10)
+        stack.push_async_callback(pool.close)
+        api = await kube_api_client()
+        stack.push_async_callback(api.close)
+        users = authenticated_channel(cfg.user_service, cfg.service_token)
+        stack.push_async_callback(users.close)
+        products = authenticated_channel(cfg.product_service, cfg.service_token)
+        stack.push_async_callback(products.close)
+        app = create_app(
+            ApiDeps(
+                checkouts=Checkouts(api, cfg.namespace),
+                readmodel=pool,
+                authenticator=UserServiceAuthenticator(users),
+                products=product_pb2_grpc.ProductServiceStub(products),
+                wait_seconds=cfg.wait_seconds,
+                default_ttl_seconds=cfg.default_ttl_seconds,
+            )
+        )
+        server = http_server(app, cfg.host, cfg.port)
+        stop = stop_on_signals()
+        serving = asyncio.create_task(server.serve())
+        await stop.wait()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

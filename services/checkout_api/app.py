@@ -1,0 +1,415 @@
+"""Routes of the checkout API (``/api/v1``); OpenAPI at ``/docs``."""
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import grpc
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from checkout.product.v1 import product_pb2, product_pb2_grpc
+from saga_kit.user_auth import Authenticator, AuthError, Identity
+
+from . import store
+from .kube import AlreadyExists, Checkouts, Invalid
+
+TERMINAL = {"Settled", "Expired", "Cancelled", "Rejected"}
+READY = TERMINAL | {"AwaitingPayment"}
+REQUEST_HASH = "checkout.saga.dev/request-hash"
+USER_LABEL = "checkout.saga.dev/user"
+KEY_PATTERN = r"^[A-Za-z0-9_\-.:]{1,128}$"
+
+# Rejected reasons -> HTTP status (the reason and message go in the body).
+REJECTED_STATUS = {
+    "OutOfStock": 409,
+    "InsufficientStock": 409,
+    "PriceMismatch": 409,
+    "DuplicateOrderId": 409,
+    "ProductNotFound": 422,
+    "InvalidVoucher": 422,
+    "InvalidRequest": 422,
+    "Unauthorized": 403,
+}
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=50, description="Product id")
+    price: int = Field(ge=0, le=10**12, description="Unit price seen by the buyer, in IDR")
+    quantity: int = Field(ge=1, le=10_000)
+
+
+class Customer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    first_name: str | None = Field(default=None, max_length=255)
+    last_name: str | None = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=32)
+
+
+class CheckoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    products: list[Item] = Field(min_length=1, max_length=50)
+    voucher: str | None = Field(default=None, min_length=1, max_length=64)
+    customer: Customer | None = None
+    payment_ttl_seconds: int | None = Field(
+        default=None, ge=1, le=604_800, description="How long the buyer has to pay"
+    )
+
+    @field_validator("products")
+    @classmethod
+    def each_product_once(cls, products: list[Item]) -> list[Item]:
+        seen: set[str] = set()
+        for item in products:
+            if item.id in seen:
+                raise ValueError(f"product {item.id} is listed twice; send it once")
+            seen.add(item.id)
+        return products
+
+
+class LineOut(BaseModel):
+    product_id: str
+    unit_price: int
+    quantity: int
+
+
+class CheckoutOut(BaseModel):
+    id: str
+    phase: str
+    total: int | None = None
+    currency: str = "IDR"
+    snap_token: str | None = None
+    redirect_url: str | None = None
+    expires_at: dt.datetime | None = None
+    failure_reason: str | None = None
+    failure_message: str | None = None
+    items: list[LineOut] = []
+    created_at: dt.datetime | None = None
+    status_url: str
+
+
+class CheckoutPage(BaseModel):
+    items: list[CheckoutOut]
+    next_page_token: str | None
+
+
+def _from_resource(body: dict[str, Any]) -> CheckoutOut:
+    status = body.get("status") or {}
+    payment = status.get("payment") or {}
+    failure = status.get("failure") or {}
+    name = body["metadata"]["name"]
+    return CheckoutOut(
+        id=name,
+        phase=status.get("phase") or "Pending",
+        total=(status.get("amounts") or {}).get("total"),
+        currency=body["spec"].get("currency", "IDR"),
+        snap_token=payment.get("snapToken"),
+        redirect_url=payment.get("redirectUrl"),
+        expires_at=status.get("expiresAt"),
+        failure_reason=failure.get("reason"),
+        failure_message=failure.get("message"),
+        items=[
+            LineOut(product_id=i["productId"], unit_price=i["unitPrice"], quantity=i["quantity"])
+            for i in body["spec"]["items"]
+        ],
+        created_at=body["metadata"].get("creationTimestamp"),
+        status_url=f"/api/v1/checkouts/{name}",
+    )
+
+
+def _from_record(row: dict[str, Any]) -> CheckoutOut:
+    return CheckoutOut(
+        id=row["order_id"],
+        phase=row["phase"],
+        total=row["total"],
+        currency=row["currency"],
+        snap_token=row["snap_token"],
+        redirect_url=row["redirect_url"],
+        expires_at=row["expires_at"],
+        failure_reason=row["failure_reason"],
+        failure_message=row["failure_message"],
+        items=[
+            LineOut(**{k: i[k] for k in ("product_id", "unit_price", "quantity")})
+            for i in row["items"]
+        ],
+        created_at=row["created_at"],
+        status_url=f"/api/v1/checkouts/{row['order_id']}",
+    )
+
+
+def request_hash(user_id: str, body: CheckoutRequest) -> str:
+    canonical = json.dumps({"user": user_id, **body.model_dump()}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def checkout_name(user_id: str, idempotency_key: str | None) -> str:
+    """Deterministic for (user, Idempotency-Key): a retried POST names the same Checkout."""
+    if idempotency_key is None:
+        return f"co-{uuid.uuid4().hex[:24]}"
+    digest = hashlib.sha256(f"{user_id}\0{idempotency_key}".encode()).hexdigest()
+    return f"co-{digest[:24]}"
+
+
+@dataclass
+class ApiDeps:
+    checkouts: Checkouts
+    readmodel: Any  # asyncpg pool on the read model schema
+    authenticator: Authenticator
+    products: "product_pb2_grpc.ProductServiceAsyncStub"  # the type exists in the stubs only
+    wait_seconds: float
+    default_ttl_seconds: int
+
+
+def create_app(deps: ApiDeps) -> FastAPI:
+    app = FastAPI(
+        title="Checkout API",
+        version="1",
+        description="Check out a cart as a saga: reserve stock, open a Midtrans payment page, "
+        "settle or expire. Money is integer IDR.",
+    )
+
+    async def current_user(authorization: Annotated[str | None, Header()] = None) -> Identity:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("TOKEN_MISSING", "Authorization: Bearer <access token> required")
+        try:
+            return await deps.authenticator.authenticate(token.strip())
+        except AuthError as exc:
+            raise _unauthorized(exc.reason, str(exc)) from exc
+        except grpc.aio.AioRpcError as exc:
+            raise HTTPException(
+                503, {"reason": "USER_SERVICE_UNAVAILABLE", "message": "retry"}
+            ) from exc
+
+    User = Annotated[Identity, Depends(current_user)]
+    api = APIRouter(prefix="/api/v1")
+
+    async def own(user: Identity, checkout_id: str) -> tuple[dict[str, Any] | None, CheckoutOut]:
+        body = await deps.checkouts.get(checkout_id)
+        if body is not None and body["spec"].get("userId") == user.user_id:
+            return body, _from_resource(body)
+        row = await store.get(deps.readmodel, checkout_id)
+        if row is not None and row["user_id"] == user.user_id:
+            return None, _from_record(row)
+        # Someone else's checkout looks exactly like a missing one.
+        raise HTTPException(
+            404, {"reason": "CHECKOUT_NOT_FOUND", "message": f"no checkout {checkout_id}"}
+        )
+
+    @api.post(
+        "/checkouts",
+        status_code=201,
+        response_model=CheckoutOut,
+        responses={202: {"description": "Still in progress: poll status_url"}},
+    )
+    async def create(
+        body: CheckoutRequest,
+        user: User,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(pattern=KEY_PATTERN)] = None,
+    ) -> Any:
+        name = checkout_name(user.user_id, idempotency_key)
+        fingerprint = request_hash(user.user_id, body)
+        spec: dict[str, Any] = {
+            "userId": user.user_id,
+            "items": [
+                {"productId": i.id, "unitPrice": i.price, "quantity": i.quantity}
+                for i in body.products
+            ],
+            "paymentTTLSeconds": body.payment_ttl_seconds or deps.default_ttl_seconds,
+        }
+        if body.voucher:
+            spec["voucher"] = body.voucher
+        if body.customer:
+            customer = body.customer.model_dump(exclude_none=True)
+            keys = {
+                "first_name": "firstName",
+                "last_name": "lastName",
+                "email": "email",
+                "phone": "phone",
+            }
+            spec["customer"] = {keys[k]: v for k, v in customer.items()}
+        resource = {
+            "apiVersion": "checkout.saga.dev/v1alpha1",
+            "kind": "Checkout",
+            "metadata": {
+                "name": name,
+                "labels": {USER_LABEL: _label(user.user_id)},
+                "annotations": {REQUEST_HASH: fingerprint},
+            },
+            "spec": spec,
+        }
+        replayed = False
+        try:
+            created = await deps.checkouts.create(resource)
+        except Invalid as exc:
+            raise HTTPException(422, {"reason": "INVALID_CHECKOUT", "message": str(exc)}) from exc
+        except AlreadyExists:
+            existing = await deps.checkouts.get(name)
+            if existing is None:  # archived already: answer from the read model
+                _, out = await own(user, name)
+                response.status_code = 200
+                response.headers["Idempotent-Replayed"] = "true"
+                return out
+            if existing["metadata"].get("annotations", {}).get(REQUEST_HASH) != fingerprint:
+                raise HTTPException(
+                    422,
+                    {
+                        "reason": "IDEMPOTENCY_KEY_REUSED",
+                        "message": "this Idempotency-Key was used for a different checkout",
+                    },
+                ) from None
+            created, replayed = existing, True
+        settled = await _wait(deps, created)
+        out = _from_resource(settled)
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        if out.phase not in READY:
+            response.status_code = 202
+            response.headers["Location"] = out.status_url
+            return out
+        if out.phase == "Rejected":
+            status = REJECTED_STATUS.get(out.failure_reason or "", 409)
+            return JSONResponse(
+                status_code=status,
+                content={
+                    "detail": {
+                        "reason": out.failure_reason,
+                        "message": out.failure_message,
+                        "checkout": out.model_dump(mode="json"),
+                    }
+                },
+            )
+        if out.phase == "Cancelled" and out.failure_reason == "PaymentSetupFailed":
+            return JSONResponse(
+                status_code=502,
+                content={
+                    "detail": {
+                        "reason": out.failure_reason,
+                        "message": out.failure_message,
+                        "checkout": out.model_dump(mode="json"),
+                    }
+                },
+            )
+        response.status_code = 200 if replayed else 201
+        return out
+
+    @api.get("/checkouts", response_model=CheckoutPage)
+    async def mine(
+        user: User,
+        page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+        page_token: str | None = None,
+    ) -> CheckoutPage:
+        try:
+            rows, token = await store.list_for_user(
+                deps.readmodel, user.user_id, page_size, page_token
+            )
+        except store.InvalidCursor as exc:
+            raise HTTPException(422, {"reason": "INVALID_PAGE_TOKEN", "message": str(exc)}) from exc
+        return CheckoutPage(items=[_from_record(r) for r in rows], next_page_token=token)
+
+    @api.get("/checkouts/{checkout_id}", response_model=CheckoutOut)
+    async def one(checkout_id: str, user: User) -> CheckoutOut:
+        _, out = await own(user, checkout_id)
+        return out
+
+    @api.post("/checkouts/{checkout_id}/cancel", status_code=202, response_model=CheckoutOut)
+    async def cancel(checkout_id: str, user: User) -> CheckoutOut:
+        for _ in range(3):
+            body, out = await own(user, checkout_id)
+            if body is None or out.phase in TERMINAL:
+                raise HTTPException(
+                    409, {"reason": "ALREADY_FINISHED", "message": f"checkout is {out.phase}"}
+                )
+            try:
+                return _from_resource(await deps.checkouts.request_cancel(body))
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise HTTPException(409, {"reason": "CONFLICT", "message": "checkout kept changing; retry"})
+
+    @api.get("/products/{product_id}/checkouts", response_model=CheckoutPage)
+    async def product_checkouts(
+        product_id: str,
+        user: User,
+        page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+        page_token: str | None = None,
+    ) -> CheckoutPage:
+        try:
+            product = await deps.products.GetProduct(
+                product_pb2.GetProductRequest(id=product_id), timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise HTTPException(
+                    404, {"reason": "PRODUCT_NOT_FOUND", "message": product_id}
+                ) from exc
+            raise HTTPException(
+                503, {"reason": "PRODUCT_SERVICE_UNAVAILABLE", "message": "retry"}
+            ) from exc
+        if product.owner_id != user.user_id:
+            raise HTTPException(
+                403, {"reason": "NOT_PRODUCT_OWNER", "message": "only the owner may list"}
+            )
+        try:
+            rows, token = await store.list_for_product(
+                deps.readmodel, product_id, page_size, page_token
+            )
+        except store.InvalidCursor as exc:
+            raise HTTPException(422, {"reason": "INVALID_PAGE_TOKEN", "message": str(exc)}) from exc
+        return CheckoutPage(items=[_from_record(r) for r in rows], next_page_token=token)
+
+    app.include_router(api)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, str]:
+        await deps.readmodel.fetchval("SELECT 1")
+        return {"status": "ready"}
+
+    @app.exception_handler(ApiException)
+    async def apiserver_error(_: Request, exc: ApiException) -> JSONResponse:
+        return JSONResponse(
+            status_code=503,
+            content={"detail": {"reason": "APISERVER_UNAVAILABLE", "message": "retry later"}},
+        )
+
+    return app
+
+
+async def _wait(deps: ApiDeps, body: dict[str, Any]) -> dict[str, Any]:
+    """Until the saga has a payment page or an answer, or the wait runs out."""
+    deadline = time.monotonic() + deps.wait_seconds
+    delay = 0.05
+    name = body["metadata"]["name"]
+    while (body.get("status") or {}).get("phase") not in READY and time.monotonic() < deadline:
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+        fresh = await deps.checkouts.get(name)
+        if fresh is None:
+            break
+        body = fresh
+    return body
+
+
+def _label(value: str) -> str:
+    """A label value (63 chars of [A-Za-z0-9._-]); user ids are UUIDs, others are hashed."""
+    ok = len(value) <= 63 and all(c.isalnum() or c in "._-" for c in value)
+    return value if ok else hashlib.sha256(value.encode()).hexdigest()[:63]
+
+
+def _unauthorized(reason: str, message: str) -> HTTPException:
+    return HTTPException(
+        401, detail={"reason": reason, "message": message}, headers={"WWW-Authenticate": "Bearer"}
+    )

@@ -1,0 +1,102 @@
+"""Read-only queries on the operator's read model (schema ``checkouts``).
+
+The API lists checkouts from Postgres, not the apiserver: archived checkouts
+(deleted after their TTL) are there too, and listing scales with an index.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from typing import Any
+
+_COLUMNS = (
+    "c.order_id, c.user_id, c.phase, c.currency, c.total, c.snap_token, c.redirect_url,"
+    " c.expires_at, c.failure_reason, c.failure_message, c.created_at, c.updated_at"
+)
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def encode_cursor(created_at: dt.datetime, order_id: str) -> str:
+    return base64.urlsafe_b64encode(
+        json.dumps([created_at.isoformat(), order_id]).encode()
+    ).decode()
+
+
+def decode_cursor(token: str) -> tuple[dt.datetime, str]:
+    try:
+        created, order_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return dt.datetime.fromisoformat(created), str(order_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor("page_token is not one this API issued") from exc
+
+
+async def _with_items(pool: Any, rows: list[Any]) -> list[dict[str, Any]]:
+    ids = [r["order_id"] for r in rows]
+    items = await pool.fetch(
+        "SELECT order_id, product_id, unit_price, quantity, name FROM checkout_items"
+        " WHERE order_id = ANY($1::text[]) ORDER BY order_id, product_id",
+        ids,
+    )
+    by_order: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        by_order.setdefault(item["order_id"], []).append(
+            {k: item[k] for k in ("product_id", "unit_price", "quantity", "name")}
+        )
+    return [{**dict(r), "items": by_order.get(r["order_id"], [])} for r in rows]
+
+
+async def list_for_user(
+    pool: Any, user_id: str, page_size: int, page_token: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    after = decode_cursor(page_token) if page_token else None
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM checkouts c WHERE c.user_id = $1"
+        " AND ($2::timestamptz IS NULL OR (c.created_at, c.order_id) < ($2, $3))"
+        " ORDER BY c.created_at DESC, c.order_id DESC LIMIT $4",
+        user_id,
+        after[0] if after else None,
+        after[1] if after else "",
+        page_size + 1,
+    )
+    page = rows[:page_size]
+    token = (
+        encode_cursor(page[-1]["created_at"], page[-1]["order_id"])
+        if len(rows) > page_size
+        else None
+    )
+    return await _with_items(pool, page), token
+
+
+async def list_for_product(
+    pool: Any, product_id: str, page_size: int, page_token: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    after = decode_cursor(page_token) if page_token else None
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM checkouts c"
+        " JOIN checkout_items i ON i.order_id = c.order_id AND i.product_id = $1"
+        " WHERE ($2::timestamptz IS NULL OR (c.created_at, c.order_id) < ($2, $3))"
+        " ORDER BY c.created_at DESC, c.order_id DESC LIMIT $4",
+        product_id,
+        after[0] if after else None,
+        after[1] if after else "",
+        page_size + 1,
+    )
+    page = rows[:page_size]
+    token = (
+        encode_cursor(page[-1]["created_at"], page[-1]["order_id"])
+        if len(rows) > page_size
+        else None
+    )
+    return await _with_items(pool, page), token
+
+
+async def get(pool: Any, order_id: str) -> dict[str, Any] | None:
+    row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM checkouts c WHERE c.order_id = $1", order_id)
+    if row is None:
+        return None
+    return (await _with_items(pool, [row]))[0]
