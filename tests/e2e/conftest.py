@@ -1,0 +1,64 @@
+"""The whole system as real processes, like ``scripts/up`` runs it, for HTTP tests."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from saga_devenv import apps
+from tests.conftest import Platform
+
+PASSWORD = "e2e-passw0rd"
+
+
+@dataclass(frozen=True)
+class System:
+    platform: Platform
+    users: str = f"http://127.0.0.1:{apps.USER_HTTP}/api/v1"
+    products: str = f"http://127.0.0.1:{apps.PRODUCT_HTTP}/api/v1"
+    api: str = f"http://127.0.0.1:{apps.CHECKOUT_API}"
+    listener: str = f"http://127.0.0.1:{apps.LISTENER}/midtrans/notifications"
+    sandbox: str = f"http://127.0.0.1:{apps.SANDBOX}"
+
+    @property
+    def server_key(self) -> str:
+        return apps.sandbox_key(self.platform.cfg)
+
+    async def account(self, http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
+        name = f"u{uuid.uuid4().hex[:10]}"
+        reply = await http.post(
+            f"{self.users}/users",
+            json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
+        )
+        assert reply.status_code == 201, reply.text
+        login = await http.post(
+            f"{self.users}/auth/login", json={"username": name, "password": PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        return str(reply.json()["id"]), {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+    async def product(
+        self, http: httpx.AsyncClient, owner: dict[str, str], price: int = 20_000, stock: int = 10
+    ) -> dict[str, object]:
+        reply = await http.post(
+            f"{self.products}/products",
+            json={"name": f"Teh {uuid.uuid4().hex[:8]}", "price": price, "stock": stock},
+            headers=owner,
+        )
+        assert reply.status_code == 201, reply.text
+        return dict(reply.json())
+
+
+@pytest.fixture(scope="session")
+def system(platform: Platform) -> Iterator[System]:
+    started = apps.start(platform.cfg)
+    yield System(platform)
+    if os.environ.get("CHECKOUT_SAGA_KEEP_RUNNING") != "1":
+        for daemon in reversed(apps.daemons(platform.cfg)):
+            if daemon.name in started:
+                daemon.stop()
