@@ -167,6 +167,9 @@ def daemons(cfg: DevConfig) -> list[Daemon]:
 def operator_env(cfg: DevConfig, dsn: str, key: str, sandbox_url: str) -> dict[str, str]:
     return {
         "KUBECONFIG": str(cfg.kubeconfig),
+        # The local system lives in `default` (where the REST API creates Checkouts);
+        # tests use namespaces of their own that this operator must not touch.
+        "CHECKOUT_NAMESPACE": "default",
         "CHECKOUT_DATABASE_URL": dsn,
         "CHECKOUT_NATS_URL": cfg.nats_url,
         "CHECKOUT_REDIS_URL": cfg.redis_url,
