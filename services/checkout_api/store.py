@@ -50,49 +50,38 @@ async def _with_items(pool: Any, rows: list[Any]) -> list[dict[str, Any]]:
     return [{**dict(r), "items": by_order.get(r["order_id"], [])} for r in rows]
 
 
-async def list_for_user(
-    pool: Any, user_id: str, page_size: int, page_token: str | None
+async def _page(
+    pool: Any, source: str, key: str, page_size: int, page_token: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first, by keyset on (created_at, order_id): stable while rows are added."""
     after = decode_cursor(page_token) if page_token else None
     rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM checkouts c WHERE c.user_id = $1"
+        f"SELECT {_COLUMNS} FROM {source}"
         " AND ($2::timestamptz IS NULL OR (c.created_at, c.order_id) < ($2, $3))"
         " ORDER BY c.created_at DESC, c.order_id DESC LIMIT $4",
-        user_id,
+        key,
         after[0] if after else None,
         after[1] if after else "",
         page_size + 1,
     )
     page = rows[:page_size]
-    token = (
-        encode_cursor(page[-1]["created_at"], page[-1]["order_id"])
-        if len(rows) > page_size
-        else None
-    )
+    token = None
+    if len(rows) > page_size:
+        token = encode_cursor(page[-1]["created_at"], page[-1]["order_id"])
     return await _with_items(pool, page), token
+
+
+async def list_for_user(
+    pool: Any, user_id: str, page_size: int, page_token: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    return await _page(pool, "checkouts c WHERE c.user_id = $1", user_id, page_size, page_token)
 
 
 async def list_for_product(
     pool: Any, product_id: str, page_size: int, page_token: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    after = decode_cursor(page_token) if page_token else None
-    rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM checkouts c"
-        " JOIN checkout_items i ON i.order_id = c.order_id AND i.product_id = $1"
-        " WHERE ($2::timestamptz IS NULL OR (c.created_at, c.order_id) < ($2, $3))"
-        " ORDER BY c.created_at DESC, c.order_id DESC LIMIT $4",
-        product_id,
-        after[0] if after else None,
-        after[1] if after else "",
-        page_size + 1,
-    )
-    page = rows[:page_size]
-    token = (
-        encode_cursor(page[-1]["created_at"], page[-1]["order_id"])
-        if len(rows) > page_size
-        else None
-    )
-    return await _with_items(pool, page), token
+    source = "checkouts c JOIN checkout_items i ON i.order_id = c.order_id WHERE i.product_id = $1"
+    return await _page(pool, source, product_id, page_size, page_token)
 
 
 async def get(pool: Any, order_id: str) -> dict[str, Any] | None:
