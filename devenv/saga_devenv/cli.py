@@ -29,6 +29,13 @@ def kubectl(cfg: DevConfig, *args: str, check: bool = True) -> subprocess.Comple
 def apply_crds(cfg: DevConfig) -> None:
     kubectl(cfg, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
     kubectl(cfg, "wait", "--for=condition=Established", "--timeout=30s", f"crd/{CRD_NAME}")
+    # Established comes before the resource's storage is ready (429 "storage is
+    # (re)initializing" meanwhile): wait until a list succeeds.
+    deadline = time.monotonic() + 30
+    while kubectl(cfg, "get", "checkouts", "-A", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise DaemonError("the Checkout resource is not served 30 s after its CRD")
+        time.sleep(0.2)
 
 
 def env_exports(cfg: DevConfig) -> dict[str, str]:

@@ -53,6 +53,8 @@ class KopfWatcher:
         self.error: BaseException | None = None
 
     def start(self) -> None:
+        # kopf logs every handled watch event at INFO; the saga logs what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         loop = asyncio.get_running_loop()
         registry = kopf.OperatorRegistry()
         register(registry, self._reconciler, loop)

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from midtrans import MidtransError
@@ -30,23 +31,34 @@ log = logging.getLogger(__name__)
 
 
 class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up."""
+    """``rate`` tokens per second, at most ``burst`` saved up.
 
-    def __init__(self, rate: float, burst: float = 1.0) -> None:
+    The clock and the sleep are injectable, so the budget is tested without waiting.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.rate = rate
         self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
         self._tokens = burst
-        self._at = time.monotonic()
+        self._at = clock()
 
     async def take(self) -> None:
         while True:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
             self._at = now
-            if self._tokens >= 1:
-                self._tokens -= 1
+            if self._tokens >= 1 - 1e-9:  # tolerate float rounding of elapsed * rate
+                self._tokens = max(0.0, self._tokens - 1)
                 return
-            await asyncio.sleep((1 - self._tokens) / self.rate)
+            await self._sleep((1 - self._tokens) / self.rate)
 
 
 class PaymentPoller:
