@@ -16,11 +16,15 @@ if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   # policy-rc.d keeps the packages from starting their own system services:
-  # the project runs its own instances on its own ports.
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-  $SUDO chmod +x /usr/sbin/policy-rc.d
+  # the project runs its own instances on its own ports. An existing one is kept.
+  own_policy=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  $SUDO rm -f /usr/sbin/policy-rc.d
+  [[ -z "$own_policy" ]] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 PY="${PYTHON:-python3}"
