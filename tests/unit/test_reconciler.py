@@ -1,0 +1,151 @@
+"""The reconciler's queue discipline, with the saga steps replaced by recorders."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from checkout_operator import reconciler as module
+from checkout_operator.actions import Retry
+from checkout_operator.reconciler import Reconciler
+
+
+def body(name: str, rv: int, uid: str = "u1") -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name, "uid": uid, "resourceVersion": str(rv)}}
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((namespace, name))
+
+
+class FakeDeps:
+    def __init__(self) -> None:
+        self.kube = FakeKube()
+        self.readmodel = None
+
+    @staticmethod
+    def clock() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+
+async def run_until(predicate: Any, rec: Reconciler, within: float = 5.0) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(rec.run(stop))
+    try:
+        async with asyncio.timeout(within):
+            while not predicate():  # noqa: ASYNC110 (polls plain state)
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_one_step_at_a_time_per_checkout_on_the_newest_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    running: set[str] = set()
+    overlap: list[str] = []
+
+    async def fake_reconcile(deps: Any, b: dict[str, Any]) -> None:
+        name = b["metadata"]["name"]
+        if name in running:
+            overlap.append(name)
+        running.add(name)
+        seen.append(f"{name}@{b['metadata']['resourceVersion']}")
+        await asyncio.sleep(0.02)
+        running.discard(name)
+
+    monkeypatch.setattr(module, "reconcile", fake_reconcile)
+    rec = Reconciler(FakeDeps(), workers=4)  # type: ignore[arg-type]
+    for rv in range(1, 6):  # a burst of events for one checkout
+        rec.observe("MODIFIED", body("a", rv))
+    rec.observe("MODIFIED", body("b", 1))
+    rec.observe("MODIFIED", body("a", 3))  # an older version arriving late is ignored
+    await run_until(lambda: len(seen) >= 2, rec)
+    assert overlap == []
+    assert sorted(seen) == ["a@5", "b@1"]
+
+
+async def test_retry_backs_off_and_rereads(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    async def flaky(deps: Any, b: dict[str, Any]) -> None:
+        calls.append(b["metadata"]["resourceVersion"])
+        if len(calls) < 3:
+            raise Retry("lost a race")
+
+    monkeypatch.setattr(module, "reconcile", flaky)
+    deps = FakeDeps()
+    deps.kube.objects[("ns", "a")] = body("a", 9)
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+    rec.observe("ADDED", body("a", 1))
+    await run_until(lambda: len(calls) >= 3, rec)
+    assert calls[0] == "1" and calls[1:] == ["9", "9"]  # re-read after the first conflict
+
+
+async def test_a_crashing_step_does_not_stop_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    done: list[str] = []
+
+    async def buggy(deps: Any, b: dict[str, Any]) -> None:
+        if b["metadata"]["name"] == "bad":
+            raise RuntimeError("bug")
+        done.append(b["metadata"]["name"])
+
+    monkeypatch.setattr(module, "reconcile", buggy)
+    rec = Reconciler(FakeDeps(), workers=1)  # type: ignore[arg-type]
+    rec.observe("ADDED", body("bad", 1))
+    rec.observe("ADDED", body("good", 1))
+    await run_until(lambda: done == ["good"], rec)
+
+
+async def test_deadlines_wake_the_checkout_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def wait_a_bit(deps: Any, b: dict[str, Any]) -> dt.datetime | None:
+        calls.append(loop.time())
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.2) if len(calls) == 1 else None
+
+    monkeypatch.setattr(module, "reconcile", wait_a_bit)
+    rec = Reconciler(FakeDeps(), workers=1)  # type: ignore[arg-type]
+    rec.observe("ADDED", body("a", 1))
+    await run_until(lambda: len(calls) >= 2, rec)
+    assert calls[1] - calls[0] >= 0.2
+
+
+async def test_deleted_checkouts_are_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    released: list[str] = []
+
+    class Record:
+        order_id = "a"
+        uid = "u1"
+
+    class FakeReadModel:
+        async def get(self, order_id: str) -> Any:
+            return Record()
+
+    async def release(deps: Any, record: Any) -> None:
+        released.append(record.order_id)
+
+    async def nothing(deps: Any, b: dict[str, Any]) -> None:
+        return None
+
+    monkeypatch.setattr(module, "release_deleted", release)
+    monkeypatch.setattr(module, "reconcile", nothing)
+    deps = FakeDeps()
+    deps.readmodel = FakeReadModel()  # type: ignore[assignment]
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+    rec.observe("ADDED", body("a", 1))
+    rec.observe("DELETED", body("a", 2))
+    rec.observe("DELETED", body("a", 3, uid="someone-else"))
+    await run_until(lambda: released == ["a"], rec)
+    await asyncio.sleep(0.05)
+    assert released == ["a"] and ("ns", "a") not in rec.cache
