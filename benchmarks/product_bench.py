@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,27 +29,18 @@ import nats
 from checkout.product.v1 import product_pb2, product_pb2_grpc
 from saga_devenv import servers
 from saga_devenv.config import DevConfig
+from saga_devenv.process import free_port, port_open
 from saga_kit.events import EventType, Topology, TransactionEvent, publish
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.settings import Secret
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def wait_port(port: int, within: float = 30) -> None:
     deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"port {port} never opened")
+    while not port_open(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"port {port} never opened")
+        await asyncio.sleep(0.1)
 
 
 async def main(callers: int, requests: int) -> None:
@@ -70,7 +60,6 @@ async def main(callers: int, requests: int) -> None:
         "PRODUCT_GRPC_PORT": str(grpc_port),
         "PRODUCT_HTTP_PORT": str(http_port),
         "EVENTS_NAMESPACE": namespace,
-        "LOG_LEVEL": "WARNING",
     }
     service = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measurement)
         [sys.executable, "-m", "product_service"],

@@ -7,7 +7,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
+PY="${PYTHON:-python3}"
 need_apt=()
+"$PY" -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if ((${#need_apt[@]})); then
@@ -27,12 +29,12 @@ if ((${#need_apt[@]})); then
   [[ -z "$own_policy" ]] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-PY="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
   log "creating the Python virtualenv in .venv"
-  [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+  # A venv whose creation failed half-way has a python but no pip: start over.
+  [[ -x "$VENV/bin/pip" ]] || { rm -rf "$VENV"; "$PY" -m venv "$VENV"; }
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -e "$ROOT[dev]"
   rm -f "$VENV"/.installed-*; touch "$stamp"

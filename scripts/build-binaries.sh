@@ -21,6 +21,7 @@ exec 9>"$CACHE/build.lock"
 flock 9
 
 log() { printf '[build-binaries] %s\n' "$*" >&2; }
+command -v go >/dev/null || { log "Go (>= 1.25) is required to build the binaries"; exit 1; }
 
 have() { [[ -x "$BIN/$1" ]]; }
 

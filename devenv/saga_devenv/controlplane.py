@@ -11,26 +11,17 @@ from __future__ import annotations
 
 import json
 import ssl
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from .config import DevConfig
 from .pki import Pki
-from .process import Daemon, DaemonError
+from .process import Daemon, DaemonError, http_get
 
 
 def pki(cfg: DevConfig) -> Pki:
     return Pki(cfg.run_dir / "pki")
-
-
-def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bytes | None:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0, context=context) as resp:  # noqa: S310
-            return bytes(resp.read()) if resp.status == 200 else None
-    except OSError:
-        return None
 
 
 def admin_ssl_context(cfg: DevConfig) -> ssl.SSLContext:
@@ -45,7 +36,7 @@ def etcd_daemon(cfg: DevConfig) -> Daemon:
     peer = f"http://127.0.0.1:{cfg.etcd_peer_port}"
 
     def healthy() -> bool:
-        body = _http_ok(f"{client}/health")
+        body = http_get(f"{client}/health")
         return body is not None and json.loads(body).get("health") == "true"
 
     return Daemon(
@@ -74,7 +65,7 @@ def apiserver_daemon(cfg: DevConfig) -> Daemon:
     keys = pki(cfg)
 
     def healthy() -> bool:
-        return _http_ok(f"{cfg.apiserver_url}/readyz", admin_ssl_context(cfg)) == b"ok"
+        return http_get(f"{cfg.apiserver_url}/readyz", admin_ssl_context(cfg)) == b"ok"
 
     audit_policy = cfg.run_dir / "audit-policy.yaml"
     return Daemon(

@@ -12,8 +12,10 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,29 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, context: ssl.SSLContext | None = None) -> bytes | None:
+    """The body of a 200 answer on loopback, or None (not up, or another status)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0, context=context) as resp:  # noqa: S310
+            return bytes(resp.read()) if resp.status == 200 else None
+    except OSError:
+        return None
+
+
+def redis_command(port: int, command: str) -> bytes:
+    """Send one inline Redis command on loopback; the first bytes of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(f"{command}\r\n".encode())
+        return sock.recv(64)
 
 
 def pid_alive(pid: int) -> bool:

@@ -14,13 +14,12 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import urllib.request
 from pathlib import Path
 
 from .config import DevConfig
-from .process import Daemon, DaemonError
+from .process import Daemon, DaemonError, redis_command
 
 POSTGRES_USER = "saga"
 POSTGRES_DB = "checkout"
@@ -161,7 +160,7 @@ def postgres_daemon(cfg: DevConfig) -> Daemon:
 def _ensure_database(cfg: DevConfig) -> None:
     env = {**os.environ, "PGPASSWORD": postgres_password(cfg)}
     base = [
-        str(_postgres_bindir().parent / "bin" / "psql"),
+        str(_postgres_bindir() / "psql"),
         "-h",
         "127.0.0.1",
         "-p",
@@ -185,16 +184,8 @@ def _ensure_database(cfg: DevConfig) -> None:
         )
 
 
-def _redis_ping(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(16).startswith(b"+PONG")
-
-
 def redis_daemon(cfg: DevConfig) -> Daemon:
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    data = cfg.run_dir / "redis"
-    data.mkdir(parents=True, exist_ok=True)
     return Daemon(
         name="redis",
         argv=[
@@ -204,7 +195,7 @@ def redis_daemon(cfg: DevConfig) -> Daemon:
             "--port",
             str(cfg.redis_port),
             "--dir",
-            str(data),
+            str(cfg.run_dir / "redis"),
             # arq keeps its queue here: an append-only file survives a restart.
             "--appendonly",
             "yes",
@@ -215,7 +206,7 @@ def redis_daemon(cfg: DevConfig) -> Daemon:
         ],
         run_dir=cfg.run_dir,
         port=cfg.redis_port,
-        healthy=lambda: _redis_ping(cfg.redis_port),
+        healthy=lambda: redis_command(cfg.redis_port, "PING").startswith(b"+PONG"),
     )
 
 
@@ -260,6 +251,7 @@ def start(cfg: DevConfig) -> list[str]:
     if not cfg.binary("nats-server").exists():
         raise DaemonError(f"{cfg.binary('nats-server')} missing: run scripts/build-binaries.sh")
     _init_postgres(cfg, _postgres_os_user())
+    (cfg.run_dir / "redis").mkdir(exist_ok=True)
     started = [d.name for d in daemons(cfg) if d.ensure()]
     _ensure_database(cfg)
     return started

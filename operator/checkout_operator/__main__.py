@@ -18,6 +18,7 @@ from .handlers import KopfWatcher
 from .inbox import PaymentInbox
 from .poller import PaymentPoller
 from .reconciler import Reconciler
+from .saga import Phase
 from .settings import OperatorSettings
 
 log = logging.getLogger("checkout_operator")
@@ -31,8 +32,9 @@ async def sweep_deleted(reconciler: Reconciler, namespace: str, stop: asyncio.Ev
             released = await reconciler.sweep(namespace, dt.timedelta(seconds=30))
             if released:
                 log.info("released %d checkouts deleted while unobserved", released)
-            for phase, count in reconciler.phases().items():
-                metrics.CHECKOUTS.labels(phase).set(count)
+            counts = reconciler.phases()
+            for phase in Phase:  # a phase nobody is in any more reads 0, not its last count
+                metrics.CHECKOUTS.labels(phase.value).set(counts.get(phase.value, 0))
         except Exception:
             log.exception("sweep failed")
         with contextlib.suppress(TimeoutError):

@@ -52,6 +52,8 @@ from .saga import (
     Phase,
     Reason,
     View,
+    can_reach,
+    parse_timestamp,
     payment_items,
     payment_state,
     plan,
@@ -151,32 +153,29 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
         await fail(
             deps,
             body,
-            None,
             Reason.DUPLICATE_ORDER_ID,
             f"order id {order_id} is already used by another checkout",
         )
         return
     if spec.get("cancelRequested"):
-        await fail(deps, body, record, Reason.CANCEL_REQUESTED, "cancelled before payment")
+        await fail(deps, body, Reason.CANCEL_REQUESTED, "cancelled before payment")
         return
 
     voucher = None
     if code := spec.get("voucher"):
         voucher = deps.settings.vouchers.get(code)
         if voucher is None:
-            await fail(deps, body, record, Reason.INVALID_VOUCHER, f"unknown voucher {code!r}")
+            await fail(deps, body, Reason.INVALID_VOUCHER, f"unknown voucher {code!r}")
             return
 
     try:
         if not await deps.users.exists(spec["userId"]):
-            await fail(
-                deps, body, record, Reason.UNAUTHORIZED, f"user {spec['userId']} does not exist"
-            )
+            await fail(deps, body, Reason.UNAUTHORIZED, f"user {spec['userId']} does not exist")
             return
     except grpc.aio.AioRpcError as exc:
         raise Retry(f"user service: {exc.code().name}") from exc
     except ServiceRefused as exc:
-        await fail(deps, body, record, Reason.UNAUTHORIZED, exc.details.message)
+        await fail(deps, body, Reason.UNAUTHORIZED, exc.details.message)
         return
 
     if not record.reserve_attempted:
@@ -189,7 +188,7 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
         raise Retry(f"product service: {exc.code().name}") from exc
     except ServiceRefused as exc:
         reason = _RESERVE_REASONS.get(exc.details.reason, Reason.INVALID_REQUEST)
-        await fail(deps, body, record, reason, exc.details.message)
+        await fail(deps, body, reason, exc.details.message)
         return
     await deps.readmodel.record_lines(order_id, reserved)
 
@@ -197,7 +196,7 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
     try:
         token, redirect_url = await payment_page(deps, body, record, reserved, amounts)
     except PaymentSetupFailed as exc:
-        await fail(deps, body, record, Reason.PAYMENT_SETUP_FAILED, str(exc))
+        await fail(deps, body, Reason.PAYMENT_SETUP_FAILED, str(exc))
         return
 
     now = deps.clock()
@@ -257,9 +256,8 @@ async def payment_page(
     ttl = int(spec.get("paymentTTLSeconds", 900))
     items = [ItemDetail(**item) for item in payment_items(lines, amounts)]
     customer = _customer(spec.get("customer"))
-    created = dt.datetime.fromisoformat(
-        body["metadata"]["creationTimestamp"].replace("Z", "+00:00")
-    )
+    created = parse_timestamp(body["metadata"]["creationTimestamp"])
+    assert created is not None
     while True:
         attempt, midtrans_order = await deps.readmodel.next_payment_attempt(order_id)
         if attempt > deps.settings.max_payment_attempts:
@@ -337,20 +335,24 @@ async def _publish_final(deps: Deps, record: Record, phase: Phase) -> None:
 # --- endings -------------------------------------------------------------------------
 
 
-async def fail(
-    deps: Deps,
-    body: dict[str, Any],
-    record: Record | None,
-    reason: Reason,
-    message: str,
-) -> dict[str, Any]:
+async def fail(deps: Deps, body: dict[str, Any], reason: Reason, message: str) -> dict[str, Any]:
     """End the checkout for ``reason``, undoing what the failure table says."""
     outcome = FAILURES[reason]
-    if outcome.compensation in (Compensation.CANCEL_PAYMENT, Compensation.EXPIRE_PAYMENT):
-        settled = await _stop_payment(deps, body, outcome.compensation)
+    record = await _own_record(deps, body)  # read once: the journal as it is now
+    if record is not None and outcome.compensation in (
+        Compensation.CANCEL_PAYMENT,
+        Compensation.EXPIRE_PAYMENT,
+    ):
+        settled = await _stop_payment(deps, record, outcome.compensation)
         if settled is not None:  # the buyer paid first: settlement wins
             return await settle(deps, body, settled)
     return await _end(deps, body, record, outcome.phase, reason, message)
+
+
+async def _own_record(deps: Deps, body: dict[str, Any]) -> Record | None:
+    """This resource's read-model row (None if the order id belongs to another resource)."""
+    record = await deps.readmodel.get(body["metadata"]["name"])
+    return record if record is not None and record.uid == body["metadata"]["uid"] else None
 
 
 async def _end(
@@ -379,8 +381,8 @@ async def _end(
     )
     order_id = body["metadata"]["name"]
     if record is None:
-        record = await deps.readmodel.get(order_id)
-    if record is not None and record.uid == body["metadata"]["uid"]:
+        record = await _own_record(deps, body)
+    if record is not None:
         await deps.readmodel.record_phase(
             order_id,
             [(phase, str(reason))],
@@ -409,19 +411,16 @@ async def cancel(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
     view = View.of(body)
     if not view.cancel_requested and view.payment is PaymentState.CANCELLED:
         reason, message = Reason.PAYMENT_FAILED, "the payment was cancelled at Midtrans"
-    return await fail(deps, body, None, reason, message)
+    return await fail(deps, body, reason, message)
 
 
 async def expire(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
-    return await fail(deps, body, None, Reason.PAYMENT_EXPIRED, "not paid in time")
+    return await fail(deps, body, Reason.PAYMENT_EXPIRED, "not paid in time")
 
 
-async def _stop_payment(
-    deps: Deps, body: dict[str, Any], how: Compensation
-) -> TransactionStatus | None:
+async def _stop_payment(deps: Deps, record: Record, how: Compensation) -> TransactionStatus | None:
     """Cancel or expire the payment at Midtrans; the status if it turns out paid."""
-    record = await deps.readmodel.get(body["metadata"]["name"])
-    if record is None or not record.midtrans_order_id or not record.snap_token:
+    if not record.midtrans_order_id or not record.snap_token:
         return None
     order = record.midtrans_order_id
     operation = "cancel" if how is Compensation.CANCEL_PAYMENT else "expire"
@@ -569,10 +568,7 @@ async def release_deleted(deps: Deps, record: Record) -> None:
     if record.finished_at is not None:
         await deps.readmodel.mark_deleted(record.order_id)
         return
-    paid: TransactionStatus | None = None
-    if record.midtrans_order_id and record.snap_token:
-        body = {"metadata": {"name": record.order_id}, "spec": {}}
-        paid = await _stop_payment(deps, body, Compensation.CANCEL_PAYMENT)
+    paid = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
     if paid is not None:
         # Paid before the deletion was seen: the goods are sold.
         await deps.readmodel.record_phase(
@@ -623,9 +619,7 @@ async def _write(deps: Deps, body: dict[str, Any], status: dict[str, Any]) -> di
     phase = status.get("phase")
     if phase is not None:
         current = View.of(body).phase
-        if current in TERMINAL or (
-            current is not Phase(phase) and not _allowed(current, Phase(phase))
-        ):
+        if current in TERMINAL or not can_reach(current, Phase(phase)):
             raise AssertionError(f"{_key(body)}: {current} -> {phase} is not a saga transition")
     try:
         updated = await deps.kube.patch_status(body, status)
@@ -634,19 +628,6 @@ async def _write(deps: Deps, body: dict[str, Any], status: dict[str, Any]) -> di
     if phase is not None:
         metrics.TRANSITIONS.labels(phase).inc()
     return updated
-
-
-def _allowed(current: Phase, target: Phase) -> bool:
-    from .saga import TRANSITIONS
-
-    reachable = {current}
-    frontier = [current]
-    while frontier:  # Pending may reach AwaitingPayment through the phases in between
-        for nxt in TRANSITIONS[frontier.pop()]:
-            if nxt not in reachable:
-                reachable.add(nxt)
-                frontier.append(nxt)
-    return target in reachable
 
 
 async def _announce_transitions(

@@ -64,9 +64,7 @@ async def build_deps(
     nc = await nats.connect(settings.nats_url, name=component, max_reconnect_attempts=-1)
     stack.push_async_callback(nc.close)
     js = nc.jetstream()
-    topology = (
-        Topology.namespaced(settings.events_namespace) if settings.events_namespace else Topology()
-    )
+    topology = Topology.for_namespace(settings.events_namespace)
     await ensure_streams(js, topology)
     arq = await create_arq_pool(RedisSettings.from_dsn(settings.redis_url.value))
     stack.push_async_callback(arq.aclose)

@@ -82,10 +82,6 @@ class KopfWatcher:
         self._thread = threading.Thread(target=run, name="kopf", daemon=True)
         self._thread.start()
 
-    async def wait_ready(self, within: float = 30.0) -> None:
-        if not await asyncio.to_thread(self._ready.wait, within):
-            raise RuntimeError(f"kopf not ready within {within}s: {self.error!r}")
-
     async def stop(self, within: float = 20.0) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -29,6 +29,8 @@ from .saga import Phase, parse_timestamp
 
 log = logging.getLogger(__name__)
 
+SCAN_INTERVAL = 1.0  # seconds between looks at which checkouts need polling
+
 
 class TokenBucket:
     """``rate`` tokens per second, at most ``burst`` saved up.
@@ -70,7 +72,7 @@ class PaymentPoller:
         self.late_window = settings.late_payment_window
         self.bucket = TokenBucket(settings.poll_rate, burst=max(1.0, settings.poll_rate))
         self._due: dict[Key, float] = {}
-        self.calls = 0
+        self._next_scan = 0.0
 
     def _candidates(self) -> list[Key]:
         now = self.reconciler.deps.clock()
@@ -97,13 +99,17 @@ class PaymentPoller:
 
     async def poll_due(self) -> None:
         now = time.monotonic()
-        live = set(self._candidates())
-        for key in list(self._due):
-            if key not in live:
-                del self._due[key]
-        for key in live - self._due.keys():
-            # First look after min_age, spread over the interval.
-            self._due[key] = now + self.min_age + random.uniform(0, self.interval)  # noqa: S311
+        if now >= self._next_scan:
+            # Which checkouts to poll changes slowly: scanning the whole cache on
+            # every tick would cost O(checkouts) many times a second.
+            self._next_scan = now + SCAN_INTERVAL
+            live = set(self._candidates())
+            for key in list(self._due):
+                if key not in live:
+                    del self._due[key]
+            for key in live - self._due.keys():
+                # First look after min_age, spread over the interval.
+                self._due[key] = now + self.min_age + random.uniform(0, self.interval)  # noqa: S311
         for key in sorted((k for k, t in self._due.items() if t <= now), key=self._due.__getitem__):
             await self.bucket.take()
             self._due[key] = time.monotonic() + self.interval * random.uniform(0.8, 1.2)  # noqa: S311
@@ -115,7 +121,6 @@ class PaymentPoller:
         if record is None or not record.midtrans_order_id:
             return
         order = record.midtrans_order_id
-        self.calls += 1
         try:
             status = await deps.breaker.call(lambda: deps.midtrans.status(order))
         except (MidtransError, CircuitOpen) as exc:

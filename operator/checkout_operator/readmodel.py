@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .saga import Line, Phase, parse_timestamp
+from .saga import TERMINAL, Line, Phase, parse_timestamp
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Record:
     finished_at: dt.datetime | None
     deleted_at: dt.datetime | None
     total: int | None
+    created_at: dt.datetime
 
 
 _COLUMNS = ", ".join(Record.__dataclass_fields__)
@@ -126,17 +127,22 @@ class ReadModel:
         )
 
     async def next_payment_attempt(self, order_id: str) -> tuple[int, str]:
-        """Journal a new payment-page attempt before calling Midtrans."""
-        attempt = await self.pool.fetchval(
-            "UPDATE checkouts SET payment_attempt = payment_attempt + 1, updated_at = now()"
-            " WHERE order_id = $1 RETURNING payment_attempt",
-            order_id,
-        )
-        midtrans = midtrans_order_id(order_id, int(attempt))
-        await self.pool.execute(
-            "UPDATE checkouts SET midtrans_order_id = $2 WHERE order_id = $1", order_id, midtrans
-        )
-        return int(attempt), midtrans
+        """Journal a new payment-page attempt (and its Midtrans order id) before calling."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            attempt = int(
+                await conn.fetchval(
+                    "UPDATE checkouts SET payment_attempt = payment_attempt + 1,"
+                    " updated_at = now() WHERE order_id = $1 RETURNING payment_attempt",
+                    order_id,
+                )
+            )
+            midtrans = midtrans_order_id(order_id, attempt)
+            await conn.execute(
+                "UPDATE checkouts SET midtrans_order_id = $2 WHERE order_id = $1",
+                order_id,
+                midtrans,
+            )
+        return attempt, midtrans
 
     async def record_payment_page(
         self, order_id: str, midtrans_order: str, token: str, redirect_url: str
@@ -199,7 +205,7 @@ class ReadModel:
                 parse_timestamp(payment.get("paidAt")),
                 failure[0] if failure else None,
                 failure[1] if failure else None,
-                final.value in {"Settled", "Expired", "Cancelled", "Rejected"},
+                final in TERMINAL,
                 deleted,
             )
             await conn.executemany(

@@ -55,9 +55,7 @@ class Reconciler:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return
-        known = self.cache.get(key)
-        if known is None or _newer(body, known):
-            self.cache[key] = body
+        self._remember(body)
         self.enqueue(key)
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
@@ -183,10 +181,7 @@ class Reconciler:
                 self._remember(body)
                 self.enqueue(key)
                 continue
-            created = await self.deps.readmodel.pool.fetchval(
-                "SELECT created_at FROM checkouts WHERE order_id = $1", record.order_id
-            )
-            if created is not None and now - created < min_age:
+            if now - record.created_at < min_age:
                 continue
             async with self._lock(key):
                 await release_deleted(self.deps, record)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 HISTORY_LIMIT = 20
@@ -51,6 +51,20 @@ TRANSITIONS: Mapping[Phase, frozenset[Phase]] = {
 
 def can_transition(current: Phase, target: Phase) -> bool:
     return target in TRANSITIONS[current]
+
+
+def can_reach(current: Phase, target: Phase) -> bool:
+    """Whether ``target`` follows ``current`` through allowed transitions.
+
+    One status write may pass several phases (Pending -> ... -> AwaitingPayment).
+    """
+    seen, frontier = {current}, [current]
+    while frontier:
+        for nxt in TRANSITIONS[frontier.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    return target in seen - {current}
 
 
 class Compensation(enum.Enum):
@@ -329,7 +343,6 @@ class Action(enum.Enum):
 class Plan:
     action: Action
     at: dt.datetime | None = None  # when to look again
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -377,7 +390,7 @@ def plan(view: View, now: dt.datetime, ttl_after_finished: dt.timedelta | None) 
     if view.cancel_requested:
         return Plan(Action.CANCEL)
     if view.payment is PaymentState.CANCELLED:
-        return Plan(Action.CANCEL, notes=("cancelled at Midtrans",))
+        return Plan(Action.CANCEL)
     if view.payment is PaymentState.EXPIRED or (
         view.expires_at is not None and view.expires_at <= now
     ):

@@ -6,7 +6,16 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from saga_kit.settings import ConfigError, Secret, env_float, env_int, env_secret, env_str
+from saga_kit.settings import (
+    ConfigError,
+    Secret,
+    env_float,
+    env_int,
+    env_optional,
+    env_secret,
+    env_service_tokens,
+    env_str,
+)
 
 from .saga import Voucher
 
@@ -57,17 +66,16 @@ class OperatorSettings:
     @classmethod
     def from_env(cls) -> OperatorSettings:
         ttl = env_int("CHECKOUT_TTL_AFTER_FINISHED_SECONDS", 3600)
-        tokens = env_secret("SERVICE_TOKENS").value
         return cls(
             database_url=env_secret("CHECKOUT_DATABASE_URL"),
             db_schema=env_str("CHECKOUT_DB_SCHEMA", "checkouts"),
-            namespace=env_str("CHECKOUT_NAMESPACE", "-").strip("-"),
+            namespace=env_optional("CHECKOUT_NAMESPACE"),
             nats_url=env_str("CHECKOUT_NATS_URL", "nats://127.0.0.1:4222"),
-            events_namespace=env_str("EVENTS_NAMESPACE", "-").strip("-"),
+            events_namespace=env_optional("EVENTS_NAMESPACE"),
             redis_url=env_secret("CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0"),
             user_service=env_str("CHECKOUT_USER_SERVICE", "127.0.0.1:18101"),
             product_service=env_str("CHECKOUT_PRODUCT_SERVICE", "127.0.0.1:18201"),
-            service_token=Secret(tokens.split(",")[0].strip()),
+            service_token=env_service_tokens()[0],
             fee=env_int("CHECKOUT_FEE", 0),
             vouchers=_vouchers(env_str("CHECKOUT_VOUCHERS", "{}")),
             ttl_after_finished=dt.timedelta(seconds=ttl) if ttl >= 0 else None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from typing import Any, ClassVar
 
 from arq import Retry as ArqRetry
@@ -20,6 +19,7 @@ from arq import run_worker
 from arq.connections import RedisSettings
 
 from saga_kit.logs import setup_logging
+from saga_kit.settings import env_secret, env_str
 
 from .actions import Retry, expire
 from .app import build_deps
@@ -62,7 +62,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def _redis_settings() -> RedisSettings:
-    return RedisSettings.from_dsn(os.environ.get("CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    return RedisSettings.from_dsn(
+        env_secret("CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0").value
+    )
 
 
 class WorkerSettings:
@@ -70,7 +72,7 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = _redis_settings()
-    queue_name = os.environ.get("CHECKOUT_EXPIRY_QUEUE", "arq:queue")
+    queue_name = env_str("CHECKOUT_EXPIRY_QUEUE", "arq:queue")
     max_tries = 20
     job_timeout = 60
     keep_result = 3600

@@ -16,12 +16,13 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from checkout.product.v1 import product_pb2, product_pb2_grpc
+from checkout_operator.saga import TERMINAL
+from saga_kit.pagination import InvalidPageToken
 from saga_kit.user_auth import Authenticator, AuthError, Identity
 
 from . import store
 from .kube import AlreadyExists, Checkouts, Invalid
 
-TERMINAL = {"Settled", "Expired", "Cancelled", "Rejected"}
 READY = TERMINAL | {"AwaitingPayment"}
 REQUEST_HASH = "checkout.saga.dev/request-hash"
 USER_LABEL = "checkout.saga.dev/user"
@@ -277,28 +278,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
             response.headers["Location"] = out.status_url
             return out
         if out.phase == "Rejected":
-            status = REJECTED_STATUS.get(out.failure_reason or "", 409)
-            return JSONResponse(
-                status_code=status,
-                content={
-                    "detail": {
-                        "reason": out.failure_reason,
-                        "message": out.failure_message,
-                        "checkout": out.model_dump(mode="json"),
-                    }
-                },
-            )
+            return _refusal(REJECTED_STATUS.get(out.failure_reason or "", 409), out)
         if out.phase == "Cancelled" and out.failure_reason == "PaymentSetupFailed":
-            return JSONResponse(
-                status_code=502,
-                content={
-                    "detail": {
-                        "reason": out.failure_reason,
-                        "message": out.failure_message,
-                        "checkout": out.model_dump(mode="json"),
-                    }
-                },
-            )
+            return _refusal(502, out)
         response.status_code = 200 if replayed else 201
         return out
 
@@ -312,7 +294,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             rows, token = await store.list_for_user(
                 deps.readmodel, user.user_id, page_size, page_token
             )
-        except store.InvalidCursor as exc:
+        except InvalidPageToken as exc:
             raise HTTPException(422, {"reason": "INVALID_PAGE_TOKEN", "message": str(exc)}) from exc
         return CheckoutPage(items=[_from_record(r) for r in rows], next_page_token=token)
 
@@ -363,7 +345,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             rows, token = await store.list_for_product(
                 deps.readmodel, product_id, page_size, page_token
             )
-        except store.InvalidCursor as exc:
+        except InvalidPageToken as exc:
             raise HTTPException(422, {"reason": "INVALID_PAGE_TOKEN", "message": str(exc)}) from exc
         return CheckoutPage(items=[_from_record(r) for r in rows], next_page_token=token)
 
@@ -407,6 +389,16 @@ def _label(value: str) -> str:
     """A label value (63 chars of [A-Za-z0-9._-]); user ids are UUIDs, others are hashed."""
     ok = len(value) <= 63 and all(c.isalnum() or c in "._-" for c in value)
     return value if ok else hashlib.sha256(value.encode()).hexdigest()[:63]
+
+
+def _refusal(status: int, out: CheckoutOut) -> JSONResponse:
+    """The saga's answer as an error: its reason and message, and the checkout."""
+    detail = {
+        "reason": out.failure_reason,
+        "message": out.failure_message,
+        "checkout": out.model_dump(mode="json"),
+    }
+    return JSONResponse(status_code=status, content={"detail": detail})
 
 
 def _unauthorized(reason: str, message: str) -> HTTPException:

@@ -6,33 +6,14 @@ The API lists checkouts from Postgres, not the apiserver: archived checkouts
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import json
 from typing import Any
+
+from saga_kit.pagination import decode_page_token, encode_page_token
 
 _COLUMNS = (
     "c.order_id, c.user_id, c.phase, c.currency, c.total, c.snap_token, c.redirect_url,"
     " c.expires_at, c.failure_reason, c.failure_message, c.created_at, c.updated_at"
 )
-
-
-class InvalidCursor(ValueError):
-    pass
-
-
-def encode_cursor(created_at: dt.datetime, order_id: str) -> str:
-    return base64.urlsafe_b64encode(
-        json.dumps([created_at.isoformat(), order_id]).encode()
-    ).decode()
-
-
-def decode_cursor(token: str) -> tuple[dt.datetime, str]:
-    try:
-        created, order_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return dt.datetime.fromisoformat(created), str(order_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidCursor("page_token is not one this API issued") from exc
 
 
 async def _with_items(pool: Any, rows: list[Any]) -> list[dict[str, Any]]:
@@ -54,7 +35,7 @@ async def _page(
     pool: Any, source: str, key: str, page_size: int, page_token: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first, by keyset on (created_at, order_id): stable while rows are added."""
-    after = decode_cursor(page_token) if page_token else None
+    after = decode_page_token(page_token) if page_token else None
     rows = await pool.fetch(
         f"SELECT {_COLUMNS} FROM {source}"
         " AND ($2::timestamptz IS NULL OR (c.created_at, c.order_id) < ($2, $3))"
@@ -67,7 +48,7 @@ async def _page(
     page = rows[:page_size]
     token = None
     if len(rows) > page_size:
-        token = encode_cursor(page[-1]["created_at"], page[-1]["order_id"])
+        token = encode_page_token(page[-1]["created_at"], page[-1]["order_id"])
     return await _with_items(pool, page), token
 
 

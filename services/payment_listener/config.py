@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saga_kit.events import Topology
-from saga_kit.settings import Secret, env_int, env_secret, env_str
+from saga_kit.settings import Secret, env_int, env_optional, env_secret, env_str
 
 
 @dataclass(frozen=True)
@@ -18,15 +18,14 @@ class ListenerConfig:
 
     @property
     def topology(self) -> Topology:
-        ns = self.events_namespace
-        return Topology.namespaced(ns) if ns else Topology()
+        return Topology.for_namespace(self.events_namespace)
 
     @classmethod
     def from_env(cls) -> ListenerConfig:
         return cls(
             server_key=env_secret("MIDTRANS_SERVER_KEY"),
             nats_url=env_str("LISTENER_NATS_URL", "nats://127.0.0.1:4222"),
-            events_namespace=env_str("EVENTS_NAMESPACE", "-").strip("-"),
+            events_namespace=env_optional("EVENTS_NAMESPACE"),
             host=env_str("LISTENER_HOST", "127.0.0.1"),
             port=env_int("LISTENER_PORT", 18081),
         )

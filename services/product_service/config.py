@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saga_kit.events import Topology
-from saga_kit.settings import Secret, env_float, env_int, env_secret, env_str
+from saga_kit.settings import (
+    Secret,
+    env_float,
+    env_int,
+    env_optional,
+    env_secret,
+    env_service_tokens,
+    env_str,
+)
 
 
 @dataclass(frozen=True)
@@ -27,19 +35,17 @@ class ProductServiceConfig:
 
     @property
     def topology(self) -> Topology:
-        ns = self.events_namespace
-        return Topology.namespaced(ns) if ns else Topology()
+        return Topology.for_namespace(self.events_namespace)
 
     @classmethod
     def from_env(cls) -> ProductServiceConfig:
-        tokens = env_secret("SERVICE_TOKENS").value
-        accepted = tuple(Secret(t.strip()) for t in tokens.split(",") if t.strip())
+        accepted = env_service_tokens()
         return cls(
             database_url=env_secret("PRODUCT_DATABASE_URL"),
             db_schema=env_str("PRODUCT_DB_SCHEMA", "products"),
             nats_url=env_str("PRODUCT_NATS_URL", "nats://127.0.0.1:4222"),
             user_service_target=env_str("PRODUCT_USER_SERVICE", "127.0.0.1:18101"),
-            service_token=Secret(accepted[0].value) if accepted else Secret(""),
+            service_token=accepted[0],
             accepted_service_tokens=accepted,
             http_host=env_str("PRODUCT_HTTP_HOST", "127.0.0.1"),
             http_port=env_int("PRODUCT_HTTP_PORT", 18200),
@@ -48,5 +54,5 @@ class ProductServiceConfig:
             consumer_name=env_str("PRODUCT_CONSUMER_NAME", "product-service"),
             consumer_max_deliver=env_int("PRODUCT_CONSUMER_MAX_DELIVER", 6),
             consumer_backoff_scale=env_float("PRODUCT_CONSUMER_BACKOFF_SCALE", 1.0),
-            events_namespace=env_str("EVENTS_NAMESPACE", "-").strip("-"),
+            events_namespace=env_optional("EVENTS_NAMESPACE"),
         )

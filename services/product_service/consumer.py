@@ -106,8 +106,8 @@ class EventConsumer:
             return None
         return event if msg.subject == self._topology.subject(event.type) else None
 
-    async def process(self, msg: Msg, event: TransactionEvent | None = None) -> None:
-        event = event or self._parse(msg)
+    async def process(self, msg: Msg, event: TransactionEvent | None) -> None:
+        """Apply one message; ``event`` is its parsed payload (None: unreadable)."""
         if event is None:
             await self._dead_letter(
                 msg, "malformed event: not a TransactionEvent matching its subject"

@@ -80,7 +80,7 @@ def validate_reserve_request(
 ) -> None:
     """Refuse a malformed Reserve, naming every offending field."""
     violations: list[tuple[str, str]] = []
-    if not TRANSACTION_ID_RE.match(transaction_id):
+    if not TRANSACTION_ID_RE.fullmatch(transaction_id):
         violations.append(
             ("transaction_id", "1-50 characters of letters, digits, '-', '_', '~' or '.'")
         )
@@ -126,18 +126,22 @@ def request_fingerprint(user_id: str, items: Sequence[ReserveItem]) -> str:
     return hashlib.sha256(f"{user_id}|{canonical}".encode()).hexdigest()
 
 
+def not_found(product_id: str) -> ProductError:
+    return ProductError(
+        ErrorKind.NOT_FOUND,
+        "PRODUCT_NOT_FOUND",
+        f"product {product_id} does not exist",
+        {"product_id": product_id},
+    )
+
+
 def check_items(items: Sequence[ReserveItem], products: Mapping[str, ProductStock]) -> None:
     """The seed's four checks, in its order, each a distinct error naming the product."""
     for item in items:
         pid = item.product_id
         product = products.get(pid)
         if product is None:
-            raise ProductError(
-                ErrorKind.NOT_FOUND,
-                "PRODUCT_NOT_FOUND",
-                f"product {pid} does not exist",
-                {"product_id": pid},
-            )
+            raise not_found(pid)
         if product.available <= 0:
             raise ProductError(
                 ErrorKind.PRECONDITION,

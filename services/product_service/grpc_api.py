@@ -16,6 +16,7 @@ from .domain import (
     ProductError,
     ReservationStatus,
     ReserveItem,
+    not_found,
     validate_reserve_request,
 )
 
@@ -139,16 +140,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     ) -> product_pb2.Product:
         product = await store.get_product(self._pool, request.id) if request.id else None
         if product is None:
-            await abort(
-                context,
-                RpcFailure(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"product {request.id} does not exist",
-                    reason="PRODUCT_NOT_FOUND",
-                    domain=DOMAIN,
-                    metadata={"product_id": request.id},
-                ),
-            )
+            await abort(context, to_failure(not_found(request.id)))
         return product_message(product)
 
     async def ListProducts(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from saga_kit.user_auth import Authenticator, AuthError, Identity
 
 from . import store
-from .domain import ErrorKind, ProductError, slugify
+from .domain import SLUG_RE, ErrorKind, ProductError, not_found, slugify
 
 _HTTP = {
     ErrorKind.INVALID: 422,
@@ -25,7 +25,7 @@ _HTTP = {
     ErrorKind.FORBIDDEN: 403,
 }
 MAX_MONEY = 10**12
-SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+SLUG_PATTERN = SLUG_RE.pattern
 
 
 class ProductIn(BaseModel):
@@ -137,7 +137,7 @@ def create_rest_app(pool: Any, authenticator: Authenticator) -> FastAPI:
     async def product(product_id: str) -> CatalogProduct:
         found = await store.get_product(pool, product_id)
         if found is None:
-            raise store.not_found(product_id)
+            raise not_found(product_id)
         return _catalog(found)
 
     @api.get("/owner/products", response_model=OwnerPage)

@@ -15,9 +15,7 @@ Concurrency design:
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from typing import Any
 import asyncpg
 
 from saga_kit.events import EventType
+from saga_kit.pagination import InvalidPageToken, decode_page_token, encode_page_token
 
 from .domain import (
     Decision,
@@ -38,6 +37,7 @@ from .domain import (
     StockEffect,
     check_items,
     decide,
+    not_found,
     request_fingerprint,
 )
 
@@ -297,16 +297,10 @@ async def get_product(pool: Any, product_id: str) -> Product | None:
     return _product(row) if row else None
 
 
-def encode_cursor(product: Product) -> str:
-    raw = json.dumps([product.created_at.isoformat(), product.id])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
 def decode_cursor(token: str) -> tuple[dt.datetime, str]:
     try:
-        created, pid = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return dt.datetime.fromisoformat(created), str(pid)
-    except (ValueError, TypeError) as exc:
+        return decode_page_token(token)
+    except InvalidPageToken as exc:
         raise ProductError(
             ErrorKind.INVALID,
             "INVALID_PAGE_TOKEN",
@@ -331,7 +325,11 @@ async def list_products(
         page_size + 1,
     )
     products = [_product(r) for r in rows[:page_size]]
-    next_token = encode_cursor(products[-1]) if len(rows) > page_size else None
+    next_token = (
+        encode_page_token(products[-1].created_at, products[-1].id)
+        if len(rows) > page_size
+        else None
+    )
     return products, next_token
 
 
@@ -391,15 +389,6 @@ async def delete_product(pool: Any, product_id: str, owner_id: str) -> None:
         await conn.execute(
             "UPDATE products SET deleted_at = now(), updated_at = now() WHERE id = $1", product_id
         )
-
-
-def not_found(product_id: str) -> ProductError:
-    return ProductError(
-        ErrorKind.NOT_FOUND,
-        "PRODUCT_NOT_FOUND",
-        f"product {product_id} does not exist",
-        {"product_id": product_id},
-    )
 
 
 def _not_owner(product_id: str) -> ProductError:

@@ -74,6 +74,11 @@ class Topology:
     def streams(self) -> tuple[str, ...]:
         return (self.stream, self.dlq_stream, self.payment_stream)
 
+    @classmethod
+    def for_namespace(cls, namespace: str) -> Topology:
+        """The default names when ``namespace`` is empty, else namespaced ones."""
+        return cls.namespaced(namespace) if namespace else cls()
+
     def subject(self, event: EventType) -> str:
         return f"{self.subject_prefix}.{event.value}"
 

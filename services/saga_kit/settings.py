@@ -35,6 +35,21 @@ def env_str(name: str, default: str | None = None) -> str:
     return value
 
 
+def env_optional(name: str) -> str:
+    """A setting whose absence means "none" (an empty string)."""
+    return os.environ.get(name, "").strip()
+
+
+def env_service_tokens(name: str = "SERVICE_TOKENS") -> tuple[Secret, ...]:
+    """``a,b,c`` -> three accepted service tokens (several allow rotation); the first
+    is the one this process presents when it calls another service."""
+    raw = env_secret(name)
+    tokens = tuple(Secret(t.strip()) for t in raw.value.split(",") if t.strip())
+    if not tokens:
+        raise ConfigError(f"{name} must list at least one non-empty token")
+    return tokens
+
+
 def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":

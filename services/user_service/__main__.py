@@ -14,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import sys
-from collections.abc import Iterator
 
 import asyncpg
 import redis.exceptions
 import uvicorn
 
 from saga_kit.logs import setup_logging
+from saga_kit.serving import EmbeddedServer, stop_on_signals
 from saga_kit.settings import ConfigError
 
 from .app import create_rest_app, open_runtime, start_grpc_server
@@ -32,13 +31,6 @@ from .config import UserServiceConfig
 log = logging.getLogger("user_service")
 
 GRPC_GRACE_SECONDS = 5.0
-
-
-class _HttpServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # Signals are handled by serve() below, for both servers at once.
-        yield
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -57,10 +49,7 @@ async def _serve_http(http: uvicorn.Server, sock: socket.socket) -> None:
 
 async def serve(config: UserServiceConfig) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean shutdown, 1 when a server cannot start."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()  # for both servers at once
 
     async with contextlib.AsyncExitStack() as cleanup:
         try:
@@ -77,7 +66,7 @@ async def serve(config: UserServiceConfig) -> int:
             return 1
         log.info("gRPC listening on %s:%d", config.grpc_host, grpc_server.port)
 
-        http = _HttpServer(
+        http = EmbeddedServer(
             uvicorn.Config(
                 create_rest_app(runtime),
                 lifespan="off",  # resources are opened above, not in the app

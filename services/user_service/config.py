@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saga_kit.db import check_schema_name
-from saga_kit.settings import ConfigError, Secret, env_int, env_secret, env_str
+from saga_kit.settings import (
+    ConfigError,
+    Secret,
+    env_int,
+    env_secret,
+    env_service_tokens,
+    env_str,
+)
 
 # HS256 is only as strong as its key; RFC 7518 asks for a key at least as long as
 # the hash output (32 bytes). A short key is refused at start-up, not at first use.
@@ -23,14 +30,6 @@ def _port(name: str, default: int) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"{name} must be a TCP port (0-65535), got {port}")
     return port
-
-
-def parse_service_tokens(raw: Secret) -> tuple[Secret, ...]:
-    """``a,b,c`` -> three accepted tokens; several allow rotation without downtime."""
-    tokens = tuple(Secret(t.strip()) for t in raw.value.split(",") if t.strip())
-    if not tokens:
-        raise ConfigError("SERVICE_TOKENS must list at least one non-empty token")
-    return tokens
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,6 @@ class UserServiceConfig:
             http_port=_port("USER_HTTP_PORT", 18100),
             grpc_host=env_str("USER_GRPC_HOST", "127.0.0.1"),
             grpc_port=_port("USER_GRPC_PORT", 18101),
-            service_tokens=parse_service_tokens(env_secret("SERVICE_TOKENS")),
+            service_tokens=env_service_tokens(),
             log_level=env_str("USER_LOG_LEVEL", "INFO"),
         )

@@ -13,9 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 import grpc
-import redis.exceptions
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -25,6 +23,7 @@ from saga_kit.grpc_errors import RpcFailure, abort
 from saga_kit.settings import Secret
 
 from .domain import Accounts, ErrorKind, User, UserError
+from .store import OUTAGES as _OUTAGES
 
 DOMAIN = "user.checkout.saga.dev"
 SERVICE_NAME = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
@@ -37,10 +36,6 @@ _CODES = {
     ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
 }
-
-# A store or Redis outage is the server's problem and worth a retry: UNAVAILABLE,
-# never UNAUTHENTICATED (which would log a user out because Redis blinked).
-_OUTAGES = (redis.exceptions.RedisError, asyncpg.PostgresConnectionError, OSError)
 
 
 def to_failure(error: UserError) -> RpcFailure:

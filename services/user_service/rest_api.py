@@ -15,8 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
-import asyncpg
-import redis.exceptions
 from fastapi import APIRouter, Depends, FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +34,7 @@ from .domain import (
     normalize_email,
     normalize_username,
 )
+from .store import OUTAGES as _OUTAGES
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,6 @@ _STATUS = {
     ErrorKind.NOT_FOUND: status.HTTP_404_NOT_FOUND,
 }
 
-_OUTAGES = (redis.exceptions.RedisError, asyncpg.PostgresConnectionError, OSError)
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import redis.exceptions
 
 from .domain import NewUser, StoredCredentials, User, email_taken, username_taken
+
+# A store or Redis outage is the server's problem and worth a retry (HTTP 503, gRPC
+# UNAVAILABLE), never "unauthenticated", which would log a user out because Redis blinked.
+OUTAGES = (redis.exceptions.RedisError, asyncpg.PostgresConnectionError, OSError)
 
 _USER_COLUMNS = "id, username, email, created_at"
 

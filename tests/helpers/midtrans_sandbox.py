@@ -8,17 +8,17 @@ scripted HTTP statuses (or transport errors) and records every request with its 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from midtrans_sandbox import SandboxSettings, create_app
+from tests.helpers.waiting import eventually as eventually  # the sandbox tests wait with it
 
 SERVER_KEY = "SB-Mid-server-test-key-0123456789"
 BASE_URL = "http://sandbox.test"
@@ -71,14 +71,3 @@ async def running_sandbox(
     app = create_app(sandbox_settings, notification_transport=httpx.MockTransport(receiver.handle))
     async with app.router.lifespan_context(app):
         yield httpx.ASGITransport(app=app)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float = 5.0, interval: float = 0.01
-) -> None:
-    """Wait until ``check()`` is true; AssertionError after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(interval)

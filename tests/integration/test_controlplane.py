@@ -76,11 +76,12 @@ def test_service_account_tokens_are_signed_and_rbac_is_enforced(
         f"--serviceaccount={namespace}:reader",
         namespace=namespace,
     )
-    assert list_checkouts() == {
+    listed = list_checkouts()  # one call: the list's resourceVersion moves between calls
+    assert listed == {
         "apiVersion": "checkout.saga.dev/v1alpha1",
         "items": [],
         "kind": "CheckoutList",
-        "metadata": list_checkouts()["metadata"],  # type: ignore[index]
+        "metadata": listed["metadata"],  # type: ignore[index]
     }
 
 

@@ -15,6 +15,7 @@ from product_service import store
 from product_service.consumer import EventConsumer
 from saga_kit.events import EventType, Topology, TransactionEvent, ensure_streams, publish
 from tests.conftest import Platform
+from tests.helpers.waiting import eventually as wait_until
 from tests.integration.product_fixtures import ProductEnv
 
 
@@ -40,12 +41,8 @@ class EventsEnv:
         ]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    await wait_until(check, within=15.0, interval=0.05)
 
 
 async def start_consumer(env: EventsEnv, stop: asyncio.Event) -> asyncio.Task[None]:

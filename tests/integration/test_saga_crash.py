@@ -67,7 +67,7 @@ async def test_sigkill_mid_saga_then_restart_completes_every_saga_once(saga: Sag
             schema = saga.settings.db_schema
             for name in names:
                 row = await conn.fetchrow(
-                    "SELECT payment_attempt, committed_published, expiry_scheduled"
+                    "SELECT committed_published, expiry_scheduled"
                     f' FROM "{schema}".checkouts WHERE order_id = $1',
                     name,
                 )

@@ -7,11 +7,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import os
 import secrets
-import signal
-import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +27,7 @@ from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.grpc_errors import ErrorDetails, error_details
 from saga_kit.settings import Secret
 from tests.conftest import Platform
+from tests.helpers.processes import free_port, python_module
 from user_service.app import (
     RunningGrpcServer,
     UserServiceRuntime,
@@ -318,9 +315,7 @@ async def test_an_unreachable_redis_fails_readiness_and_refuses_to_authenticate(
     platform: Platform, db_schema: str, service_token: Secret
 ) -> None:
     config = _config(platform, db_schema, service_token)
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        dead = sock.getsockname()[1]
+    dead = free_port()  # a port nobody listens on
     broken = dataclasses.replace(config, redis_url=Secret(f"redis://127.0.0.1:{dead}/0"))
     rt = await open_runtime(broken)
     try:
@@ -474,63 +469,31 @@ async def test_health_answers_without_a_token(grpc_server: RunningGrpcServer) ->
 # --- the real process --------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _wait_ready(
-    client: httpx.AsyncClient, proc: asyncio.subprocess.Process, log: Path
-) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.returncode is not None:
-            output = await asyncio.to_thread(log.read_text)
-            raise AssertionError(f"user_service exited with {proc.returncode}:\n{output}")
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    output = await asyncio.to_thread(log.read_text)
-    raise AssertionError(f"user_service not ready within 30 s:\n{output}")
-
-
 async def test_the_process_serves_both_apis_and_stops_cleanly_on_sigterm(
     platform: Platform, db_schema: str, service_token: Secret, tmp_path: Path
 ) -> None:
     jwt_key = secrets.token_urlsafe(32)
     (tmp_path / "jwt").write_text(jwt_key)
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     env = {
-        **os.environ,
         "USER_DATABASE_URL": platform.postgres_dsn,
         "USER_DB_SCHEMA": db_schema,
         "USER_REDIS_URL": platform.cfg.redis_url,
-        "USER_JWT_SECRET_FILE": str(tmp_path / "jwt"),
+        "USER_JWT_SECRET_FILE": str(tmp_path / "jwt"),  # the _FILE variant wins
         "USER_TOKEN_TTL_SECONDS": "120",
         "USER_HTTP_PORT": str(http_port),
         "USER_GRPC_PORT": str(grpc_port),
         "SERVICE_TOKENS": f"rotated-out-token,{service_token.value}",
     }
-    env.pop("USER_JWT_SECRET", None)
-    log = tmp_path / "user-service.log"
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "user_service",
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
-            await _wait_ready(client, proc, log)
+    with python_module(
+        "user_service",
+        port=http_port,
+        health_path="/readyz",
+        env=env,
+        log_dir=tmp_path,
+        timeout=30,
+    ) as proc:
+        async with httpx.AsyncClient(base_url=proc.base_url) as client:
             await _register(client)
             token = (await _login(client))["access_token"]
         async with authenticated_channel(f"127.0.0.1:{grpc_port}", service_token) as channel:
@@ -540,14 +503,10 @@ async def test_the_process_serves_both_apis_and_stops_cleanly_on_sigterm(
             assert reply.user.username == "alice"
 
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 15)
-        assert code == 0, await asyncio.to_thread(log.read_text)
+        code = await asyncio.to_thread(proc.stop, 15.0)
+        assert code == 0, proc.log()
         assert time.monotonic() - started < 10
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    log = proc.log_path
 
     output = await asyncio.to_thread(log.read_text)
     lines = [json.loads(line) for line in output.splitlines() if line.strip()]

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-from saga_devenv.process import Daemon, DaemonError, pid_alive, port_open
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from saga_devenv.process import Daemon, DaemonError, free_port, pid_alive, port_open
 
 
 def http_daemon(tmp_path: Path, port: int, name: str = "web") -> Daemon:

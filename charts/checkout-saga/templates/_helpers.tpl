@@ -11,10 +11,6 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 - name: SERVICE_TOKENS
   valueFrom: {secretKeyRef: {name: {{ include "cs.secret" . }}, key: service-tokens}}
 {{- end -}}
-{{- define "cs.dbEnv" -}}
-- name: {{ .var }}
-  valueFrom: {secretKeyRef: {name: {{ include "cs.secret" .root }}, key: database-url}}
-{{- end -}}
 {{- define "cs.podSecurity" -}}
 securityContext:
   runAsNonRoot: true

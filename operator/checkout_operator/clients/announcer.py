@@ -31,12 +31,12 @@ class Announcer:
         self._arq = arq
         self._queue_name = queue_name
 
-    async def publish(self, order_id: str, event: str, reason: str = "") -> None:
+    async def publish(self, order_id: str, event: str) -> None:
         """Publish with message id ``<order>:<event>``: JetStream drops a republish."""
         await publish(
             self.js,
             self.topology,
-            TransactionEvent(transaction_id=order_id, type=EventType(event), reason=reason),
+            TransactionEvent(transaction_id=order_id, type=EventType(event)),
         )
 
     async def schedule_expiry(self, namespace: str, name: str, uid: str, at: dt.datetime) -> Any:

@@ -45,16 +45,6 @@ class KubeCheckouts:
             raise
         return body
 
-    async def list(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        if namespace:
-            result = await self._custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL
-            )
-        else:
-            result = await self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-        items: list[dict[str, Any]] = result.get("items", [])
-        return items
-
     async def patch_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Merge ``status`` into the resource if it is still at the version we read."""
         meta = body["metadata"]
