@@ -244,24 +244,37 @@ async def payment_page(
 ) -> tuple[str, str]:
     """The Snap token for this checkout, created at most once per journaled attempt.
 
-    Each attempt is journaled (with its Midtrans order id) before Midtrans is
-    called and its token right after. If an answer is lost (a crash, a timeout),
-    the next attempt uses a new Midtrans order id (``<order>~<n>``): the lost
-    page's token was never given to anyone, so it can never be paid and lapses.
+    Each attempt is journaled (with its Midtrans order id, also in ``payment_pages``)
+    before Midtrans is called and its token right after. If an answer is lost (a
+    crash, a timeout), the next attempt uses a new Midtrans order id (``<order>~<n>``):
+    the lost page's token was never given to anyone, so it can never be paid and
+    lapses. Recording is compare-and-set: if another writer (a second operator)
+    recorded a page first, its page is returned and ours is orphaned, never shown.
     """
     if record.snap_token and record.redirect_url:
         return record.snap_token, record.redirect_url
     spec = body["spec"]
     order_id = record.order_id
     ttl = int(spec.get("paymentTTLSeconds", 900))
+    # Midtrans counts whole minutes: round up, so it never refuses a payment we would
+    # still accept.
+    expiry_minutes = max(1, math.ceil(ttl / 60))
     items = [ItemDetail(**item) for item in payment_items(lines, amounts)]
     customer = _customer(spec.get("customer"))
     created = parse_timestamp(body["metadata"]["creationTimestamp"])
     assert created is not None
     while True:
-        attempt, midtrans_order = await deps.readmodel.next_payment_attempt(order_id)
+        journaled = await deps.readmodel.next_payment_attempt(order_id)
+        if journaled is None:  # another writer's page is recorded: that one is shown
+            page = await deps.readmodel.payment_page(order_id)
+            assert page is not None
+            return page.snap_token, page.redirect_url
+        attempt, midtrans_order = journaled
         if attempt > deps.settings.max_payment_attempts:
             raise PaymentSetupFailed(f"no payment page after {attempt - 1} attempts")
+        # Midtrans' Snap expiry starts when it answers; the margin keeps our bound later.
+        payable_until = deps.clock() + dt.timedelta(minutes=expiry_minutes + 5)
+        await deps.readmodel.journal_snap_order(order_id, midtrans_order, attempt, payable_until)
         try:
             snap = await deps.breaker.call(
                 lambda order=midtrans_order: deps.midtrans.create_snap(  # type: ignore[misc]
@@ -269,9 +282,7 @@ async def payment_page(
                     amounts.total,
                     items,
                     customer_details=customer,
-                    # Midtrans counts whole minutes: round up, so it never refuses
-                    # a payment we would still accept.
-                    expiry_minutes=max(1, math.ceil(ttl / 60)),
+                    expiry_minutes=expiry_minutes,
                 )
             )
         except MidtransConflict:
@@ -284,10 +295,25 @@ async def payment_page(
             if deps.clock() - created > deps.settings.payment_setup_deadline:
                 raise PaymentSetupFailed(f"Midtrans unavailable for too long: {exc}") from exc
             raise Retry(f"Midtrans: {exc}") from exc
-        await deps.readmodel.record_payment_page(
+        page = await deps.readmodel.record_payment_page(
             order_id, midtrans_order, snap.token, snap.redirect_url
         )
-        return snap.token, snap.redirect_url
+        if page.midtrans_order_id != midtrans_order:
+            # Its token is never handed out; it stays listed in payment_pages until
+            # its Snap expiry. Cancel is best effort: Midtrans answers 404 while no
+            # payment method has been chosen.
+            metrics.ORPHANED_PAYMENT_PAGES.inc()
+            log.warning(
+                "%s: another writer recorded payment page %s first; ours (%s) is orphaned",
+                _key(body),
+                page.midtrans_order_id,
+                midtrans_order,
+            )
+            try:
+                await deps.midtrans.cancel(midtrans_order)
+            except MidtransError as exc:
+                log.info("%s: cancel of orphaned %s: %s", _key(body), midtrans_order, exc)
+        return page.snap_token, page.redirect_url
 
 
 def _customer(customer: dict[str, Any] | None) -> dict[str, Any] | None:

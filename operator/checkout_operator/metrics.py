@@ -18,3 +18,15 @@ MIDTRANS_ERRORS = Counter(
     "checkout_midtrans_errors_total", "Failed Midtrans calls", ["operation", "kind"]
 )
 RETRIES = Counter("checkout_reconcile_retries_total", "Reconciliations retried after an error")
+ORPHANED_PAYMENT_PAGES = Counter(
+    "checkout_orphaned_payment_pages_total",
+    "Snap pages made but not recorded, because another writer recorded one first",
+)
+LEADER = Gauge(
+    "checkout_operator_leader", "1 while this instance holds the operator Lease and acts"
+)
+LEADER_TRANSITIONS = Counter(
+    "checkout_operator_leader_transitions_total",
+    "Leadership changes of this instance",
+    ["to"],
+)

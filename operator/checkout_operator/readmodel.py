@@ -46,6 +46,31 @@ class Record:
 _COLUMNS = ", ".join(Record.__dataclass_fields__)
 
 
+@dataclass(frozen=True)
+class PaymentPage:
+    """The payment page recorded for a checkout: the one the buyer is handed."""
+
+    midtrans_order_id: str
+    snap_token: str
+    redirect_url: str
+
+
+_PAGE_COLUMNS = ", ".join(PaymentPage.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class SnapOrder:
+    """One Snap order made for a checkout (``payment_pages``), shown to the buyer or not."""
+
+    midtrans_order_id: str
+    order_id: str
+    attempt: int
+    created_at: dt.datetime
+    snap_expires_at: dt.datetime
+    snap_token: str | None  # None: Midtrans' answer was lost
+    shown: bool
+
+
 def midtrans_order_id(order_id: str, attempt: int) -> str:
     """The first payment page uses the order id itself; later ones add ``~attempt``.
 
@@ -126,35 +151,91 @@ class ReadModel:
             *flags.values(),
         )
 
-    async def next_payment_attempt(self, order_id: str) -> tuple[int, str]:
-        """Journal a new payment-page attempt (and its Midtrans order id) before calling."""
+    async def next_payment_attempt(self, order_id: str) -> tuple[int, str] | None:
+        """Journal a new payment-page attempt (and its Midtrans order id) before calling.
+
+        None when a page is already recorded (another writer got there first): the
+        caller uses that one (:meth:`payment_page`) and makes none of its own.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
-            attempt = int(
-                await conn.fetchval(
-                    "UPDATE checkouts SET payment_attempt = payment_attempt + 1,"
-                    " updated_at = now() WHERE order_id = $1 RETURNING payment_attempt",
-                    order_id,
-                )
+            attempt = await conn.fetchval(
+                "UPDATE checkouts SET payment_attempt = payment_attempt + 1,"
+                " updated_at = now() WHERE order_id = $1 AND snap_token IS NULL"
+                " RETURNING payment_attempt",
+                order_id,
             )
-            midtrans = midtrans_order_id(order_id, attempt)
+            if attempt is None:
+                return None
+            midtrans = midtrans_order_id(order_id, int(attempt))
             await conn.execute(
                 "UPDATE checkouts SET midtrans_order_id = $2 WHERE order_id = $1",
                 order_id,
                 midtrans,
             )
-        return attempt, midtrans
+        return int(attempt), midtrans
+
+    async def journal_snap_order(
+        self, order_id: str, midtrans_order: str, attempt: int, snap_expires_at: dt.datetime
+    ) -> None:
+        """List a Snap order in ``payment_pages`` before Midtrans is asked to create it."""
+        await self.pool.execute(
+            "INSERT INTO payment_pages (midtrans_order_id, order_id, attempt, snap_expires_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (midtrans_order_id) DO NOTHING",
+            midtrans_order,
+            order_id,
+            attempt,
+            snap_expires_at,
+        )
 
     async def record_payment_page(
         self, order_id: str, midtrans_order: str, token: str, redirect_url: str
-    ) -> None:
-        await self.pool.execute(
-            "UPDATE checkouts SET snap_token = $2, redirect_url = $3, midtrans_order_id = $4,"
-            " updated_at = now() WHERE order_id = $1",
+    ) -> PaymentPage:
+        """Record our page unless one is recorded already (compare-and-set); return the winner.
+
+        Of two writers (two operators, or a stale attempt) the first to record wins and
+        both get its page, so whichever status write succeeds hands the buyer the page
+        the journal polls. A loser's own Snap order stays listed in ``payment_pages``.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE payment_pages SET snap_token = $2 WHERE midtrans_order_id = $1",
+                midtrans_order,
+                token,
+            )
+            row = await conn.fetchrow(
+                "UPDATE checkouts SET snap_token = $2, redirect_url = $3, midtrans_order_id = $4,"
+                " updated_at = now() WHERE order_id = $1 AND snap_token IS NULL"
+                f" RETURNING {_PAGE_COLUMNS}",
+                order_id,
+                token,
+                redirect_url,
+                midtrans_order,
+            )
+            if row is None:  # lost the race: READ COMMITTED lets us see the winner's row
+                row = await conn.fetchrow(
+                    f"SELECT {_PAGE_COLUMNS} FROM checkouts WHERE order_id = $1", order_id
+                )
+        return PaymentPage(**dict(row))
+
+    async def payment_page(self, order_id: str) -> PaymentPage | None:
+        """The recorded page (the one the buyer is given), if any."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_PAGE_COLUMNS} FROM checkouts WHERE order_id = $1 AND snap_token IS NOT NULL",
             order_id,
-            token,
-            redirect_url,
-            midtrans_order,
         )
+        return PaymentPage(**dict(row)) if row else None
+
+    async def payment_pages(self, order_id: str) -> list[SnapOrder]:
+        """Every Snap order made for a checkout, oldest first; ``shown`` marks the recorded one."""
+        rows = await self.pool.fetch(
+            "SELECT p.midtrans_order_id, p.order_id, p.attempt, p.created_at,"
+            " p.snap_expires_at, p.snap_token,"
+            " (c.snap_token IS NOT NULL AND c.midtrans_order_id = p.midtrans_order_id) AS shown"
+            " FROM payment_pages p JOIN checkouts c USING (order_id)"
+            " WHERE p.order_id = $1 ORDER BY p.created_at, p.attempt",
+            order_id,
+        )
+        return [SnapOrder(**dict(r)) for r in rows]
 
     async def record_lines(self, order_id: str, lines: Sequence[Line]) -> None:
         await self.pool.executemany(
@@ -212,6 +293,21 @@ class ReadModel:
                 "INSERT INTO checkout_history (order_id, phase, reason) VALUES ($1, $2, $3)",
                 [(order_id, phase.value, reason) for phase, reason in phases],
             )
+
+    async def mark_paid(self, order_id: str, midtrans_order: str, amount: int) -> None:
+        """Journal a verified payment before the status write that settles by it.
+
+        The ``settled`` event (which makes the stock sold) is published only for a
+        checkout whose journal holds this: a Settled phase written by anyone else
+        proves nothing.
+        """
+        await self.pool.execute(
+            "UPDATE checkouts SET paid_order_id = $2, paid_amount = $3, updated_at = now()"
+            " WHERE order_id = $1",
+            order_id,
+            midtrans_order,
+            amount,
+        )
 
     async def mark_deleted(self, order_id: str) -> None:
         await self.pool.execute(
