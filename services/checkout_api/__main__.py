@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import redis.asyncio as aioredis
+
 from checkout.product.v1 import product_pb2_grpc
 from checkout_operator.app import kube_api_client
 from saga_kit import db
@@ -16,6 +18,7 @@ from saga_kit.user_auth import UserServiceAuthenticator
 from .app import ApiDeps, create_app
 from .config import CheckoutApiConfig
 from .kube import Checkouts
+from .quota import Quota
 
 
 async def main() -> None:
@@ -30,6 +33,10 @@ async def main() -> None:
         stack.push_async_callback(users.close)
         products = authenticated_channel(cfg.product_service, cfg.service_token)
         stack.push_async_callback(products.close)
+        redis = aioredis.Redis.from_url(
+            cfg.redis_url.value, socket_timeout=2, socket_connect_timeout=2
+        )
+        stack.push_async_callback(redis.aclose)
         app = create_app(
             ApiDeps(
                 checkouts=Checkouts(api, cfg.namespace),
@@ -37,7 +44,7 @@ async def main() -> None:
                 authenticator=UserServiceAuthenticator(users),
                 products=product_pb2_grpc.ProductServiceStub(products),
                 wait_seconds=cfg.wait_seconds,
-                default_ttl_seconds=cfg.default_ttl_seconds,
+                quota=Quota(cfg.limits, redis, pool),
             )
         )
         server = http_server(app, cfg.host, cfg.port)

@@ -22,6 +22,8 @@ from saga_kit.user_auth import Authenticator, AuthError, Identity
 
 from . import store
 from .kube import AlreadyExists, Checkouts, Invalid
+from .limits import Refused, payment_ttl
+from .quota import Quota
 
 READY = TERMINAL | {"AwaitingPayment"}
 REQUEST_HASH = "checkout.saga.dev/request-hash"
@@ -62,7 +64,11 @@ class CheckoutRequest(BaseModel):
     voucher: str | None = Field(default=None, min_length=1, max_length=64)
     customer: Customer | None = None
     payment_ttl_seconds: int | None = Field(
-        default=None, ge=1, le=604_800, description="How long the buyer has to pay"
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="How long the buyer has to pay; at most the configured cap"
+        " (CHECKOUT_MAX_PAYMENT_TTL_SECONDS, default 3600): above it, 422 PaymentTTLTooLong",
     )
 
     @field_validator("products")
@@ -166,7 +172,7 @@ class ApiDeps:
     authenticator: Authenticator
     products: "product_pb2_grpc.ProductServiceAsyncStub"  # the type exists in the stubs only
     wait_seconds: float
-    default_ttl_seconds: int
+    quota: Quota  # payment TTL cap, open checkouts per user, POST rate
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -209,7 +215,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
         "/checkouts",
         status_code=201,
         response_model=CheckoutOut,
-        responses={202: {"description": "Still in progress: poll status_url"}},
+        responses={
+            202: {"description": "Still in progress: poll status_url"},
+            429: {"description": "RateLimited or TooManyOpenCheckouts (see Retry-After)"},
+            503: {"description": "Limits cannot be checked (Redis down): retry after Retry-After"},
+        },
     )
     async def create(
         body: CheckoutRequest,
@@ -217,6 +227,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         response: Response,
         idempotency_key: Annotated[str | None, Header(pattern=KEY_PATTERN)] = None,
     ) -> Any:
+        ttl = payment_ttl(body.payment_ttl_seconds, deps.quota.limits)
+        await deps.quota.throttle(user.user_id)
         name = checkout_name(user.user_id, idempotency_key)
         fingerprint = request_hash(user.user_id, body)
         spec: dict[str, Any] = {
@@ -225,7 +237,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 {"productId": i.id, "unitPrice": i.price, "quantity": i.quantity}
                 for i in body.products
             ],
-            "paymentTTLSeconds": body.payment_ttl_seconds or deps.default_ttl_seconds,
+            "paymentTTLSeconds": ttl,
         }
         if body.voucher:
             spec["voucher"] = body.voucher
@@ -250,7 +262,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         }
         replayed = False
         try:
-            created = await deps.checkouts.create(resource)
+            async with deps.quota.open_slot(user.user_id, name):
+                created = await deps.checkouts.create(resource)
         except Invalid as exc:
             raise HTTPException(422, {"reason": "INVALID_CHECKOUT", "message": str(exc)}) from exc
         except AlreadyExists:
@@ -359,6 +372,15 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def readyz() -> dict[str, str]:
         await deps.readmodel.fetchval("SELECT 1")
         return {"status": "ready"}
+
+    @app.exception_handler(Refused)
+    async def refused(_: Request, exc: Refused) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse(
+            status_code=exc.status,
+            content={"detail": {"reason": exc.reason, "message": exc.message}},
+            headers=headers,
+        )
 
     @app.exception_handler(ApiException)
     async def apiserver_error(_: Request, exc: ApiException) -> JSONResponse:

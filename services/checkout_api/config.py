@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from saga_kit.settings import (
+    ConfigError,
     Secret,
     env_float,
     env_int,
@@ -12,6 +13,8 @@ from saga_kit.settings import (
     env_service_tokens,
     env_str,
 )
+
+from .limits import Limits
 
 
 @dataclass(frozen=True)
@@ -22,8 +25,9 @@ class CheckoutApiConfig:
     user_service: str
     product_service: str
     service_token: Secret
+    redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
     wait_seconds: float = 10.0
-    default_ttl_seconds: int = 900
+    limits: Limits = field(default_factory=Limits)
     host: str = "127.0.0.1"
     port: int = 18080
 
@@ -36,8 +40,23 @@ class CheckoutApiConfig:
             user_service=env_str("CHECKOUT_USER_SERVICE", "127.0.0.1:18101"),
             product_service=env_str("CHECKOUT_PRODUCT_SERVICE", "127.0.0.1:18201"),
             service_token=env_service_tokens()[0],
+            redis_url=env_secret("CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0"),
             wait_seconds=env_float("CHECKOUT_API_WAIT_SECONDS", 10.0),
-            default_ttl_seconds=env_int("CHECKOUT_API_PAYMENT_TTL_SECONDS", 900),
+            limits=_limits(),
             host=env_str("CHECKOUT_API_HOST", "127.0.0.1"),
             port=env_int("CHECKOUT_API_PORT", 18080),
         )
+
+
+def _limits() -> Limits:
+    try:
+        return Limits(
+            default_payment_ttl_seconds=env_int("CHECKOUT_API_PAYMENT_TTL_SECONDS", 900),
+            # Shared with the operator, which caps Checkouts created with kubectl.
+            max_payment_ttl_seconds=env_int("CHECKOUT_MAX_PAYMENT_TTL_SECONDS", 3600),
+            max_open_per_user=env_int("CHECKOUT_API_MAX_OPEN_PER_USER", 5),
+            posts_per_minute=env_float("CHECKOUT_API_POSTS_PER_MINUTE", 10.0),
+            post_burst=env_int("CHECKOUT_API_POST_BURST", 10),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -6,6 +6,7 @@ The API lists checkouts from Postgres, not the apiserver: archived checkouts
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from saga_kit.pagination import decode_page_token, encode_page_token
@@ -70,3 +71,22 @@ async def get(pool: Any, order_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     return (await _with_items(pool, [row]))[0]
+
+
+async def open_checkouts(
+    conn: Any, user_id: str, names: list[str]
+) -> tuple[dict[str, bool], list[dt.datetime | None]]:
+    """The user's open checkouts, and whether each of ``names`` is open if known.
+
+    Returns (order id -> open) and the expiry times of the open ones. Open = not
+    finished and not deleted (a checkout deleted by hand releases its stock).
+    """
+    rows = await conn.fetch(
+        "SELECT order_id, finished_at IS NULL AND deleted_at IS NULL AS open, expires_at"
+        " FROM checkouts WHERE user_id = $1"
+        " AND ((finished_at IS NULL AND deleted_at IS NULL) OR order_id = ANY($2::text[]))",
+        user_id,
+        names,
+    )
+    known = {r["order_id"]: bool(r["open"]) for r in rows}
+    return known, [r["expires_at"] for r in rows if r["open"]]

@@ -1,4 +1,5 @@
-"""The checkout API in-process against the real saga: 202 on a slow saga, archived reads."""
+"""The checkout API in-process against the real saga: 202 on a slow saga, archived reads,
+and the limits against stock hoarding (TTL cap, open checkouts per user, POST rate)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from checkout_api.app import ApiDeps, create_app
 from checkout_api.kube import Checkouts
+from checkout_api.limits import Limits
+from checkout_api.quota import Quota
 
 from checkout.product.v1 import product_pb2_grpc
 from checkout_operator.app import kube_api_client
 from saga_kit import db
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.user_auth import UserServiceAuthenticator
+from tests.helpers.processes import free_port
 from tests.integration.saga_fixtures import SagaEnv
 
 
@@ -24,20 +29,24 @@ from tests.integration.saga_fixtures import SagaEnv
 async def api(saga: SagaEnv) -> AsyncIterator[tuple[httpx.AsyncClient, ApiDeps]]:
     s = saga.settings
     pool = await db.create_pool(s.database_url.value, s.db_schema)
+    # The read model exists before the API serves (the operator creates it at start).
+    await db.migrate(pool, "checkout_operator", s.db_schema)
     kube = await kube_api_client()
     users = authenticated_channel(s.user_service, s.service_token)
     products = authenticated_channel(s.product_service, s.service_token)
+    redis = aioredis.Redis.from_url(s.redis_url.value)
     deps = ApiDeps(
         checkouts=Checkouts(kube, saga.namespace),
         readmodel=pool,
         authenticator=UserServiceAuthenticator(users),
         products=product_pb2_grpc.ProductServiceStub(products),
         wait_seconds=10,
-        default_ttl_seconds=900,
+        quota=Quota(Limits(), redis, pool),
     )
     transport = httpx.ASGITransport(app=create_app(deps))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
         yield http, deps
+    await redis.aclose()
     await users.close()
     await products.close()
     await kube.close()
@@ -95,3 +104,151 @@ async def test_archived_checkouts_are_still_listed_and_readable(
     listed = await http.get("/api/v1/checkouts", params={"page_size": 1}, headers=auth)
     assert [c["id"] for c in listed.json()["items"]] == [cid]
     assert listed.json()["next_page_token"] is None
+
+
+# --- limits against stock hoarding -------------------------------------------------------
+
+
+async def _buyer(saga: SagaEnv) -> dict[str, str]:
+    _, token = await saga.users.token_for(f"b{uuid.uuid4().hex[:8]}")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _checkouts(saga: SagaEnv) -> list[str]:
+    out = saga.platform.kubectl("get", "checkouts", "-o", "name", namespace=saga.namespace)
+    return out.stdout.split()
+
+
+def _cart(product: str, **extra: object) -> dict[str, object]:
+    return {"products": [{"id": product, "price": 3_000, "quantity": 1}], **extra}
+
+
+async def test_a_payment_ttl_above_the_cap_is_refused_naming_the_limit(
+    saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
+) -> None:
+    http, deps = api
+    deps.wait_seconds = 0.1  # no operator: accepted checkouts stay Pending (202)
+    auth = await _buyer(saga)
+    product = await saga.products.product(price=3_000, stock=5)
+    for ttl in (3_601, 604_800):
+        over = await http.post(
+            "/api/v1/checkouts", json=_cart(product, payment_ttl_seconds=ttl), headers=auth
+        )
+        assert over.status_code == 422, over.text
+        assert over.json()["detail"] == {
+            "reason": "PaymentTTLTooLong",
+            "message": f"payment_ttl_seconds {ttl} exceeds the limit of 3600 seconds",
+        }
+    assert _checkouts(saga) == []
+    at_cap = await http.post(
+        "/api/v1/checkouts", json=_cart(product, payment_ttl_seconds=3_600), headers=auth
+    )
+    assert at_cap.status_code == 202, at_cap.text
+    default = await http.post("/api/v1/checkouts", json=_cart(product), headers=auth)
+    ttls = []
+    for reply in (at_cap, default):
+        body = await saga.get(reply.json()["id"])
+        assert body is not None
+        ttls.append(body["spec"]["paymentTTLSeconds"])
+    assert ttls == [3_600, 900]
+    # The cap is a setting.
+    deps.quota.limits = Limits(max_payment_ttl_seconds=600, default_payment_ttl_seconds=300)
+    over = await http.post(
+        "/api/v1/checkouts", json=_cart(product, payment_ttl_seconds=601), headers=auth
+    )
+    assert over.status_code == 422 and "limit of 600 seconds" in over.text
+
+
+async def test_a_burst_of_posts_never_opens_more_checkouts_than_the_limit(
+    saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
+) -> None:
+    http, deps = api
+    deps.wait_seconds = 0.1
+    deps.quota.limits = Limits(max_open_per_user=3, post_burst=100)
+    alice, bob = await _buyer(saga), await _buyer(saga)
+    product = await saga.products.product(price=3_000, stock=50)
+    keys = [uuid.uuid4().hex for _ in range(8)]
+    # No operator yet: the read model knows none of these; only the API's own record counts.
+    replies = await asyncio.gather(
+        *(
+            http.post(
+                "/api/v1/checkouts", json=_cart(product), headers={**alice, "Idempotency-Key": k}
+            )
+            for k in keys
+        )
+    )
+    assert sorted(r.status_code for r in replies) == [202] * 3 + [429] * 5, [
+        r.text for r in replies
+    ]
+    refused = next(r for r in replies if r.status_code == 429)
+    assert refused.json()["detail"]["reason"] == "TooManyOpenCheckouts"
+    assert "the limit is 3" in refused.json()["detail"]["message"]
+    assert len(_checkouts(saga)) == 3
+    assert (
+        await http.post("/api/v1/checkouts", json=_cart(product), headers=bob)
+    ).status_code == 202
+
+    await saga.start_operator()
+    accepted = [k for k, r in zip(keys, replies, strict=True) if r.status_code == 202]
+    ids = [r.json()["id"] for r in replies if r.status_code == 202]
+    for cid in ids:
+        await saga.wait_phase(cid, "AwaitingPayment")
+    # Registered by the operator now: still three open, and Retry-After says when one expires.
+    full = await http.post("/api/v1/checkouts", json=_cart(product), headers=alice)
+    assert full.status_code == 429 and full.json()["detail"]["reason"] == "TooManyOpenCheckouts"
+    assert 1 <= int(full.headers["retry-after"]) <= 900
+    # A retried POST of an open checkout is no new checkout: it is answered, not refused.
+    retry = await http.post(
+        "/api/v1/checkouts", json=_cart(product), headers={**alice, "Idempotency-Key": accepted[0]}
+    )
+    assert retry.status_code == 200 and retry.json()["id"] == ids[0]
+    # When one ends, there is room for one more.
+    assert (await http.post(f"/api/v1/checkouts/{ids[0]}/cancel", headers=alice)).status_code == 202
+    await saga.wait_phase(ids[0], "Cancelled")
+    for _ in range(100):  # the read model records the end right after the resource
+        again = await http.post("/api/v1/checkouts", json=_cart(product), headers=alice)
+        if again.status_code != 429:
+            break
+        await asyncio.sleep(0.05)
+    assert again.status_code in (201, 202), again.text
+
+
+async def test_posts_beyond_the_rate_are_refused_with_retry_after(
+    saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
+) -> None:
+    http, deps = api
+    deps.wait_seconds = 0.1
+    deps.quota.limits = Limits(post_burst=3, posts_per_minute=60)
+    alice, bob = await _buyer(saga), await _buyer(saga)
+    product = await saga.products.product(price=3_000, stock=5)
+    key = {"Idempotency-Key": uuid.uuid4().hex}  # retries of one checkout count too
+    for _ in range(3):
+        reply = await http.post("/api/v1/checkouts", json=_cart(product), headers={**alice, **key})
+        assert reply.status_code == 202, reply.text
+    limited = await http.post("/api/v1/checkouts", json=_cart(product), headers={**alice, **key})
+    assert limited.status_code == 429
+    assert limited.json()["detail"]["reason"] == "RateLimited"
+    assert "at most 60 per minute" in limited.json()["detail"]["message"]
+    assert limited.headers["retry-after"] == "1"
+    other = await http.post("/api/v1/checkouts", json=_cart(product), headers=bob)
+    assert other.status_code == 202, other.text
+    await asyncio.sleep(1.0)  # one token back after a second at 60 per minute
+    later = await http.post("/api/v1/checkouts", json=_cart(product), headers={**alice, **key})
+    assert later.status_code == 202, later.text
+
+
+async def test_without_redis_posts_fail_closed_and_reads_still_work(
+    saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
+) -> None:
+    http, deps = api
+    down = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    deps.quota = Quota(Limits(), down, deps.readmodel)
+    auth = await _buyer(saga)
+    product = await saga.products.product(price=3_000, stock=5)
+    reply = await http.post("/api/v1/checkouts", json=_cart(product), headers=auth)
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["detail"]["reason"] == "LimiterUnavailable"
+    assert reply.headers["retry-after"] == "5"
+    assert _checkouts(saga) == []
+    assert (await http.get("/api/v1/checkouts", headers=auth)).status_code == 200
+    await down.aclose()
