@@ -13,11 +13,14 @@ from saga_kit.logs import setup_logging
 from saga_kit.serving import stop_on_signals
 
 from . import metrics
-from .app import build_deps
+from .actions import Deps
+from .app import build_deps, kube_api_client
 from .handlers import KopfWatcher
 from .inbox import PaymentInbox
+from .leader import LeaderElector
 from .poller import PaymentPoller
 from .reconciler import Reconciler
+from .returns import PaymentReturns
 from .saga import Phase
 from .settings import OperatorSettings
 
@@ -56,28 +59,71 @@ async def main() -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="0.0.0.0")  # noqa: S104 (scraped in-cluster)
     stop = stop_on_signals()
+    lost = False
     async with contextlib.AsyncExitStack() as stack:
         deps = await build_deps(settings, stack)
-        reconciler = Reconciler(deps, workers=settings.workers)
-        inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
-        await inbox.ensure()
-        watcher = KopfWatcher(reconciler, settings.namespace)
-        watcher.start()
-        stack.push_async_callback(watcher.stop)
-        tasks = [
-            asyncio.create_task(watch_the_watcher(watcher, stop), name="kopf"),
-            asyncio.create_task(reconciler.run(stop), name="reconciler"),
-            asyncio.create_task(PaymentPoller(reconciler).run(stop), name="poller"),
-            asyncio.create_task(inbox.run(stop), name="payment-inbox"),
-            asyncio.create_task(sweep_deleted(reconciler, settings.namespace, stop), name="sweep"),
-        ]
-        log.info("checkout operator started (namespace: %s)", settings.namespace or "all")
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        stop.set()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Its own connection: lease renewals never queue behind the reconciler's calls.
+        lease_api = await kube_api_client()
+        stack.push_async_callback(lease_api.close)
+        elector = LeaderElector(
+            lease_api,
+            settings.lease_namespace,
+            settings.lease_name,
+            duration=settings.lease_duration,
+            renew_every=settings.lease_renew_every,
+        )
+        # Nothing acts before this instance holds the lease (see leader.py).
+        if not await elector.acquire(stop):
+            log.info("checkout operator stopped before it became the leader")
+            return
+        try:
+            lost = await act(deps, settings, elector, stop, stack)
+        finally:
+            await elector.release()  # after acting stopped: a successor may start now
     log.info("checkout operator stopped")
+    if lost:
+        raise SystemExit(1)  # the Pod restarts and waits to lead again
+
+
+async def act(
+    deps: Deps,
+    settings: OperatorSettings,
+    elector: LeaderElector,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+) -> bool:
+    """Act while leading: watch, reconcile, poll, consume the inbox, sweep.
+
+    Returns True if the lease was lost (everything stopped at once).
+    """
+    reconciler = Reconciler(deps, workers=settings.workers)
+    inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
+    await inbox.ensure()
+    watcher = KopfWatcher(reconciler, settings.namespace)
+    watcher.start()
+    stack.push_async_callback(watcher.stop)
+    tasks = [
+        asyncio.create_task(elector.keep(stop), name="lease"),
+        asyncio.create_task(watch_the_watcher(watcher, stop), name="kopf"),
+        asyncio.create_task(reconciler.run(stop), name="reconciler"),
+        asyncio.create_task(PaymentPoller(reconciler).run(stop), name="poller"),
+        asyncio.create_task(inbox.run(stop), name="payment-inbox"),
+        asyncio.create_task(sweep_deleted(reconciler, settings.namespace, stop), name="sweep"),
+    ]
+    log.info("checkout operator started (namespace: %s)", settings.namespace or "all")
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    lost = not elector.leading
+    stop.set()
+    if lost:
+        # Not the leader any more: stop acting now, without finishing work in flight.
+        log.error("lost the lease %s: stopping at once", elector.where)
+        await asyncio.sleep(0)  # the reconciler cancels its workers when it sees stop
+        for task in tasks:
+            task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return lost
 
 
 if __name__ == "__main__":

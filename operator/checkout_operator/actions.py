@@ -39,7 +39,9 @@ from .breaker import CircuitBreaker, CircuitOpen
 from .clients.announcer import Announcer
 from .clients.kube import Conflict, KubeCheckouts
 from .clients.services import Products, ServiceRefused, Users
+from .payments import payment_problem
 from .readmodel import ReadModel, Record
+from .returns_store import PaymentReturnsStore
 from .saga import (
     FAILURES,
     FINAL_EVENT,
@@ -92,6 +94,10 @@ class Deps:
         default_factory=lambda: CircuitBreaker(transient=(MidtransServerError,))
     )
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    returns: PaymentReturnsStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.returns = PaymentReturnsStore(self.readmodel.pool)
 
 
 def _key(body: dict[str, Any]) -> str:
@@ -114,7 +120,7 @@ async def reconcile(deps: Deps, body: dict[str, Any]) -> dt.datetime | None:
             case Action.START:
                 await start(deps, body)
             case Action.SETTLE:
-                await settle(deps, body, None)
+                await settle_if_verified(deps, body)
             case Action.CANCEL:
                 await cancel(deps, body)
             case Action.EXPIRE:
@@ -200,7 +206,7 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
         return
 
     now = deps.clock()
-    expires_at = now + dt.timedelta(seconds=int(spec.get("paymentTTLSeconds", 900)))
+    expires_at = now + dt.timedelta(seconds=deps.settings.payment_ttl(spec))
     entered = [
         (Phase.AUTHORIZED, "UserAuthorized"),
         (Phase.RESERVED, "StockReserved"),
@@ -214,7 +220,7 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
         conditions=[
             ("Authorized", True, "UserAuthorized", f"user {spec['userId']} exists"),
             ("StockReserved", True, "StockReserved", f"{len(reserved)} products reserved"),
-            ("PaymentReady", True, "SnapTokenIssued", "waiting for the buyer to pay"),
+            ("PaymentReady", True, "SnapTokenIssued", deps.settings.payment_ttl_message(spec)),
         ],
         extra={
             "orderId": order_id,
@@ -255,7 +261,7 @@ async def payment_page(
         return record.snap_token, record.redirect_url
     spec = body["spec"]
     order_id = record.order_id
-    ttl = int(spec.get("paymentTTLSeconds", 900))
+    ttl = deps.settings.payment_ttl(spec)
     # Midtrans counts whole minutes: round up, so it never refuses a payment we would
     # still accept.
     expiry_minutes = max(1, math.ceil(ttl / 60))
@@ -345,9 +351,15 @@ async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> None:
     """Terminal: the product side has been told (settled / expired / cancelled), once."""
     meta = body["metadata"]
     record = await deps.readmodel.get(meta["name"])
-    if record is None or record.uid != meta["uid"]:
+    if record is None or record.uid != meta["uid"] or record.final_event_published:
         return
-    await _publish_final(deps, record, Phase(body["status"]["phase"]))
+    phase = Phase(body["status"]["phase"])
+    if phase is Phase.SETTLED and record.paid_order_id is None:
+        # Settled, but not by this operator's verified write (edited by hand, or a
+        # crash between the journal and the status write): ask Midtrans.
+        await _settled_without_journal(deps, body, record)
+        return
+    await _publish_final(deps, record, phase)
 
 
 async def _publish_final(deps: Deps, record: Record, phase: Phase) -> None:
@@ -370,8 +382,8 @@ async def fail(deps: Deps, body: dict[str, Any], reason: Reason, message: str) -
         Compensation.EXPIRE_PAYMENT,
     ):
         settled = await _stop_payment(deps, record, outcome.compensation)
-        if settled is not None:  # the buyer paid first: settlement wins
-            return await settle(deps, body, settled)
+        if settled is not None and _verified(record, settled, "ending"):
+            return await settle(deps, body, settled, record)  # the buyer paid first
     return await _end(deps, body, record, outcome.phase, reason, message)
 
 
@@ -400,14 +412,17 @@ async def _end(
     extra: dict[str, Any] = {"orderId": body["metadata"]["name"]}
     if failed:
         extra["failure"] = {"reason": str(reason), "message": message[:1024]}
-    if payment:
-        extra["payment"] = payment
+    # A finished checkout hands out no payment link (null removes it in a merge patch).
+    extra["payment"] = {**(payment or {}), "snapToken": None, "redirectUrl": None}
+    if record is None:
+        record = await _own_record(deps, body)
+    if failed and record is not None:
+        # Before the write: once the checkout is seen ended, its page is watched.
+        await watch_unsettled(deps, record)
     updated = await _write(
         deps, body, _status(body, now, phase, [(phase, str(reason))], conditions, extra)
     )
     order_id = body["metadata"]["name"]
-    if record is None:
-        record = await _own_record(deps, body)
     if record is not None:
         await deps.readmodel.record_phase(
             order_id,
@@ -421,14 +436,124 @@ async def _end(
 
 
 async def settle(
-    deps: Deps, body: dict[str, Any], paid: TransactionStatus | None
+    deps: Deps, body: dict[str, Any], paid: TransactionStatus, record: Record
 ) -> dict[str, Any]:
-    """AwaitingPayment -> Settled (the payment is recorded in the same write)."""
+    """AwaitingPayment -> Settled by a payment verified against Midtrans' status API.
+
+    The journal holds the verified payment before the status write, so the
+    ``settled`` event (stock sold) is only ever published for money Midtrans confirmed.
+    """
+    assert paid.is_paid and paid.amount_idr is not None
+    await deps.readmodel.mark_paid(record.order_id, paid.order_id, paid.amount_idr)
     payment = dict((body.get("status") or {}).get("payment") or {})
-    if paid is not None:
-        payment.update(_payment_status(paid))
+    payment.update(_payment_status(paid))
     payment.setdefault("paidAt", timestamp(deps.clock()))
-    return await _end(deps, body, None, Phase.SETTLED, "Paid", "payment settled", payment)
+    return await _end(deps, body, record, Phase.SETTLED, "Paid", "payment settled", payment)
+
+
+async def confirmed_status(deps: Deps, midtrans_order: str) -> TransactionStatus | None:
+    """The order's status from Midtrans' status API (the only evidence of a payment)."""
+    try:
+        return await deps.breaker.call(lambda: deps.midtrans.status(midtrans_order))
+    except (MidtransError, CircuitOpen) as exc:
+        metrics.MIDTRANS_ERRORS.labels("status", "transient").inc()
+        raise Retry(f"Midtrans status: {exc}") from exc
+
+
+def _verified(record: Record, ts: TransactionStatus, source: str) -> bool:
+    """Whether a paid status may settle the checkout; logged and counted if not."""
+    problem = payment_problem(ts, record.midtrans_order_id, record.total, record.currency)
+    if problem is None:
+        return True
+    metrics.UNVERIFIED_PAYMENTS.labels(source).inc()
+    log.warning("%s: payment not accepted (%s): %s", record.order_id, source, problem)
+    return False
+
+
+async def watch_unsettled(deps: Deps, record: Record, order: str | None = None) -> None:
+    """Watch the checkout's payment page until it can no longer be paid, and give back
+    whatever arrives (see ``returns``). ``order``: a specific order, to look at now."""
+    midtrans_order = order or record.midtrans_order_id
+    if midtrans_order is None or midtrans_order == record.paid_order_id:
+        return
+    now = deps.clock()
+    # The Snap page expires ceil(TTL/60) minutes after it was made, at most a minute
+    # past expiresAt; payments may be reported later still (settlement of a transfer).
+    until = max(record.expires_at or now, now) + deps.settings.late_payment_window
+    await deps.returns.watch(record.order_id, midtrans_order, until, now=order is not None)
+
+
+async def settle_if_verified(deps: Deps, body: dict[str, Any]) -> dict[str, Any] | None:
+    """``status.payment`` says paid: settle only if Midtrans confirms it, else correct it."""
+    record = await _own_record(deps, body)
+    ts = None
+    if record is not None and record.midtrans_order_id:
+        ts = await confirmed_status(deps, record.midtrans_order_id)
+        if ts is not None and ts.is_paid and _verified(record, ts, "status"):
+            return await settle(deps, body, ts, record)
+    metrics.UNVERIFIED_PAYMENTS.labels("status").inc()
+    status = body.get("status") or {}
+    claimed = (status.get("payment") or {}).get("transactionStatus")
+    actual = ts.transaction_status if ts is not None else None
+    message = (
+        f"status.payment said {claimed!r}, Midtrans says {actual or 'no payment yet'}: "
+        "not settled, the payment record corrected"
+    )
+    payment = {
+        **(status.get("payment") or {}),
+        "transactionStatus": actual,
+        "fraudStatus": ts.fraud_status if ts is not None else None,
+    }
+    updated = await _write(deps, body, {"payment": payment})
+    await deps.kube.event(updated, "Warning", "UnverifiedPayment", message)
+    log.warning("%s: %s", _key(body), message)
+    return updated
+
+
+async def _settled_without_journal(deps: Deps, body: dict[str, Any], record: Record) -> None:
+    """Phase Settled without a verified payment in the journal: find out, then act.
+
+    Paid after all (a crash between the journal and the write can't cause this, but a
+    hand edit racing a real payment can): journal it and announce ``settled``. Not paid:
+    the stock must not be sold. The phase can't go back (terminal phases never change),
+    so the journal records the checkout as Cancelled, the payment is stopped, the stock
+    released, and the resource says why.
+    """
+    paid = None
+    if record.midtrans_order_id:
+        paid = await confirmed_status(deps, record.midtrans_order_id)
+    if paid is not None and paid.is_paid and _verified(record, paid, "phase"):
+        assert paid.amount_idr is not None
+        await deps.readmodel.mark_paid(record.order_id, paid.order_id, paid.amount_idr)
+        await _publish_final(deps, record, Phase.SETTLED)
+        return
+    stopped = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
+    if stopped is not None and _verified(record, stopped, "phase"):
+        assert stopped.amount_idr is not None
+        await deps.readmodel.mark_paid(record.order_id, stopped.order_id, stopped.amount_idr)
+        await _publish_final(deps, record, Phase.SETTLED)
+        return
+    metrics.UNVERIFIED_PAYMENTS.labels("phase").inc()
+    message = "phase Settled was written without a payment Midtrans confirms: stock released"
+    await watch_unsettled(deps, record)
+    await deps.readmodel.record_phase(
+        record.order_id,
+        [(Phase.CANCELLED, "UnverifiedSettlement")],
+        failure=("UnverifiedSettlement", message),
+    )
+    await _publish_final(deps, record, Phase.CANCELLED)
+    conditions = with_condition(
+        (body.get("status") or {}).get("conditions") or [],
+        "PaymentVerified",
+        False,
+        "UnverifiedSettlement",
+        message,
+        deps.clock(),
+        int(body["metadata"].get("generation", 1)),
+    )
+    updated = await _write(deps, body, {"conditions": conditions})
+    await deps.kube.event(updated, "Warning", "UnverifiedSettlement", message)
+    log.error("%s: %s", _key(body), message)
 
 
 async def cancel(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
@@ -462,12 +587,19 @@ async def _stop_payment(deps: Deps, record: Record, how: Compensation) -> Transa
     except (MidtransError, CircuitOpen) as exc:
         metrics.MIDTRANS_ERRORS.labels(operation, "transient").inc()
         raise Retry(f"Midtrans {operation}: {exc}") from exc
-    try:
-        current = await deps.breaker.call(lambda: deps.midtrans.status(order))
-    except (MidtransError, CircuitOpen) as exc:
-        raise Retry(f"Midtrans status: {exc}") from exc
-    if current is not None and current.is_paid:
+    current = await confirmed_status(deps, order)
+    if current is None or current.is_paid:
         return current
+    if current.transaction_status in ("capture", "pending"):
+        # `expire` does not apply to a capture held for fraud review (challenge):
+        # it stays open unless cancelled, and so would the money. Cancel voids it.
+        try:
+            await deps.breaker.call(lambda: deps.midtrans.cancel(order))
+        except MidtransClientError as exc:
+            raise Retry(f"Midtrans cancel of {current.transaction_status}: {exc}") from exc
+        except (MidtransError, CircuitOpen) as exc:
+            metrics.MIDTRANS_ERRORS.labels("cancel", "transient").inc()
+            raise Retry(f"Midtrans cancel: {exc}") from exc
     return None
 
 
@@ -502,17 +634,27 @@ def _midtrans_time(value: str | None) -> dt.datetime | None:
 async def apply_payment(
     deps: Deps, body: dict[str, Any], ts: TransactionStatus
 ) -> dict[str, Any] | None:
-    """Act on a payment status from Midtrans; returns the updated resource if written."""
+    """Act on a payment status read from Midtrans' status API; the updated resource if written.
+
+    Callers pass only what the status API answered: a notification is a hint to ask.
+    """
+    record = await _own_record(deps, body)
+    if record is None:
+        return None
     view = View.of(body)
     state = payment_state(ts.transaction_status, ts.fraud_status)
-    if view.phase is Phase.AWAITING_PAYMENT:
+    current = ts.order_id == record.midtrans_order_id
+    if view.phase is Phase.AWAITING_PAYMENT and current:
         if state is PaymentState.PAID:
-            return await settle(deps, body, ts)
+            if _verified(record, ts, "poll"):
+                return await settle(deps, body, ts, record)
+            await watch_unsettled(deps, record, ts.order_id)  # money it can't settle by
+            return None
         if state is PaymentState.CANCELLED:
             return await _end(
                 deps,
                 body,
-                None,
+                record,
                 Phase.CANCELLED,
                 Reason.PAYMENT_FAILED,
                 "the payment was cancelled at Midtrans",
@@ -522,68 +664,17 @@ async def apply_payment(
             return await _end(
                 deps,
                 body,
-                None,
+                record,
                 Phase.EXPIRED,
                 Reason.PAYMENT_EXPIRED,
                 "the payment expired at Midtrans",
                 _payment_status(ts),
             )
         return None  # pending / denied: the buyer may still pay
-    if view.phase in (Phase.EXPIRED, Phase.CANCELLED) and state is PaymentState.PAID:
-        return await late_payment(deps, body, ts)
+    if ts.order_id != record.paid_order_id and state is not PaymentState.NONE:
+        # Ended, or another page of this checkout: whatever was paid goes back.
+        await watch_unsettled(deps, record, ts.order_id)
     return None
-
-
-async def late_payment(
-    deps: Deps, body: dict[str, Any], ts: TransactionStatus
-) -> dict[str, Any] | None:
-    """Money arrived after the checkout ended: refund it and say so on the resource."""
-    meta = body["metadata"]
-    record = await deps.readmodel.get(meta["name"])
-    if record is None or record.refund_requested or not record.midtrans_order_id:
-        return None
-    amount = ts.amount_idr or record.total or 0
-    try:
-        await deps.breaker.call(
-            lambda: deps.midtrans.refund(
-                ts.order_id or record.midtrans_order_id or "",
-                amount,
-                f"checkout {meta['name']} was already {body['status']['phase']}",
-                refund_key=f"late-{meta['name']}",
-            )
-        )
-    except MidtransClientError as exc:
-        metrics.MIDTRANS_ERRORS.labels("refund", "refused").inc()
-        log.error("refund of late payment for %s refused: %s", _key(body), exc)
-    except (MidtransError, CircuitOpen) as exc:
-        metrics.MIDTRANS_ERRORS.labels("refund", "transient").inc()
-        raise Retry(f"Midtrans refund: {exc}") from exc
-    await deps.readmodel.mark(record.order_id, refund_requested=True)
-    now = deps.clock()
-    status = body.get("status") or {}
-    message = (
-        f"payment {ts.transaction_status} arrived after the checkout was {status['phase']}; "
-        f"refund of {amount} requested"
-    )
-    conditions = with_condition(
-        status.get("conditions") or [],
-        "LatePayment",
-        True,
-        "RefundRequested",
-        message,
-        now,
-        int(meta.get("generation", 1)),
-    )
-    updated = await _write(
-        deps,
-        body,
-        {
-            "conditions": conditions,
-            "payment": {**(status.get("payment") or {}), **_payment_status(ts)},
-        },
-    )
-    await deps.kube.event(updated, "Warning", "LatePayment", message)
-    return updated
 
 
 # --- deletion ------------------------------------------------------------------------
@@ -595,8 +686,10 @@ async def release_deleted(deps: Deps, record: Record) -> None:
         await deps.readmodel.mark_deleted(record.order_id)
         return
     paid = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
-    if paid is not None:
+    if paid is not None and _verified(record, paid, "deletion"):
         # Paid before the deletion was seen: the goods are sold.
+        assert paid.amount_idr is not None
+        await deps.readmodel.mark_paid(record.order_id, paid.order_id, paid.amount_idr)
         await deps.readmodel.record_phase(
             record.order_id,
             [(Phase.SETTLED, "PaidBeforeDeletion")],
@@ -605,6 +698,7 @@ async def release_deleted(deps: Deps, record: Record) -> None:
         )
         await _publish_final(deps, record, Phase.SETTLED)
         return
+    await watch_unsettled(deps, record)  # the page may stay payable: refund what comes
     await deps.readmodel.record_phase(
         record.order_id,
         [(Phase.CANCELLED, Reason.DELETED.value)],

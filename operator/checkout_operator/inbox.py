@@ -1,13 +1,18 @@
 """Applying the Midtrans notifications the webhook listener recorded.
 
-A durable JetStream pull consumer on ``midtrans.payment_status``. Each
-notification is applied to its Checkout with the same code and the same
-compare-and-swap as the poller (``apply_payment``), serialized with every other
-step for that checkout. Duplicates and stale notifications change nothing (a
-final payment state is never replaced; terminal phases never change). A
-notification for an unknown order is acknowledged and logged, not retried
-forever; one that cannot be applied now (apiserver down, lost race) is retried
-with growing delays.
+A durable JetStream pull consumer on ``midtrans.payment_status``. A
+notification is a hint, never evidence: Midtrans signs only order id, status
+code and amount, and anything on the stream may have been put there by someone
+else. So for each one the operator asks Midtrans' status API about that order and
+applies the answer with the same code and the same compare-and-swap as the
+poller (``apply_payment``), serialized with every other step for that checkout.
+Duplicates and stale notifications change nothing (a final payment state is
+never replaced; terminal phases never change). A notification for an order of a
+checkout that ended or was deleted puts that order on the journal's watch list,
+so whatever was paid goes back (``returns``). A notification for an unknown
+order, or one that cannot be read, is acknowledged (terminated) and logged, not
+retried forever; one that cannot be applied now (Midtrans or the apiserver
+down, a lost race) is retried with growing delays.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from midtrans import TransactionStatus
+from midtrans.client import validate_order_id
 from saga_kit.events import Topology
 
-from .actions import apply_payment
+from .actions import Retry, apply_payment, confirmed_status, watch_unsettled
 from .readmodel import order_id_of
 from .reconciler import Reconciler
 
@@ -78,25 +84,33 @@ class PaymentInbox:
 
     async def process(self, msg: Msg) -> None:
         try:
-            status = TransactionStatus.from_json(json.loads(msg.data))
-        except (ValueError, TypeError) as exc:
-            log.error("dropping unreadable payment notification: %s", exc)
+            hint = TransactionStatus.from_json(json.loads(msg.data))
+            validate_order_id(hint.order_id)
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            # [] or deeply nested JSON must not stop the inbox: terminate, never retry.
+            log.error("dropping unreadable payment notification: %s", str(exc)[:200])
             await msg.term()
             return
+        if await self._apply(hint.order_id):
+            await msg.ack()
+            return
+        attempt = msg.metadata.num_delivered
+        await msg.nak(delay=BACKOFF[min(attempt, len(BACKOFF)) - 1])
+
+    async def _apply(self, midtrans_order: str) -> bool:
+        """Ask Midtrans about the order and act on the answer; False: try again later."""
         deps = self.reconciler.deps
-        record = await deps.readmodel.get(order_id_of(status.order_id))
+        record = await deps.readmodel.get(order_id_of(midtrans_order))
         if record is None:
-            log.warning("notification for unknown order %s acknowledged", status.order_id)
-            await msg.ack()
-            return
-        if record.midtrans_order_id and status.order_id != record.midtrans_order_id:
-            log.warning(
-                "notification for %s, but the checkout's payment page is %s: ignored",
-                status.order_id,
-                record.midtrans_order_id,
-            )
-            await msg.ack()
-            return
+            log.warning("notification for unknown order %s acknowledged", midtrans_order)
+            return True
+        try:
+            status = await confirmed_status(deps, midtrans_order)
+        except Retry as exc:
+            log.info("notification for %s: %s", midtrans_order, exc)
+            return False
+        if status is None:
+            return True  # Midtrans knows no payment on it: nothing to do
 
         async def act(body: dict[str, Any]) -> dict[str, Any] | None:
             if body["metadata"]["uid"] != record.uid:
@@ -105,12 +119,13 @@ class PaymentInbox:
 
         key = (record.namespace, record.name)
         try:
-            done = await self.reconciler.exclusive(key, act, attempts=3)
+            if await self.reconciler.exclusive(key, act, attempts=3):
+                return True
+            if await deps.kube.get(*key) is not None:
+                return False
+            # The Checkout is gone: the journal decides (money on it goes back).
+            await watch_unsettled(deps, record, midtrans_order)
+            return True
         except Exception as exc:
-            done = False
             log.warning("applying %s to %s failed: %r", status.transaction_status, key, exc)
-        if done or await deps.kube.get(*key) is None:
-            await msg.ack()
-            return
-        attempt = msg.metadata.num_delivered
-        await msg.nak(delay=BACKOFF[min(attempt, len(BACKOFF)) - 1])
+            return False

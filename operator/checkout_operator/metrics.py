@@ -18,6 +18,20 @@ MIDTRANS_ERRORS = Counter(
     "checkout_midtrans_errors_total", "Failed Midtrans calls", ["operation", "kind"]
 )
 RETRIES = Counter("checkout_reconcile_retries_total", "Reconciliations retried after an error")
+PAYMENT_RETURNS = Counter(
+    "checkout_payment_returns_total",
+    "Money given back on orders that did not settle a checkout, by how and outcome",
+    ["how", "outcome"],
+)
+REFUNDS_FAILING = Gauge(
+    "checkout_refunds_failing",
+    "Orders whose refund Midtrans refused and that are being retried (a person should look)",
+)
+UNVERIFIED_PAYMENTS = Counter(
+    "checkout_unverified_payments_total",
+    "Payment claims that did not hold up against Midtrans' status API, by where seen",
+    ["source"],
+)
 ORPHANED_PAYMENT_PAGES = Counter(
     "checkout_orphaned_payment_pages_total",
     "Snap pages made but not recorded, because another writer recorded one first",

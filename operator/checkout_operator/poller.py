@@ -4,9 +4,9 @@ Notifications can be late or lost, so the operator also asks Midtrans' status
 API. Each checkout with a payment page is asked about every ``interval``
 seconds (with jitter, so checkouts created together don't poll together), but
 all of them share a budget of ``rate`` calls per second: with 10,000 live
-checkouts the interval stretches instead of the call rate growing. Checkouts
-that ended without payment are still asked for ``late_window``, to catch a late
-payment and refund it.
+checkouts the interval stretches instead of the call rate growing. Orders of
+checkouts that ended without payment are watched from the journal instead, until
+their Snap page can no longer be paid (``returns``, sharing this budget).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from . import metrics
 from .actions import apply_payment
 from .breaker import CircuitOpen
 from .reconciler import Key, Reconciler
-from .saga import Phase, parse_timestamp
+from .saga import Phase
 
 log = logging.getLogger(__name__)
 
@@ -69,26 +69,18 @@ class PaymentPoller:
         settings = reconciler.deps.settings
         self.interval = settings.poll_interval
         self.min_age = settings.poll_min_age
-        self.late_window = settings.late_payment_window
         self.bucket = TokenBucket(settings.poll_rate, burst=max(1.0, settings.poll_rate))
         self._due: dict[Key, float] = {}
         self._next_scan = 0.0
 
     def _candidates(self) -> list[Key]:
-        now = self.reconciler.deps.clock()
         keys = []
         for key, body in self.reconciler.cache.items():
             status = body.get("status") or {}
             if not (status.get("payment") or {}).get("snapToken"):
                 continue
-            phase = status.get("phase")
-            if phase == Phase.AWAITING_PAYMENT.value:
+            if status.get("phase") == Phase.AWAITING_PAYMENT.value:
                 keys.append(key)
-            elif phase in (Phase.EXPIRED.value, Phase.CANCELLED.value):
-                history = status.get("history") or []
-                ended = parse_timestamp(history[-1].get("at")) if history else None
-                if ended is not None and now - ended < self.late_window:
-                    keys.append(key)
         return keys
 
     async def run(self, stop: asyncio.Event, tick: float = 0.2) -> None:

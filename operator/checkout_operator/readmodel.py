@@ -41,6 +41,9 @@ class Record:
     deleted_at: dt.datetime | None
     total: int | None
     created_at: dt.datetime
+    currency: str = "IDR"
+    paid_order_id: str | None = None  # the verified payment this checkout settled by
+    paid_amount: int | None = None
 
 
 _COLUMNS = ", ".join(Record.__dataclass_fields__)

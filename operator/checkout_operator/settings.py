@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from saga_kit.settings import (
     ConfigError,
@@ -18,6 +20,10 @@ from saga_kit.settings import (
 )
 
 from .saga import Voucher
+
+DEFAULT_PAYMENT_TTL_SECONDS = 900  # the CRD's default for spec.paymentTTLSeconds
+# The CRD's maximum for spec.paymentTTLSeconds: no configured cap may exceed it.
+CRD_MAX_PAYMENT_TTL_SECONDS = 86_400
 
 
 def _vouchers(raw: str) -> dict[str, Voucher]:
@@ -55,17 +61,54 @@ class OperatorSettings:
     ttl_after_finished: dt.timedelta | None = dt.timedelta(hours=1)
     payment_setup_deadline: dt.timedelta = dt.timedelta(minutes=5)
     max_payment_attempts: int = 5
+    # Cap on spec.paymentTTLSeconds (stock hoarding): a longer TTL is clamped to it.
+    max_payment_ttl_seconds: int = 3600
     poll_interval: float = 60.0  # per checkout, jittered
     poll_rate: float = 10.0  # Midtrans status calls per second, all checkouts together
     poll_min_age: float = 10.0  # don't poll a payment page younger than this (seconds)
     late_payment_window: dt.timedelta = dt.timedelta(hours=1)
+    refund_retry_base: dt.timedelta = dt.timedelta(seconds=30)  # doubles per refusal, max 1 h
     arq_queue: str = "arq:queue"
     workers: int = 8
     metrics_port: int = 0  # 0 = no metrics server
+    # One acting operator (leader.py). Operators sharing a lease are replicas of each
+    # other; shards watching different namespaces need different lease names.
+    lease_namespace: str = "default"
+    lease_name: str = "checkout-operator"
+    lease_duration: float = 15.0  # seconds a lease holds without renewal
+    lease_renew_every: float = 5.0
+
+    def payment_ttl(self, spec: Mapping[str, Any]) -> int:
+        """The checkout's payment TTL in seconds, never above the cap.
+
+        A Checkout created with kubectl may ask for up to the CRD's maximum; the
+        operator clamps it rather than rejecting it (the stock is already free to
+        reserve, and a shorter window is a smaller harm than no sale), and says so
+        in the PaymentReady condition (:meth:`payment_ttl_message`). The REST API
+        refuses such a request instead, since there the buyer can be told.
+        """
+        asked = int(spec.get("paymentTTLSeconds", DEFAULT_PAYMENT_TTL_SECONDS))
+        return max(1, min(asked, self.max_payment_ttl_seconds))
+
+    def payment_ttl_message(self, spec: Mapping[str, Any]) -> str:
+        """The PaymentReady condition's message, naming a clamped TTL."""
+        asked = int(spec.get("paymentTTLSeconds", DEFAULT_PAYMENT_TTL_SECONDS))
+        if asked <= self.max_payment_ttl_seconds:
+            return "waiting for the buyer to pay"
+        return (
+            f"waiting for the buyer to pay; paymentTTLSeconds {asked} was capped"
+            f" at {self.max_payment_ttl_seconds} (CHECKOUT_MAX_PAYMENT_TTL_SECONDS)"
+        )
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
         ttl = env_int("CHECKOUT_TTL_AFTER_FINISHED_SECONDS", 3600)
+        max_payment_ttl = env_int("CHECKOUT_MAX_PAYMENT_TTL_SECONDS", 3600)
+        if not 1 <= max_payment_ttl <= CRD_MAX_PAYMENT_TTL_SECONDS:
+            raise ConfigError(
+                f"CHECKOUT_MAX_PAYMENT_TTL_SECONDS must be 1..{CRD_MAX_PAYMENT_TTL_SECONDS},"
+                f" got {max_payment_ttl}"
+            )
         return cls(
             database_url=env_secret("CHECKOUT_DATABASE_URL"),
             db_schema=env_str("CHECKOUT_DB_SCHEMA", "checkouts"),
@@ -83,13 +126,23 @@ class OperatorSettings:
                 seconds=env_int("CHECKOUT_PAYMENT_SETUP_DEADLINE_SECONDS", 300)
             ),
             max_payment_attempts=env_int("CHECKOUT_MAX_PAYMENT_ATTEMPTS", 5),
+            max_payment_ttl_seconds=max_payment_ttl,
             poll_interval=env_float("CHECKOUT_POLL_INTERVAL_SECONDS", 60.0),
             poll_rate=env_float("CHECKOUT_POLL_RATE", 10.0),
             poll_min_age=env_float("CHECKOUT_POLL_MIN_AGE_SECONDS", 10.0),
             late_payment_window=dt.timedelta(
                 seconds=env_int("CHECKOUT_LATE_PAYMENT_WINDOW_SECONDS", 3600)
             ),
+            refund_retry_base=dt.timedelta(
+                seconds=env_float("CHECKOUT_REFUND_RETRY_SECONDS", 30.0)
+            ),
             arq_queue=env_str("CHECKOUT_EXPIRY_QUEUE", "arq:queue"),
             workers=env_int("CHECKOUT_WORKERS", 8),
             metrics_port=env_int("CHECKOUT_METRICS_PORT", 0),
+            lease_namespace=env_optional("CHECKOUT_LEASE_NAMESPACE")
+            or env_optional("CHECKOUT_NAMESPACE")
+            or "default",
+            lease_name=env_str("CHECKOUT_LEASE_NAME", "checkout-operator"),
+            lease_duration=env_float("CHECKOUT_LEASE_DURATION_SECONDS", 15.0),
+            lease_renew_every=env_float("CHECKOUT_LEASE_RENEW_SECONDS", 5.0),
         )

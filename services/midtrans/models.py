@@ -23,6 +23,34 @@ FAILED_STATUSES = frozenset({"deny", "cancel", "expire", "failure"})
 # chargeback; treating it as a post-settlement status is the only sensible reading.
 REFUND_STATUSES = frozenset({"refund", "partial_refund", "chargeback", "partial_chargeback"})
 
+# The body ``status_code`` Midtrans sends with each ``transaction_status``. The signature
+# covers ``status_code`` but not ``transaction_status``: a notification whose status does not
+# go with its (signed) code was edited, e.g. a genuine ``pending`` (201) relabelled
+# ``settlement`` (200), or a challenged capture (201) relabelled ``accept`` (200).
+STATUS_CODES: Mapping[str, str] = MappingProxyType(
+    {
+        "pending": "201",
+        "capture": "200",  # a challenged capture is 201, see expected_status_code
+        "settlement": "200",
+        "deny": "202",
+        "cancel": "200",
+        "expire": "407",
+        "failure": "202",
+        "refund": "200",
+        "partial_refund": "200",
+        "chargeback": "200",
+        "partial_chargeback": "200",
+        "authorize": "200",
+    }
+)
+
+
+def expected_status_code(transaction_status: str, fraud_status: str | None) -> str | None:
+    """The status_code that goes with a status (None for a status we don't know)."""
+    if transaction_status == "capture" and fraud_status == "challenge":
+        return "201"
+    return STATUS_CODES.get(transaction_status)
+
 
 @dataclass(frozen=True)
 class ItemDetail:
@@ -119,6 +147,12 @@ class TransactionStatus:
         )
 
     @property
+    def status_code_consistent(self) -> bool:
+        """Whether the (signed) status_code goes with the (unsigned) transaction_status."""
+        expected = expected_status_code(self.transaction_status, self.fraud_status)
+        return expected is not None and self.status_code == expected
+
+    @property
     def is_paid(self) -> bool:
         """Money is secured: settlement, or a card capture the fraud check accepted."""
         if self.transaction_status in PAID_STATUSES:
@@ -145,12 +179,22 @@ class TransactionStatus:
     @property
     def amount_idr(self) -> int | None:
         """``gross_amount`` ("30000.00") as whole IDR; None if absent or not a whole number."""
-        if self.gross_amount is None:
-            return None
-        try:
-            amount = Decimal(self.gross_amount)
-        except InvalidOperation:
-            return None
-        if not amount.is_finite() or amount != amount.to_integral_value():
-            return None
-        return int(amount)
+        return whole_idr(self.gross_amount)
+
+    @property
+    def refunded_idr(self) -> int:
+        """``refund_amount`` of a (partially) refunded order as whole IDR; 0 if absent."""
+        return whole_idr(_text(self.raw.get("refund_amount"))) or 0
+
+
+def whole_idr(text: str | None) -> int | None:
+    """An amount as Midtrans writes it ("30000.00") in whole IDR; None if not one."""
+    if text is None:
+        return None
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not amount.is_finite() or amount != amount.to_integral_value():
+        return None
+    return int(amount)

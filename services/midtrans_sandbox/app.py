@@ -185,4 +185,14 @@ def create_app(
     async def force_settle(order_id: str) -> JSONResponse:
         return _json(await sandbox.force_settle(order_id))
 
+    @app.post("/_sandbox/transactions/{order_id}/force-capture")
+    async def force_capture(order_id: str, request: Request) -> JSONResponse:
+        body = await _optional_json(request)
+        return _json(await sandbox.force_capture(order_id, _text_field(body, "fraud")))
+
+    @app.post("/_sandbox/transactions/{order_id}/refuse-refunds")
+    async def refuse_refunds(order_id: str, request: Request) -> JSONResponse:
+        body = await _optional_json(request)
+        return _json(await sandbox.refuse_refunds(order_id, body.get("refuse", True) is not False))
+
     return app

@@ -46,6 +46,12 @@ DEFAULT_PAYMENT_TYPE = "bank_transfer"
 PAYMENT_TYPE_PATTERN = re.compile(r"^[a-z_]{1,40}$")
 FRAUD_RESULTS = ("accept", "challenge")
 REFUNDABLE = ("settlement", "partial_refund")
+# What ``cancel`` voids: anything not settled yet. A capture (card) is voided, never refunded.
+CANCELLABLE = ("pending", "capture")
+REFUND_REFUSED_BODY = {
+    "status_code": "412",
+    "status_message": "Refund is not supported for this payment method",
+}
 # Longest sleep of the expiry task: bounds the effect of a wall-clock jump.
 MAX_EXPIRY_SLEEP = 5.0
 
@@ -139,7 +145,7 @@ class Sandbox:
             tx = self._get(order_id)
             if tx is None or not tx.chosen:
                 return Reply(404, dict(NOT_FOUND_BODY))
-            if not self._is_pending(tx):
+            if tx.transaction_status not in CANCELLABLE:
                 return Reply(412, dict(CANNOT_MODIFY_BODY))
             self._transition(tx, "cancel")
             return Reply(200, self._status_json(tx, "Success, transaction is canceled"))
@@ -171,6 +177,8 @@ class Sandbox:
                     return Reply(200, dict(earlier["reply"]))
             if tx.transaction_status not in REFUNDABLE:
                 return Reply(412, dict(CANNOT_MODIFY_BODY))
+            if tx.refunds_refused:
+                return Reply(412, dict(REFUND_REFUSED_BODY))
             remaining = tx.gross_amount - tx.refunded_amount
             amount = body.get("amount", remaining)
             if amount > remaining:
@@ -276,6 +284,29 @@ class Sandbox:
                 tx.payment_type = DEFAULT_PAYMENT_TYPE
                 tx.transaction_time = now_utc()
             self._transition(tx, "settlement", fraud_status="accept")
+            return Reply(200, tx.to_json())
+
+    async def force_capture(self, order_id: str, fraud: str | None) -> Reply:
+        """A card capture whatever the state: a late card payment after expiry or cancel."""
+        if fraud is not None and fraud not in FRAUD_RESULTS:
+            return _control_error(400, f"fraud must be one of {', '.join(FRAUD_RESULTS)}")
+        async with self._lock:
+            tx = self._get(order_id)
+            if tx is None:
+                return _control_error(404, f"unknown order_id {order_id}")
+            if tx.transaction_status in ("capture", "settlement", "partial_refund", "refund"):
+                return _control_error(409, f"cannot force-capture {_describe(tx)}")
+            tx.payment_type = "credit_card"
+            tx.transaction_time = tx.transaction_time or now_utc()
+            self._transition(tx, "capture", fraud_status=fraud or "accept")
+            return Reply(200, tx.to_json())
+
+    async def refuse_refunds(self, order_id: str, refuse: bool) -> Reply:
+        async with self._lock:
+            tx = self._get(order_id)
+            if tx is None:
+                return _control_error(404, f"unknown order_id {order_id}")
+            tx.refunds_refused = refuse
             return Reply(200, tx.to_json())
 
     async def snapshot(self, order_id: str) -> Reply:

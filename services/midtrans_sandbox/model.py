@@ -13,23 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from midtrans.models import expected_status_code
 from midtrans.signature import compute_signature
 
 WIB = timezone(timedelta(hours=7), "WIB")  # Midtrans reports times in GMT+7 (Jakarta)
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-# transaction_status -> the body status_code Midtrans uses for it.
-STATUS_CODES = {
-    "pending": "201",
-    "capture": "200",
-    "settlement": "200",
-    "deny": "202",
-    "cancel": "200",
-    "expire": "407",
-    "failure": "202",
-    "refund": "200",
-    "partial_refund": "200",
-}
 
 
 def now_utc() -> datetime:
@@ -110,6 +98,9 @@ class Transaction:
     # transaction then, so the status API keeps answering 404 and nothing is notified.
     token_expired: bool = False
     refunded_amount: int = 0
+    # Set by the control API: refunds are refused, as Midtrans does for payment methods
+    # that cannot be refunded (a person must act then).
+    refunds_refused: bool = False
     refunds: list[dict[str, Any]] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
 
@@ -120,7 +111,9 @@ class Transaction:
     @property
     def status_code(self) -> str:
         assert self.transaction_status is not None
-        return STATUS_CODES[self.transaction_status]
+        code = expected_status_code(self.transaction_status, self.fraud_status)
+        assert code is not None, self.transaction_status
+        return code
 
     def status_json(self, *, merchant_id: str, server_key: str, message: str) -> dict[str, str]:
         """The status API / notification body: all strings, signed like Midtrans signs it."""
@@ -165,6 +158,7 @@ class Transaction:
             "transaction_time": self.transaction_time and self.transaction_time.isoformat(),
             "settlement_time": self.settlement_time and self.settlement_time.isoformat(),
             "refunded_amount": self.refunded_amount,
+            "refunds_refused": self.refunds_refused,
             "refunds": self.refunds,
             "item_details": self.item_details,
             "customer_details": self.customer_details,

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from nats.js import JetStreamContext
 
-from midtrans import verify_signature
+from midtrans import TransactionStatus, verify_signature
 from saga_kit.events import Topology
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,21 @@ def create_app(server_key: str, js: JetStreamContext | None, topology: Topology)
         if not verify_signature(body, server_key):
             log.warning("refused a notification for %s: bad signature", body["order_id"])
             return _error(401, "BAD_SIGNATURE", "signature_key does not verify")
+        if not TransactionStatus.from_json(body).status_code_consistent:
+            # The signature covers status_code, not transaction_status / fraud_status:
+            # a status that does not go with its signed code was edited on the way.
+            log.warning(
+                "refused a notification for %s: status %s/%s does not go with status_code %s",
+                body["order_id"],
+                body["transaction_status"],
+                body.get("fraud_status"),
+                body["status_code"],
+            )
+            return _error(
+                400,
+                "INCONSISTENT_STATUS",
+                "transaction_status and fraud_status do not go with the signed status_code",
+            )
         jetstream: JetStreamContext | None = app.state.js
         if jetstream is None:
             return _error(503, "NOT_READY", "not connected to NATS yet; retry")

@@ -28,8 +28,10 @@ from checkout_operator.actions import Deps
 from checkout_operator.app import build_deps, kube_api_client
 from checkout_operator.clients.kube import KubeCheckouts
 from checkout_operator.handlers import KopfWatcher
+from checkout_operator.inbox import PaymentInbox
 from checkout_operator.poller import PaymentPoller
 from checkout_operator.reconciler import Reconciler
+from checkout_operator.returns import PaymentReturns
 from checkout_operator.settings import OperatorSettings
 from checkout_operator.worker import expire_checkout
 from midtrans import MidtransConfig
@@ -116,9 +118,14 @@ class SagaEnv:
             max_tries=20,
         )
         stack.push_async_callback(worker.close)
+        poller = PaymentPoller(reconciler)
+        inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
+        await inbox.ensure()
         tasks = [
             asyncio.create_task(reconciler.run(stop)),
-            asyncio.create_task(PaymentPoller(reconciler).run(stop, tick=0.05)),
+            asyncio.create_task(poller.run(stop, tick=0.05)),
+            asyncio.create_task(inbox.run(stop)),
+            asyncio.create_task(PaymentReturns(reconciler, poller.bucket, tick=0.1).run(stop)),
             asyncio.create_task(worker.async_run()),
         ]
         operator = Operator(deps, reconciler, stop, tasks, stack)

@@ -1,0 +1,207 @@
+"""Giving back money that reached an order whose checkout did not settle by it.
+
+Works from the journal (``payment_returns``), not from Checkout resources, so a
+payment after the resource was deleted (by hand or by the TTL delete) is found
+as surely as one on a live Expired checkout. Each watched order is asked about
+on Midtrans' status API, within the poller's call budget, until its Snap page
+can no longer be paid; whatever was paid is voided (capture, pending) or
+refunded (settlement). A refund Midtrans refuses is retried with a growing
+delay and surfaced: a ``RefundRefused`` Warning Event and condition on the
+Checkout (when it still exists), the ``checkout_refunds_failing`` gauge, and the
+row in ``payment_returns`` (see docs/trust-model.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from typing import Any
+
+from midtrans import MidtransClientError, MidtransError, TransactionStatus
+
+from . import metrics
+from .actions import Retry
+from .breaker import CircuitOpen
+from .clients.kube import Conflict
+from .payments import ReturnStep, refundable_amount, return_step
+from .poller import TokenBucket
+from .readmodel import Record
+from .reconciler import Reconciler
+from .returns_store import CLOSED, RETURNED, Watched
+from .saga import with_condition
+
+log = logging.getLogger(__name__)
+
+BATCH = 50
+RECHECK_SOON = dt.timedelta(seconds=5)
+RECHECK_AFTER_ERROR = dt.timedelta(seconds=30)
+MAX_REFUND_BACKOFF = dt.timedelta(hours=1)
+
+
+def refund_backoff(attempts: int, base: dt.timedelta) -> dt.timedelta:
+    """base, 2 base, 4 base, ... at most an hour between tries of a refused refund."""
+    return min(MAX_REFUND_BACKOFF, base * 2 ** max(0, min(attempts - 1, 20)))
+
+
+class PaymentReturns:
+    def __init__(self, reconciler: Reconciler, bucket: TokenBucket, tick: float = 1.0) -> None:
+        self.reconciler = reconciler
+        self.deps = reconciler.deps
+        self.bucket = bucket
+        self.tick = tick
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.check_due()
+            except Exception:  # a database outage: try again on the next tick
+                log.exception("checking payments to return failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.tick)
+
+    async def check_due(self) -> int:
+        store = self.deps.returns
+        due = await store.due(BATCH)
+        for row in due:
+            await self.bucket.take()
+            try:
+                await self.check(row)
+            except Exception:
+                log.exception("payment return of %s failed", row.midtrans_order_id)
+                await store.recheck_in(row.midtrans_order_id, RECHECK_AFTER_ERROR)
+        metrics.REFUNDS_FAILING.set(await store.count_refused())
+        return len(due)
+
+    async def check(self, row: Watched) -> None:
+        deps, store, order = self.deps, self.deps.returns, row.midtrans_order_id
+        record = await deps.readmodel.get(row.order_id)
+        if record is None or record.paid_order_id == order:
+            # This order bought the goods: its money stays.
+            await store.finish(order, CLOSED)
+            return
+        try:
+            ts = await deps.breaker.call(lambda: deps.midtrans.status(order))
+        except (MidtransError, CircuitOpen) as exc:
+            log.info("status of %s (to return): %s", order, exc)
+            await store.recheck_in(order, RECHECK_AFTER_ERROR)
+            return
+        step = return_step(ts, deps.clock() > row.watch_until)
+        match step:
+            case ReturnStep.WAIT:
+                await store.recheck_in(order, dt.timedelta(seconds=deps.settings.poll_interval))
+            case ReturnStep.CLOSED:
+                await store.finish(order, CLOSED)
+            case ReturnStep.RETURNED:
+                await store.finish(order, RETURNED)
+            case ReturnStep.VOID:
+                assert ts is not None
+                await self._void(row, record, ts)
+            case ReturnStep.REFUND:
+                assert ts is not None
+                await self._refund(row, record, ts)
+
+    async def _void(self, row: Watched, record: Record, ts: TransactionStatus) -> None:
+        deps, order = self.deps, row.midtrans_order_id
+        try:
+            await deps.breaker.call(lambda: deps.midtrans.cancel(order))
+        except MidtransClientError as exc:
+            # 412: it moved on meanwhile (settled, say); look again soon and decide anew.
+            log.info("void of %s refused (%s): looking again", order, exc)
+            metrics.PAYMENT_RETURNS.labels("void", "refused").inc()
+            await deps.returns.recheck_in(order, RECHECK_SOON)
+            return
+        except (MidtransError, CircuitOpen) as exc:
+            log.info("void of %s: %s", order, exc)
+            await deps.returns.recheck_in(order, RECHECK_AFTER_ERROR)
+            return
+        amount = ts.amount_idr
+        await deps.returns.finish(order, RETURNED, "void", amount)
+        metrics.PAYMENT_RETURNS.labels("void", "done").inc()
+        message = (
+            f"{ts.transaction_status} payment on order {order} arrived after the checkout "
+            f"ended ({record.phase}): voided at Midtrans"
+        )
+        log.warning("%s: %s", record.order_id, message)
+        await self._surface(record, "Voided", message)
+
+    async def _refund(self, row: Watched, record: Record, ts: TransactionStatus) -> None:
+        deps, order = self.deps, row.midtrans_order_id
+        amount = refundable_amount(ts)
+        if amount <= 0:
+            await deps.returns.finish(order, RETURNED)
+            return
+        reason = f"checkout {record.order_id} did not settle by this payment ({record.phase})"
+        try:
+            await deps.breaker.call(
+                lambda: deps.midtrans.refund(
+                    order, amount, reason, refund_key=f"return-{order}-{ts.refunded_idr}"
+                )
+            )
+        except MidtransClientError as exc:
+            metrics.PAYMENT_RETURNS.labels("refund", "refused").inc()
+            attempts = row.attempts + 1
+            delay = refund_backoff(attempts, deps.settings.refund_retry_base)
+            await deps.returns.refused(order, str(exc), delay)
+            message = (
+                f"Midtrans refused the refund of {amount} on order {order} "
+                f"({attempts} tries so far; next in {int(delay.total_seconds())} s): {exc}"
+            )
+            log.error("%s: %s", record.order_id, message)
+            await self._surface(record, "RefundRefused", message, failed=True)
+            return
+        except (MidtransError, CircuitOpen) as exc:
+            log.info("refund of %s: %s", order, exc)
+            await deps.returns.recheck_in(order, RECHECK_AFTER_ERROR)
+            return
+        await deps.returns.finish(order, RETURNED, "refund", amount)
+        metrics.PAYMENT_RETURNS.labels("refund", "done").inc()
+        message = (
+            f"payment of {amount} on order {order} arrived after the checkout ended "
+            f"({record.phase}): refunded"
+        )
+        log.warning("%s: %s", record.order_id, message)
+        await self._surface(record, "Refunded", message)
+
+    async def _surface(
+        self, record: Record, reason: str, message: str, *, failed: bool = False
+    ) -> None:
+        """Say so on the Checkout, if it still exists: a condition and a Warning Event."""
+        deps = self.deps
+
+        async def act(body: dict[str, Any]) -> dict[str, Any] | None:
+            if body["metadata"]["uid"] != record.uid:
+                return None
+            status = body.get("status") or {}
+            conditions = with_condition(
+                status.get("conditions") or [],
+                "LatePayment",
+                True,
+                reason,
+                message,
+                deps.clock(),
+                int(body["metadata"].get("generation", 1)),
+            )
+            if failed or any(c.get("type") == "RefundFailed" for c in conditions):
+                conditions = with_condition(
+                    conditions,
+                    "RefundFailed",
+                    failed,
+                    reason,
+                    message,
+                    deps.clock(),
+                    int(body["metadata"].get("generation", 1)),
+                )
+            try:
+                updated = await deps.kube.patch_status(body, {"conditions": conditions})
+            except Conflict as exc:
+                raise Retry(str(exc)) from exc
+            event = "RefundRefused" if failed else "LatePayment"
+            await deps.kube.event(updated, "Warning", event, message)
+            return updated
+
+        try:
+            await self.reconciler.exclusive((record.namespace, record.name), act, attempts=3)
+        except Exception as exc:  # the journal row is what counts; the resource is a view
+            log.info("could not note %s on %s/%s: %r", reason, record.namespace, record.name, exc)
