@@ -120,6 +120,7 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
             "CHECKOUT_PRODUCT_SERVICE": products,
             "CHECKOUT_API_PORT": str(CHECKOUT_API),
             "CHECKOUT_API_NAMESPACE": "default",
+            "CHECKOUT_REDIS_URL": cfg.redis_url,  # rate limit, open-checkout bookkeeping
         },
         "expiry-worker": operator,
     }
