@@ -20,7 +20,6 @@ from .inbox import PaymentInbox
 from .leader import LeaderElector
 from .poller import PaymentPoller
 from .reconciler import Reconciler
-from .returns import PaymentReturns
 from .saga import Phase
 from .settings import OperatorSettings
 
