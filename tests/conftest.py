@@ -19,10 +19,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 from kubernetes import client, config
+from nats.aio.client import Client as NATS
 
 from saga_devenv import controlplane, servers
 from saga_devenv.cli import apply_crds
 from saga_devenv.config import DevConfig
+from saga_kit.nats_access import NatsCredentials, connect
 from saga_kit.settings import Secret
 
 
@@ -50,6 +52,14 @@ class Platform:
     @property
     def postgres_dsn(self) -> str:
         return servers.postgres_dsn(self.cfg)
+
+    def nats_credentials(self, user: str = servers.NATS_ADMIN) -> NatsCredentials:
+        """A local NATS user: a component's (a ``Role``) or ``admin`` (may do anything)."""
+        return servers.nats_credentials(self.cfg, user)
+
+    async def nats(self, user: str = servers.NATS_ADMIN) -> NATS:
+        """A connection as ``user`` (admin by default: set-up and clean-up)."""
+        return await connect(self.cfg.nats_url, self.nats_credentials(user), f"test-{user}")
 
     def kubectl(
         self, *args: str, namespace: str | None = None, stdin: str | None = None, check: bool = True

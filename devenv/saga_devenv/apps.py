@@ -10,13 +10,17 @@ environment; none is printed. ``status`` and ``stop`` create nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import sys
 from dataclasses import dataclass
 
+from saga_kit.nats_access import Role
+
 from .config import DevConfig
 from .process import Daemon, http_get, redis_command
-from .servers import postgres_dsn
+from .servers import nats_password_file, postgres_dsn
 
 USER_HTTP, USER_GRPC = 18100, 18101
 PRODUCT_HTTP, PRODUCT_GRPC = 18200, 18201
@@ -48,19 +52,16 @@ APPS = (  # in start order: a process comes after what it calls
 
 
 def _secret(cfg: DevConfig, name: str, make: str | None = None) -> str:
-    """The local secret ``name``, created (random, or ``make``) on first use."""
-    folder = cfg.run_dir / "secrets"
-    path = folder / name
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o700)
-        path.write_text(make or secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return cfg.secret(name, make)
 
 
 def sandbox_key(cfg: DevConfig) -> str:
     return _secret(cfg, "midtrans-server-key", "SB-Mid-server-" + secrets.token_hex(12))
+
+
+def _nats(cfg: DevConfig, role: Role) -> dict[str, str]:
+    """The app's own NATS user (see saga_kit.nats_access); the password by file."""
+    return {"NATS_USER": role.value, "NATS_PASSWORD_FILE": str(nats_password_file(cfg, role))}
 
 
 def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
@@ -96,6 +97,7 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
         "payment-listener": {
             "MIDTRANS_SERVER_KEY": key,
             "LISTENER_NATS_URL": cfg.nats_url,
+            **_nats(cfg, Role.PAYMENT_LISTENER),
             "LISTENER_PORT": str(LISTENER),
         },
         "user-service": {
@@ -108,11 +110,12 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
         "product-service": {
             "PRODUCT_DATABASE_URL": dsn,
             "PRODUCT_NATS_URL": cfg.nats_url,
+            **_nats(cfg, Role.PRODUCT_SERVICE),
             "PRODUCT_USER_SERVICE": users,
             "PRODUCT_HTTP_PORT": str(PRODUCT_HTTP),
             "PRODUCT_GRPC_PORT": str(PRODUCT_GRPC),
         },
-        "checkout-operator": operator,
+        "checkout-operator": {**operator, **_nats(cfg, Role.OPERATOR)},
         "checkout-api": {
             "KUBECONFIG": str(cfg.kubeconfig),
             "CHECKOUT_DATABASE_URL": dsn,
@@ -122,7 +125,7 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
             "CHECKOUT_API_NAMESPACE": "default",
             "CHECKOUT_REDIS_URL": cfg.redis_url,  # rate limit, open-checkout bookkeeping
         },
-        "expiry-worker": operator,
+        "expiry-worker": {**operator, **_nats(cfg, Role.EXPIRY_WORKER)},
     }
 
 
@@ -145,6 +148,9 @@ def _daemon(cfg: DevConfig, app: App, env: dict[str, str]) -> Daemon:
         port=app.port,
         healthy=healthy,
         env=env,
+        # A running app started with another environment (e.g. before NATS needed
+        # a user) is restarted rather than reused.
+        stamp=hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest() if env else "",
     )
 
 

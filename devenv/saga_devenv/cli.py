@@ -45,6 +45,12 @@ def env_exports(cfg: DevConfig) -> dict[str, str]:
         "CHECKOUT_SAGA_DATABASE_URL": servers.postgres_dsn(cfg),
         "CHECKOUT_SAGA_REDIS_URL": cfg.redis_url,
         "CHECKOUT_SAGA_NATS_URL": cfg.nats_url,
+        # NATS needs a user; this one may do anything (local only). The components'
+        # users are in .run/secrets/nats-<user>.
+        "CHECKOUT_SAGA_NATS_USER": servers.NATS_ADMIN,
+        "CHECKOUT_SAGA_NATS_PASSWORD": servers.nats_credentials(
+            cfg, servers.NATS_ADMIN
+        ).password.value,
     }
 
 
@@ -55,7 +61,7 @@ def write_env_file(cfg: DevConfig) -> None:
         lines.append(f"export {key}={quoted}")
     path = cfg.run_dir / "env.sh"
     path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)  # holds the local database password
+    path.chmod(0o600)  # holds the local database and NATS admin passwords
 
 
 def up(cfg: DevConfig) -> None:

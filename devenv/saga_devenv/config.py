@@ -7,6 +7,7 @@ checkouts, or a developer's instance and a CI run, can live side by side.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,21 @@ class DevConfig:
             nats_port=_port("NATS", 14222),
             nats_monitor_port=_port("NATS_MONITOR", 18222),
         )
+
+    def secret(self, name: str, make: str | None = None) -> str:
+        """The local secret ``name`` in ``<run>/secrets`` (mode 0600), created (random,
+        or ``make``) on first use."""
+        return self.secret_file(name, make).read_text().strip()
+
+    def secret_file(self, name: str, make: str | None = None) -> Path:
+        folder = self.run_dir / "secrets"
+        path = folder / name
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o700)
+            path.write_text(make or secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path
 
     @property
     def bin_dir(self) -> Path:

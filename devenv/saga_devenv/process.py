@@ -87,10 +87,26 @@ class Daemon:
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None  # run as this user (postgres refuses to run as root)
     start_timeout: float = 30.0
+    # What it was started with (e.g. a hash of its config file); a running instance
+    # with another stamp is restarted, so nobody reuses a server with an old config.
+    stamp: str = ""
 
     @property
     def pidfile(self) -> Path:
         return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def stampfile(self) -> Path:
+        return self.run_dir / f"{self.name}.stamp"
+
+    def stale(self) -> bool:
+        """Running, but started with another stamp than this one."""
+        if not self.stamp:
+            return False
+        try:
+            return self.stampfile.read_text().strip() != self.stamp
+        except FileNotFoundError:
+            return True
 
     @property
     def logfile(self) -> Path:
@@ -112,6 +128,9 @@ class Daemon:
     def ensure(self) -> bool:
         """Make sure the server runs and is healthy; return True if we started it."""
         pid = self.pid()
+        if pid is not None and self.stale():
+            self.stop()
+            pid = None
         if pid is not None:
             if self.wait_healthy(pid, timeout=self.start_timeout):
                 return False
@@ -144,6 +163,8 @@ class Daemon:
                 user=self.user,
             )
         self.pidfile.write_text(f"{proc.pid}\n")
+        if self.stamp:
+            self.stampfile.write_text(self.stamp + "\n")
         if not self.wait_healthy(proc.pid, timeout=self.start_timeout):
             self.stop()
             raise DaemonError(

@@ -4,10 +4,17 @@ Postgres and Redis come from Debian's packages (installed by scripts/bootstrap.s
 NATS from the Go module proxy (scripts/build-binaries.sh). Each is started
 directly as a foreground process we supervise through its pidfile, never as a
 system service, so nothing outside the run folder is touched.
+
+NATS requires a user: one per component with the permissions of
+:mod:`saga_kit.nats_access` (passwords in ``<run>/secrets/nats-<user>``), plus
+``admin`` for tests and people. Its config is rendered at every start; a running
+server whose config differs is restarted (its stamp is the config's hash).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -17,6 +24,10 @@ import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
+
+from saga_kit.events import Topology, ensure_streams
+from saga_kit.nats_access import NatsCredentials, Role, any_namespace, authorization, connect
+from saga_kit.settings import Secret
 
 from .config import DevConfig
 from .process import Daemon, DaemonError, redis_command
@@ -216,11 +227,49 @@ def _nats_jetstream_healthy(cfg: DevConfig) -> bool:
         return bool(json.loads(resp.read()).get("config"))
 
 
-def nats_daemon(cfg: DevConfig) -> Daemon:
+NATS_ADMIN = "admin"
+
+
+def nats_credentials(cfg: DevConfig, user: str) -> NatsCredentials:
+    """The local NATS user ``user`` (a :class:`Role` value or ``admin``)."""
+    return NatsCredentials(user, Secret(cfg.secret(f"nats-{user}")))
+
+
+def nats_password_file(cfg: DevConfig, user: str) -> Path:
+    return cfg.secret_file(f"nats-{user}")  # a Role is a str: its value
+
+
+def nats_config(cfg: DevConfig) -> str:
+    """The server's config (JSON, which nats-server reads): users and permissions.
+
+    The permissions cover the default names and every namespaced topology, since
+    tests share this server with their own streams.
+    """
+    passwords = {role.value: cfg.secret(f"nats-{role.value}") for role in Role}
+    auth = authorization(
+        passwords, [Topology(), any_namespace()], admin=cfg.secret(f"nats-{NATS_ADMIN}")
+    )
+    return json.dumps({"authorization": auth}, indent=2) + "\n"
+
+
+def _write_nats_config(cfg: DevConfig) -> str:
+    """Write the config (mode 0600: it holds passwords); return its hash."""
+    text = nats_config(cfg)
+    path = cfg.run_dir / "nats.conf"
+    path.touch(mode=0o600)
+    if path.read_text() != text:
+        path.write_text(text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def nats_daemon(cfg: DevConfig, stamp: str = "") -> Daemon:
     return Daemon(
         name="nats",
+        stamp=stamp,
         argv=[
             str(cfg.binary("nats-server")),
+            "--config",
+            str(cfg.run_dir / "nats.conf"),
             "--addr",
             "127.0.0.1",
             "--port",
@@ -239,8 +288,18 @@ def nats_daemon(cfg: DevConfig) -> Daemon:
     )
 
 
-def daemons(cfg: DevConfig) -> list[Daemon]:
-    return [postgres_daemon(cfg), redis_daemon(cfg), nats_daemon(cfg)]
+async def _provision_streams(cfg: DevConfig) -> None:
+    """Create the default streams as the operator does, so the Product service and
+    the listener (which may not create them) can start before the operator."""
+    nc = await connect(cfg.nats_url, nats_credentials(cfg, Role.OPERATOR.value), "saga-devenv")
+    try:
+        await ensure_streams(nc.jetstream(), Topology())
+    finally:
+        await nc.close()
+
+
+def daemons(cfg: DevConfig, nats_stamp: str = "") -> list[Daemon]:
+    return [postgres_daemon(cfg), redis_daemon(cfg), nats_daemon(cfg, nats_stamp)]
 
 
 def start(cfg: DevConfig) -> list[str]:
@@ -252,8 +311,12 @@ def start(cfg: DevConfig) -> list[str]:
         raise DaemonError(f"{cfg.binary('nats-server')} missing: run scripts/build-binaries.sh")
     _init_postgres(cfg, _postgres_os_user())
     (cfg.run_dir / "redis").mkdir(exist_ok=True)
-    started = [d.name for d in daemons(cfg) if d.ensure()]
+    stamp = _write_nats_config(cfg)
+    started = [d.name for d in daemons(cfg, stamp) if d.ensure()]
     _ensure_database(cfg)
+    # In a thread of its own: a caller may be running an event loop already.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _provision_streams(cfg)).result()
     return started
 
 

@@ -6,7 +6,6 @@ import os
 from contextlib import AsyncExitStack
 from typing import Any
 
-import nats
 from arq import create_pool as create_arq_pool
 from arq.connections import RedisSettings
 from kubernetes_asyncio import client as kclient
@@ -16,6 +15,7 @@ from midtrans import MidtransClient, MidtransConfig
 from saga_kit import db
 from saga_kit.events import Topology, ensure_streams
 from saga_kit.grpc_auth import authenticated_channel
+from saga_kit.nats_access import connect as connect_nats
 
 from .actions import Deps
 from .clients.announcer import Announcer
@@ -61,7 +61,7 @@ async def build_deps(
     stack.push_async_callback(products_channel.close)
     midtrans = MidtransClient(midtrans_config or MidtransConfig.from_env())
     stack.push_async_callback(midtrans.aclose)
-    nc = await nats.connect(settings.nats_url, name=component, max_reconnect_attempts=-1)
+    nc = await connect_nats(settings.nats_url, settings.nats_credentials, component)
     stack.push_async_callback(nc.close)
     js = nc.jetstream()
     topology = Topology.for_namespace(settings.events_namespace)

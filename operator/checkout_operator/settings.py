@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from saga_kit.nats_access import NatsCredentials
 from saga_kit.settings import (
     ConfigError,
     Secret,
@@ -51,6 +52,7 @@ class OperatorSettings:
     db_schema: str = "checkouts"
     namespace: str = ""  # "" = all namespaces
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_credentials: NatsCredentials | None = None
     events_namespace: str = ""
     redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
     user_service: str = "127.0.0.1:18101"
@@ -114,6 +116,7 @@ class OperatorSettings:
             db_schema=env_str("CHECKOUT_DB_SCHEMA", "checkouts"),
             namespace=env_optional("CHECKOUT_NAMESPACE"),
             nats_url=env_str("CHECKOUT_NATS_URL", "nats://127.0.0.1:4222"),
+            nats_credentials=NatsCredentials.from_env(),
             events_namespace=env_optional("EVENTS_NAMESPACE"),
             redis_url=env_secret("CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0"),
             user_service=env_str("CHECKOUT_USER_SERVICE", "127.0.0.1:18101"),

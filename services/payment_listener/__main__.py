@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import nats
-
-from saga_kit.events import ensure_streams
 from saga_kit.logs import setup_logging
+from saga_kit.nats_access import connect as connect_nats
 from saga_kit.serving import http_server, stop_on_signals
 
 from .app import create_app
@@ -18,9 +16,10 @@ from .config import ListenerConfig
 async def main() -> None:
     setup_logging("payment-listener")
     cfg = ListenerConfig.from_env()
-    nc = await nats.connect(cfg.nats_url, name="payment-listener", max_reconnect_attempts=-1)
+    # The operator creates the payment stream (the listener may not); until then a
+    # notification is answered 503 and Midtrans retries it.
+    nc = await connect_nats(cfg.nats_url, cfg.nats_credentials, "payment-listener")
     js = nc.jetstream()
-    await ensure_streams(js, cfg.topology)
     app = create_app(cfg.server_key.value, js, cfg.topology)
     server = http_server(app, cfg.host, cfg.port)
     stop = stop_on_signals()

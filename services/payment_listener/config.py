@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saga_kit.events import Topology
+from saga_kit.nats_access import NatsCredentials
 from saga_kit.settings import Secret, env_int, env_optional, env_secret, env_str
 
 
@@ -12,6 +13,7 @@ from saga_kit.settings import Secret, env_int, env_optional, env_secret, env_str
 class ListenerConfig:
     server_key: Secret
     nats_url: str
+    nats_credentials: NatsCredentials | None = None
     events_namespace: str = ""
     host: str = "127.0.0.1"
     port: int = 18081
@@ -25,6 +27,7 @@ class ListenerConfig:
         return cls(
             server_key=env_secret("MIDTRANS_SERVER_KEY"),
             nats_url=env_str("LISTENER_NATS_URL", "nats://127.0.0.1:4222"),
+            nats_credentials=NatsCredentials.from_env(),
             events_namespace=env_optional("EVENTS_NAMESPACE"),
             host=env_str("LISTENER_HOST", "127.0.0.1"),
             port=env_int("LISTENER_PORT", 18081),

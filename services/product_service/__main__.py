@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import logging
 
-import nats
-
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.logs import setup_logging
+from saga_kit.nats_access import connect as connect_nats
 from saga_kit.serving import http_server, stop_on_signals
 from saga_kit.user_auth import UserServiceAuthenticator
 
@@ -29,7 +28,7 @@ async def main() -> None:
         pool, cfg.accepted_service_tokens, f"{cfg.grpc_host}:{cfg.grpc_port}"
     )
     user_channel = authenticated_channel(cfg.user_service_target, cfg.service_token)
-    nc = await nats.connect(cfg.nats_url, name="product-service", max_reconnect_attempts=-1)
+    nc = await connect_nats(cfg.nats_url, cfg.nats_credentials, "product-service")
     consumer = EventConsumer(
         nc.jetstream(),
         pool,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saga_kit.events import Topology
+from saga_kit.nats_access import NatsCredentials
 from saga_kit.settings import (
     Secret,
     env_float,
@@ -32,6 +33,7 @@ class ProductServiceConfig:
     consumer_max_deliver: int
     consumer_backoff_scale: float
     events_namespace: str  # "" for the default stream names
+    nats_credentials: NatsCredentials | None = None
 
     @property
     def topology(self) -> Topology:
@@ -55,4 +57,5 @@ class ProductServiceConfig:
             consumer_max_deliver=env_int("PRODUCT_CONSUMER_MAX_DELIVER", 6),
             consumer_backoff_scale=env_float("PRODUCT_CONSUMER_BACKOFF_SCALE", 1.0),
             events_namespace=env_optional("EVENTS_NAMESPACE"),
+            nats_credentials=NatsCredentials.from_env(),
         )

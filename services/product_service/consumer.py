@@ -6,8 +6,9 @@ means redelivery, and redelivery is harmless because every event is applied
 under a status guard. A failing message is retried with growing delays (NAK
 with delay) up to ``max_deliver`` times; a malformed one, or one still failing
 after that, goes to the dead-letter stream with the error and is terminated, so
-one poison message never blocks the rest. The consumer and its streams are
-created when absent and never deleted.
+one poison message never blocks the rest. The durable consumer is created when
+absent and never deleted; the streams are the operator's (this service may not
+create streams, see saga_kit.nats_access), so it waits for them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from saga_kit.events import Topology, TransactionEvent, ensure_streams
+from saga_kit.events import Topology, TransactionEvent, wait_for_streams
 
 from . import store
 
@@ -53,9 +54,9 @@ class EventConsumer:
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def ensure(self) -> None:
-        """Create the streams and the durable consumer if they are missing."""
+        """Wait for the streams; create the durable consumer if it is missing."""
         stream = self._topology.stream
-        await ensure_streams(self._js, self._topology)
+        await wait_for_streams(self._js, [stream, self._topology.dlq_stream])
         try:
             await self._js.consumer_info(stream, self._name)
         except NotFoundError:

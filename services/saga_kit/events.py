@@ -8,8 +8,11 @@ deleted or recreated at start-up (the original system lost events that way).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,8 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
 
 _DAY = 24 * 3600.0
 
@@ -116,13 +121,34 @@ def stream_configs(topology: Topology) -> list[StreamConfig]:
 
 
 async def ensure_streams(js: JetStreamContext, topology: Topology) -> None:
-    """Create the streams that are missing; leave existing ones (and their data) alone."""
+    """Create the streams that are missing; leave existing ones (and their data) alone.
+
+    Only the operator's NATS users may (see :mod:`saga_kit.nats_access`); the
+    other components :func:`wait_for_streams`.
+    """
     for config in stream_configs(topology):
         assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:
             await js.add_stream(config)
+
+
+async def wait_for_streams(
+    js: JetStreamContext, names: Sequence[str], interval: float = 1.0
+) -> None:
+    """Return once every stream in ``names`` exists (the operator creates them)."""
+    for name in names:
+        waited = False
+        while True:
+            try:
+                await js.stream_info(name)
+                break
+            except NotFoundError:
+                if not waited:
+                    log.info("waiting for stream %s (the operator creates it)", name)
+                    waited = True
+                await asyncio.sleep(interval)
 
 
 async def publish(js: JetStreamContext, topology: Topology, event: TransactionEvent) -> Any:

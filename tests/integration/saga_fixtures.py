@@ -19,7 +19,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import nats
 import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker
@@ -36,7 +35,8 @@ from checkout_operator.settings import OperatorSettings
 from checkout_operator.worker import expire_checkout
 from midtrans import MidtransConfig
 from product_service.consumer import EventConsumer
-from saga_kit.events import Topology
+from saga_kit.events import Topology, ensure_streams
+from saga_kit.nats_access import Role
 from saga_kit.settings import Secret
 from tests.conftest import Platform
 from tests.helpers.processes import free_port, python_module
@@ -238,6 +238,7 @@ async def saga(
         db_schema=f"{db_schema}_op",
         namespace=namespace,
         nats_url=platform.cfg.nats_url,
+        nats_credentials=platform.nats_credentials(Role.OPERATOR),
         events_namespace=f"s{tag}",
         redis_url=Secret(platform.cfg.redis_url),
         user_service=user_env.grpc_target,
@@ -255,7 +256,9 @@ async def saga(
         platform, namespace, settings, midtrans_sandbox, user_env, product_env, KubeCheckouts(api)
     )
     env.user_id, _ = await user_env.token_for(f"buyer{tag}")
-    nc = await nats.connect(platform.cfg.nats_url)
+    admin = await platform.nats()  # creates the streams the way the operator would
+    await ensure_streams(admin.jetstream(), topology)
+    nc = await platform.nats(Role.PRODUCT_SERVICE)
     consumer = EventConsumer(nc.jetstream(), product_env.pool, topology, name="products")
     await consumer.ensure()
     consumer_stop = asyncio.Event()
@@ -266,11 +269,12 @@ async def saga(
             await operator.shutdown()
     consumer_stop.set()
     await asyncio.wait_for(consumer_task, 10)
-    js = nc.jetstream()
+    js = admin.jetstream()
     for name in topology.streams:
         with contextlib.suppress(Exception):
             await js.delete_stream(name)
     await nc.close()
+    await admin.close()
     await api.close()
     conn = await asyncpg.connect(platform.postgres_dsn)
     await conn.execute(f'DROP SCHEMA IF EXISTS "{db_schema}_op" CASCADE')

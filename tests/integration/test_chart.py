@@ -99,7 +99,8 @@ def test_rendered_chart_is_valid_for_the_real_apiserver(platform: Platform, name
         "cs",
         str(CHART),
         f"--kube-version={platform.cfg.kube_version}",
-        "--set=midtrans.sandbox.enabled=false,dev.enabled=false,secrets.existingSecret=mine",
+        "--set=midtrans.sandbox.enabled=false,dev.enabled=false,secrets.existingSecret=mine,"
+        "nats.existingSecret=mine-nats",
     )
     assert production.returncode == 0, production.stderr
     assert "name: checkout-saga-midtrans-sandbox" not in production.stdout

@@ -7,13 +7,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 
 from product_service import store
 from product_service.consumer import EventConsumer
 from saga_kit.events import EventType, Topology, TransactionEvent, ensure_streams, publish
+from saga_kit.nats_access import Role
 from tests.conftest import Platform
 from tests.helpers.waiting import eventually as wait_until
 from tests.integration.product_fixtures import ProductEnv
@@ -22,7 +22,8 @@ from tests.integration.product_fixtures import ProductEnv
 @dataclass
 class EventsEnv:
     products: ProductEnv
-    js: JetStreamContext
+    js: JetStreamContext  # admin: sends anything, inspects streams
+    product_js: JetStreamContext  # the Product service's own NATS user
     topology: Topology
     consumer: EventConsumer
 
@@ -52,13 +53,16 @@ async def start_consumer(env: EventsEnv, stop: asyncio.Event) -> asyncio.Task[No
 
 @pytest.fixture
 async def events_env(platform: Platform, product_env: ProductEnv) -> AsyncIterator[EventsEnv]:
-    nc = await nats.connect(platform.cfg.nats_url)
+    nc = await platform.nats()
     js = nc.jetstream()
     topology = Topology.namespaced(f"t{uuid.uuid4().hex[:8]}")
+    await ensure_streams(js, topology)  # the operator's part
+    product_nc = await platform.nats(Role.PRODUCT_SERVICE)
+    product_js = product_nc.jetstream()
     consumer = EventConsumer(
-        js, product_env.pool, topology, name="products", max_deliver=3, backoff_scale=0.01
+        product_js, product_env.pool, topology, name="products", max_deliver=3, backoff_scale=0.01
     )
-    env = EventsEnv(product_env, js, topology, consumer)
+    env = EventsEnv(product_env, js, product_js, topology, consumer)
     stop = asyncio.Event()
     task = await start_consumer(env, stop)
     yield env
@@ -66,6 +70,7 @@ async def events_env(platform: Platform, product_env: ProductEnv) -> AsyncIterat
     await asyncio.wait_for(task, 10)
     for name in topology.streams:
         await js.delete_stream(name)
+    await product_nc.close()
     await nc.close()
 
 
@@ -228,7 +233,7 @@ async def test_restart_keeps_streams_and_does_not_reprocess(events_env: EventsEn
     info = await events_env.js.stream_info(events_env.topology.stream)
     assert info.state.messages >= 1
     again = EventConsumer(
-        events_env.js, events_env.products.pool, events_env.topology, name="products"
+        events_env.product_js, events_env.products.pool, events_env.topology, name="products"
     )
     stop = asyncio.Event()
     task = asyncio.create_task(again.run(stop, batch=16))

@@ -6,11 +6,11 @@ import asyncio
 import uuid
 
 import httpx
-import nats
 
 from checkout.product.v1 import product_pb2, product_pb2_grpc
-from saga_kit.events import EventType, Topology, TransactionEvent, publish
+from saga_kit.events import EventType, Topology, TransactionEvent, ensure_streams, publish
 from saga_kit.grpc_auth import authenticated_channel
+from saga_kit.nats_access import Role
 from saga_kit.settings import Secret
 from tests.conftest import Platform
 from tests.helpers.processes import free_port, python_module
@@ -26,6 +26,7 @@ async def test_the_service_process_end_to_end(
         "PRODUCT_DATABASE_URL": platform.postgres_dsn,
         "PRODUCT_DB_SCHEMA": db_schema,
         "PRODUCT_NATS_URL": platform.cfg.nats_url,
+        **platform.nats_credentials(Role.PRODUCT_SERVICE).as_env(),
         "PRODUCT_USER_SERVICE": user_env.grpc_target,
         "SERVICE_TOKENS": service_token.value,
         "PRODUCT_HTTP_PORT": str(http_port),
@@ -33,6 +34,11 @@ async def test_the_service_process_end_to_end(
         "EVENTS_NAMESPACE": namespace,
     }
     _, token = await user_env.token_for(f"owner{uuid.uuid4().hex[:6]}")
+    # The operator's user creates the streams; the service waits for them.
+    nc = await platform.nats(Role.OPERATOR)
+    js = nc.jetstream()
+    topology = Topology.namespaced(namespace)
+    await ensure_streams(js, topology)
     with python_module(
         "product_service", port=http_port, health_path="/readyz", env=env, timeout=30
     ) as proc:
@@ -56,9 +62,6 @@ async def test_the_service_process_end_to_end(
             )
             assert (await http.get(f"/api/v1/products/{pid}")).json()["available"] == 1
 
-            nc = await nats.connect(platform.cfg.nats_url)
-            js = nc.jetstream()
-            topology = Topology.namespaced(namespace)
             await publish(
                 js,
                 topology,
@@ -74,10 +77,14 @@ async def test_the_service_process_end_to_end(
             assert reservation.status == product_pb2.RESERVATION_STATUS_EXPIRED
             assert (await http.get(f"/api/v1/products/{pid}")).json()["available"] == 3
             await channel.close()
-            for name in topology.streams:
-                await js.delete_stream(name)
             await nc.close()
         assert proc.stop() == 0
         log = proc.log(10_000)
+    admin = await platform.nats()
+    for name in topology.streams:
+        await admin.jetstream().delete_stream(name)
+    await admin.close()
+    nats_password = env["NATS_PASSWORD"]
     for secret in (service_token.value, token, platform.postgres_dsn.split(":")[2].split("@")[0]):
         assert secret not in log
+    assert nats_password not in log

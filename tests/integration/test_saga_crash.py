@@ -22,6 +22,7 @@ def operator_process(saga: SagaEnv) -> AbstractContextManager[ModuleProcess]:
         "CHECKOUT_DB_SCHEMA": s.db_schema,
         "CHECKOUT_NAMESPACE": saga.namespace,
         "CHECKOUT_NATS_URL": s.nats_url,
+        **(s.nats_credentials.as_env() if s.nats_credentials else {}),
         "EVENTS_NAMESPACE": s.events_namespace,
         "CHECKOUT_REDIS_URL": s.redis_url.value,
         "CHECKOUT_EXPIRY_QUEUE": s.arq_queue,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-import nats
 import redis.asyncio as aioredis
 from nats.js.api import StreamConfig
 
@@ -39,7 +38,7 @@ async def test_redis_round_trip(platform: Platform) -> None:
 
 
 async def test_nats_jetstream_persists_and_deduplicates(platform: Platform) -> None:
-    nc = await nats.connect(platform.cfg.nats_url)
+    nc = await platform.nats()
     js = nc.jetstream()
     stream = f"TEST_{uuid.uuid4().hex[:8]}"
     info = await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"]))
@@ -50,7 +49,7 @@ async def test_nats_jetstream_persists_and_deduplicates(platform: Platform) -> N
     assert (await js.stream_info(stream)).state.messages == 1
     await js.delete_stream(stream)
     await nc.close()
-    server = await nats.connect(platform.cfg.nats_url)
+    server = await platform.nats()
     assert server.connected_server_version.major == 2
     assert server.connected_server_version.minor >= 10
     await server.close()

@@ -11,6 +11,13 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 - name: SERVICE_TOKENS
   valueFrom: {secretKeyRef: {name: {{ include "cs.secret" . }}, key: service-tokens}}
 {{- end -}}
+{{- define "cs.natsSecret" -}}{{ default (printf "%s-nats-users" (include "cs.name" .)) .Values.nats.existingSecret }}{{- end -}}
+{{/* A workload's own NATS user and password (params: root, user). */}}
+{{- define "cs.natsEnv" -}}
+- {name: NATS_USER, value: {{ .user | quote }}}
+- name: NATS_PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ include "cs.natsSecret" .root }}, key: {{ .user | quote }}}}
+{{- end -}}
 {{- define "cs.podSecurity" -}}
 securityContext:
   runAsNonRoot: true
