@@ -8,9 +8,32 @@ import signal
 from contextlib import AbstractContextManager
 
 import asyncpg
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.processes import ModuleProcess, free_port, python_module
 from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv
+
+
+async def metric(proc: ModuleProcess, name: str) -> float:
+    """The sum of one metric's samples on the process's /metrics (0 when it has none)."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{proc.base_url}/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+async def wait_leading(proc: ModuleProcess, within: float = 30.0) -> None:
+    """Until the operator holds its Lease (it acts only then)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while await metric(proc, "checkout_operator_leader") != 1:
+        assert proc.process.poll() is None, proc.log()
+        assert asyncio.get_running_loop().time() < deadline, proc.log()
+        await asyncio.sleep(0.05)
 
 
 def operator_process(saga: SagaEnv) -> AbstractContextManager[ModuleProcess]:
@@ -36,6 +59,9 @@ def operator_process(saga: SagaEnv) -> AbstractContextManager[ModuleProcess]:
         "CHECKOUT_POLL_MIN_AGE_SECONDS": "0",
         "CHECKOUT_POLL_RATE": "100",
         "CHECKOUT_METRICS_PORT": str(port),
+        # Short leases: a successor of a SIGKILLed process waits about 2 s, not 15 s.
+        "CHECKOUT_LEASE_DURATION_SECONDS": "2",
+        "CHECKOUT_LEASE_RENEW_SECONDS": "0.5",
     }
     return python_module(
         "checkout_operator", port=port, health_path="/metrics", env=env, timeout=30
@@ -47,6 +73,7 @@ async def test_sigkill_mid_saga_then_restart_completes_every_saga_once(saga: Sag
     names: list[str] = []
     for delay in (0.05, 0.4, 1.0):
         with operator_process(saga) as proc:
+            await wait_leading(proc)  # so that the kill lands mid-saga
             for p in products:
                 names.append(await saga.create(items=[(p, 1_000, 1)]))
             await asyncio.sleep(delay)
