@@ -1,0 +1,96 @@
+"""The journal's payment page on real Postgres: compare-and-set, every Snap order listed."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import pytest
+
+from checkout_operator.app import open_database
+from checkout_operator.readmodel import ReadModel
+from checkout_operator.saga import Line
+from tests.conftest import Platform
+
+LATER = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+async def readmodel(platform: Platform, db_schema: str) -> AsyncIterator[ReadModel]:
+    pool = await open_database(platform.postgres_dsn, db_schema)
+    yield ReadModel(pool)
+    await pool.close()
+
+
+async def registered(readmodel: ReadModel, order_id: str) -> None:
+    record = await readmodel.register(
+        order_id, "shop", order_id, f"uid-{order_id}", "u1", "IDR", [Line("p1", 1_000, 1)]
+    )
+    assert record is not None
+
+
+async def make_page(readmodel: ReadModel, order_id: str, gate: asyncio.Barrier) -> tuple[str, str]:
+    """What one writer (one operator) does: journal an attempt, 'call Snap', record."""
+    journaled = await readmodel.next_payment_attempt(order_id)
+    assert journaled is not None
+    attempt, midtrans_order = journaled
+    await readmodel.journal_snap_order(order_id, midtrans_order, attempt, LATER)
+    await gate.wait()  # both have their own Snap order before either records it
+    page = await readmodel.record_payment_page(
+        order_id, midtrans_order, f"token-{midtrans_order}", f"https://snap/{midtrans_order}"
+    )
+    return page.snap_token, page.midtrans_order_id
+
+
+async def test_of_two_concurrent_recordings_one_wins_and_both_return_its_page(
+    readmodel: ReadModel,
+) -> None:
+    for n in range(10):  # different interleavings
+        order_id = f"order-{n}"
+        await registered(readmodel, order_id)
+        gate = asyncio.Barrier(2)
+        a, b = await asyncio.gather(
+            make_page(readmodel, order_id, gate), make_page(readmodel, order_id, gate)
+        )
+        assert a == b
+        record = await readmodel.get(order_id)
+        assert record is not None
+        assert (record.snap_token, record.midtrans_order_id) == a
+        pages = await readmodel.payment_pages(order_id)
+        assert {p.midtrans_order_id for p in pages} == {order_id, f"{order_id}~2"}
+        assert [p.midtrans_order_id for p in pages if p.shown] == [a[1]]
+        assert all(p.snap_token for p in pages)  # the loser's page is listed too
+
+
+async def test_no_new_attempt_once_a_page_is_recorded(readmodel: ReadModel) -> None:
+    await registered(readmodel, "order-x")
+    assert await readmodel.next_payment_attempt("order-x") == (1, "order-x")
+    await readmodel.journal_snap_order("order-x", "order-x", 1, LATER)
+    await readmodel.record_payment_page("order-x", "order-x", "tok", "https://snap/tok")
+    # A late second writer neither re-points the journal nor gets an attempt of its own.
+    assert await readmodel.next_payment_attempt("order-x") is None
+    record = await readmodel.get("order-x")
+    assert record is not None
+    assert (record.midtrans_order_id, record.snap_token, record.payment_attempt) == (
+        "order-x",
+        "tok",
+        1,
+    )
+    page = await readmodel.payment_page("order-x")
+    assert page is not None and page.snap_token == "tok"
+
+
+async def test_a_lost_answer_stays_listed_without_a_token(readmodel: ReadModel) -> None:
+    await registered(readmodel, "order-y")
+    for attempt in (1, 2):
+        journaled = await readmodel.next_payment_attempt("order-y")
+        assert journaled is not None and journaled[0] == attempt
+        await readmodel.journal_snap_order("order-y", journaled[1], attempt, LATER)
+    await readmodel.record_payment_page("order-y", "order-y~2", "tok2", "https://snap/tok2")
+    pages = await readmodel.payment_pages("order-y")
+    assert [(p.midtrans_order_id, p.snap_token, p.shown) for p in pages] == [
+        ("order-y", None, False),
+        ("order-y~2", "tok2", True),
+    ]
+    assert all(p.snap_expires_at == LATER for p in pages)
