@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from saga_kit.events import Topology
+from saga_kit.nats_access import Role, chart_permissions, permissions
 from tests.conftest import Platform
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +43,83 @@ def test_chart_crd_is_the_repository_crd() -> None:
     ).read_text()
 
 
+def nats_passwords(platform: Platform, namespace: str) -> dict[str, str]:
+    raw = platform.kubectl(
+        "get", "secret", "checkout-saga-nats-users", "-o", "json", namespace=namespace
+    ).stdout
+    return {k: base64.b64decode(v).decode() for k, v in json.loads(raw)["data"].items()}
+
+
+def render(platform: Platform, *args: str) -> list[dict[str, Any]]:
+    rendered = helm(
+        platform, "template", "cs", str(CHART), f"--kube-version={platform.cfg.kube_version}", *args
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+
+
+def nats_env(deployment: dict[str, Any]) -> tuple[str | None, list[tuple[str, str]]]:
+    """A Deployment's NATS_USER and every (Secret, key) its NATS_PASSWORD may come from."""
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    user = next((e["value"] for e in env if e["name"] == "NATS_USER"), None)
+    refs = [
+        (ref["name"], ref["key"])
+        for e in env
+        if (ref := (e.get("valueFrom") or {}).get("secretKeyRef")) and "nats" in ref["name"]
+    ]
+    return user, refs
+
+
+def test_chart_nats_permissions_are_saga_kits() -> None:
+    """The chart's NATS users are rendered from the same table as the local server's."""
+    assert (CHART / "files" / "nats-permissions.json").read_text() == chart_permissions()
+
+
+def test_chart_nats_users_and_each_workload_only_its_own_password(platform: Platform) -> None:
+    docs = render(platform)
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    passwords = secrets["checkout-saga-nats-users"]["stringData"]
+    config = json.loads(secrets["checkout-saga-nats-config"]["stringData"]["nats.conf"])
+    users = {u["user"]: u for u in config["authorization"]["users"]}
+    assert set(users) == set(passwords) == {role.value for role in Role}
+    for role in Role:
+        assert users[role.value]["permissions"] == permissions(role, [Topology()])
+        assert users[role.value]["password"] == passwords[role.value]
+    nats = next(
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "checkout-saga-nats"
+    )
+    assert nats["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "--config",
+        "/etc/nats/nats.conf",
+    ]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    for name in WORKLOADS:
+        user, refs = nats_env(deployments[name])
+        if name in {role.value for role in Role}:
+            assert user == name and refs == [("checkout-saga-nats-users", name)], (name, refs)
+        else:
+            assert user is None and refs == [], name  # no NATS at all
+
+    # An external NATS: the users' passwords come from the Secret named in the values.
+    docs = render(platform, "--set=dev.enabled=false,nats.existingSecret=their-nats")
+    assert not [d for d in docs if d["kind"] == "Secret" and "nats" in d["metadata"]["name"]]
+    listener = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "payment-listener"
+    )
+    assert nats_env(listener) == ("payment-listener", [("their-nats", "payment-listener")])
+    refused = helm(
+        platform,
+        "template",
+        "cs",
+        str(CHART),
+        f"--kube-version={platform.cfg.kube_version}",
+        "--set=nats.existingSecret=x",
+    )
+    assert refused.returncode != 0 and "external NATS" in refused.stderr
+
+
 def test_chart_lints_and_installs(platform: Platform, namespace: str) -> None:
     lint = helm(platform, "lint", str(CHART))
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -58,6 +142,19 @@ def test_chart_lints_and_installs(platform: Platform, namespace: str) -> None:
             "get", "deployments", "-o", "jsonpath={.items[*].metadata.name}", namespace=namespace
         ).stdout.split()
         assert set(WORKLOADS) <= set(deployments)
+        # The generated NATS passwords survive an upgrade (the running pods keep theirs).
+        before = nats_passwords(platform, namespace)
+        upgrade = helm(
+            platform,
+            "upgrade",
+            release,
+            str(CHART),
+            f"--namespace={namespace}",
+            "--set=api.nodePort=0,listener.nodePort=0",
+        )
+        assert upgrade.returncode == 0, upgrade.stderr
+        assert nats_passwords(platform, namespace) == before
+        assert set(before) == {role.value for role in Role}
         # The operator's RBAC allows what it does and no more.
         sa = f"system:serviceaccount:{namespace}:checkout-operator"
         for verb, resource, allowed in [
@@ -66,6 +163,13 @@ def test_chart_lints_and_installs(platform: Platform, namespace: str) -> None:
             ("delete", "checkouts.checkout.saga.dev", "yes"),
             ("update", "checkouts.checkout.saga.dev", "no"),
             ("create", "secrets", "no"),
+            # Leader election: its Lease in the release namespace only, never deleted.
+            *[
+                (verb, f"leases.coordination.k8s.io --namespace={namespace}", "yes")
+                for verb in ("get", "create", "update")
+            ],
+            ("delete", f"leases.coordination.k8s.io --namespace={namespace}", "no"),
+            ("update", "leases.coordination.k8s.io --namespace=kube-system", "no"),
         ]:
             result = platform.kubectl(
                 "auth", "can-i", verb, *resource.split(), f"--as={sa}", check=False
