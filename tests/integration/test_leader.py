@@ -170,10 +170,10 @@ class PausableProxy:
 
 
 async def test_a_cut_off_leader_stops_leading_before_anyone_else_starts(
-    namespace: str, api_client: ApiFactory, platform: Platform
+    namespace: str, api_client: ApiFactory
 ) -> None:
     probe = await api_client()
-    server = urlsplit(probe.configuration.host)
+    server = urlsplit(str(probe.configuration.host))
     proxy = PausableProxy(server.hostname or "127.0.0.1", server.port or 443)
     a = await elector(api_client, namespace, "a", host=await proxy.start())
     b = await elector(api_client, namespace, "b")
