@@ -24,14 +24,14 @@ import time
 import uuid
 
 import asyncpg
-import nats
 
 from checkout.product.v1 import product_pb2, product_pb2_grpc
 from saga_devenv import servers
 from saga_devenv.config import DevConfig
 from saga_devenv.process import free_port, port_open
-from saga_kit.events import EventType, Topology, TransactionEvent, publish
+from saga_kit.events import EventType, Topology, TransactionEvent, ensure_streams, publish
 from saga_kit.grpc_auth import authenticated_channel
+from saga_kit.nats_access import Role, connect
 from saga_kit.settings import Secret
 
 
@@ -51,11 +51,19 @@ async def main(callers: int, requests: int) -> None:
     namespace = f"bench{uuid.uuid4().hex[:6]}"
     token = Secret(uuid.uuid4().hex)
     grpc_port, http_port = free_port(), free_port()
+    # The streams are the operator's to create (the service waits for them); the
+    # local admin user stands in for it, publishes the events and cleans up.
+    admin = servers.nats_credentials(cfg, servers.NATS_ADMIN)
+    nc = await connect(cfg.nats_url, admin, "product-bench")
+    js = nc.jetstream()
+    topology = Topology.namespaced(namespace)
+    await ensure_streams(js, topology)
     env = {
         **os.environ,
         "PRODUCT_DATABASE_URL": dsn,
         "PRODUCT_DB_SCHEMA": schema,
         "PRODUCT_NATS_URL": cfg.nats_url,
+        **servers.nats_credentials(cfg, Role.PRODUCT_SERVICE).as_env(),
         "SERVICE_TOKENS": token.value,
         "PRODUCT_GRPC_PORT": str(grpc_port),
         "PRODUCT_HTTP_PORT": str(http_port),
@@ -67,7 +75,6 @@ async def main(callers: int, requests: int) -> None:
         stdout=subprocess.DEVNULL,
     )
     conn = None
-    nc = None
     try:
         await wait_port(grpc_port)
         conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
@@ -118,9 +125,6 @@ async def main(callers: int, requests: int) -> None:
         )
         print(f"  reserved units {reserved} (expected {requests})")
 
-        nc = await nats.connect(cfg.nats_url)
-        js = nc.jetstream()
-        topology = Topology.namespaced(namespace)
         began = time.perf_counter()
         for i in range(requests):
             event = TransactionEvent(transaction_id=f"bench-{i}", type=EventType.COMMITTED)
@@ -140,12 +144,10 @@ async def main(callers: int, requests: int) -> None:
     finally:
         service.terminate()
         service.wait(timeout=30)
-        if nc is not None:
-            js = nc.jetstream()
-            for name in Topology.namespaced(namespace).streams:
-                with contextlib.suppress(Exception):  # best-effort clean-up
-                    await js.delete_stream(name)
-            await nc.close()
+        for name in topology.streams:
+            with contextlib.suppress(Exception):  # best-effort clean-up
+                await js.delete_stream(name)
+        await nc.close()
         if conn is not None:
             await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
             await conn.close()
