@@ -67,3 +67,24 @@ def test_a_stale_pidfile_is_ignored(tmp_path: Path) -> None:
     daemon.pidfile.write_text("999999\n")
     assert daemon.ensure() is True
     daemon.stop()
+
+
+def test_a_running_server_started_with_another_config_is_restarted(tmp_path: Path) -> None:
+    """A shared server (NATS) must not be reused with an old config: its stamp decides."""
+    port = free_port()
+    old = http_daemon(tmp_path, port)
+    old.stamp = "config-1"
+    assert old.ensure() is True
+    first = old.pid()
+    same = http_daemon(tmp_path, port)
+    same.stamp = "config-1"
+    assert same.ensure() is False and same.pid() == first
+    changed = http_daemon(tmp_path, port)
+    changed.stamp = "config-2"
+    try:
+        assert changed.ensure() is True
+        assert first is not None and not pid_alive(first)
+        assert changed.pid() not in (None, first)
+        assert changed.stampfile.read_text().strip() == "config-2"
+    finally:
+        changed.stop()
