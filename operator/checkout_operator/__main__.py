@@ -13,7 +13,6 @@ from saga_kit.logs import setup_logging
 from saga_kit.serving import stop_on_signals
 
 from . import metrics
-from .actions import Deps
 from .app import build_deps, kube_api_client
 from .handlers import KopfWatcher
 from .inbox import PaymentInbox
@@ -61,6 +60,10 @@ async def main() -> None:
     lost = False
     async with contextlib.AsyncExitStack() as stack:
         deps = await build_deps(settings, stack)
+        # Set up (passive) before leading, so that leading starts with acting at once.
+        reconciler = Reconciler(deps, workers=settings.workers)
+        inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
+        await inbox.ensure()
         # Its own connection: lease renewals never queue behind the reconciler's calls.
         lease_api = await kube_api_client()
         stack.push_async_callback(lease_api.close)
@@ -76,7 +79,7 @@ async def main() -> None:
             log.info("checkout operator stopped before it became the leader")
             return
         try:
-            lost = await act(deps, settings, elector, stop, stack)
+            lost = await act(reconciler, inbox, settings, elector, stop, stack)
         finally:
             await elector.release()  # after acting stopped: a successor may start now
     log.info("checkout operator stopped")
@@ -85,7 +88,8 @@ async def main() -> None:
 
 
 async def act(
-    deps: Deps,
+    reconciler: Reconciler,
+    inbox: PaymentInbox,
     settings: OperatorSettings,
     elector: LeaderElector,
     stop: asyncio.Event,
@@ -95,9 +99,6 @@ async def act(
 
     Returns True if the lease was lost (everything stopped at once).
     """
-    reconciler = Reconciler(deps, workers=settings.workers)
-    inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
-    await inbox.ensure()
     watcher = KopfWatcher(reconciler, settings.namespace)
     watcher.start()
     stack.push_async_callback(watcher.stop)
