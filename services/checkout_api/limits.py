@@ -92,11 +92,16 @@ def open_count(known: Mapping[str, bool], pending: Iterable[str]) -> int:
 def too_many_open(
     count: int, limits: Limits, now: dt.datetime, expiries: Iterable[dt.datetime | None]
 ) -> Refused | None:
-    """The refusal when ``count`` open checkouts leave no room for one more."""
+    """The refusal when ``count`` open checkouts leave no room for one more.
+
+    Retry-After: when the soonest known expiry passes (a cancel or payment may free
+    room earlier).
+    """
     if count < limits.max_open_per_user:
         return None
     soonest = min((e for e in expiries if e is not None), default=None)
-    wait = None
+    # None has a payment page yet (all just created): none lasts longer than the cap.
+    wait = limits.max_payment_ttl_seconds
     if soonest is not None:
         wait = max(1, math.ceil((soonest - now).total_seconds()))
     return Refused(

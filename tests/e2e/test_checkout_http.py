@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import uuid
@@ -260,3 +261,112 @@ async def test_malformed_bodies_are_4xx_never_5xx(system: System) -> None:
             listener = await http.post(system.listener, content=json.dumps(body))
             assert 400 <= listener.status_code < 500, (body, listener.text)
         assert len(seen) >= 100
+
+
+# --- no stock hoarding: TTL cap, open checkouts per user, POST rate (the defaults) ---------
+
+
+async def test_a_ttl_above_the_cap_is_refused_and_a_kubectl_checkout_is_capped(
+    system: System,
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        buyer_id, buyer = await system.account(http)
+        _, owner = await system.account(http)
+        product = await system.product(http, owner, stock=5)
+        week = await checkout(system, http, buyer, product, body={"payment_ttl_seconds": 604_800})
+        assert week.status_code == 422, week.text
+        assert week.json()["detail"] == {
+            "reason": "PaymentTTLTooLong",
+            "message": "payment_ttl_seconds 604800 exceeds the limit of 3600 seconds",
+        }
+        assert await available(system, http, str(product["id"])) == 5
+        # kubectl may ask for a day (the CRD's ceiling); the operator gives at most the cap.
+        name = f"co-day-{uuid.uuid4().hex[:8]}"
+        resource = {
+            "apiVersion": "checkout.saga.dev/v1alpha1",
+            "kind": "Checkout",
+            "metadata": {"name": name},
+            "spec": {
+                "userId": buyer_id,
+                "items": [
+                    {"productId": product["id"], "unitPrice": product["price"], "quantity": 1}
+                ],
+                "paymentTTLSeconds": 86_400,
+            },
+        }
+        system.platform.kubectl(
+            "create", "-f", "-", namespace="default", stdin=json.dumps(resource)
+        )
+        seen = await wait_phase(system, http, buyer, name, "AwaitingPayment")
+        assert seen["expires_at"] and seen["created_at"]
+        held = dt.datetime.fromisoformat(seen["expires_at"]) - dt.datetime.fromisoformat(
+            seen["created_at"]
+        )
+        assert held <= dt.timedelta(seconds=3_600 + 30), held
+        got = system.platform.kubectl("get", "checkout", name, "-o", "json", namespace="default")
+        (ready,) = [
+            c for c in json.loads(got.stdout)["status"]["conditions"] if c["type"] == "PaymentReady"
+        ]
+        assert "capped at 3600" in ready["message"]
+        snap = (await http.get(f"{system.sandbox}/_sandbox/transactions/{name}")).json()
+        snap_held = dt.datetime.fromisoformat(snap["expires_at"]) - dt.datetime.fromisoformat(
+            seen["created_at"]
+        )
+        assert snap_held <= dt.timedelta(seconds=3_600 + 30), snap
+        cancel = await http.post(f"{system.api}/api/v1/checkouts/{name}/cancel", headers=buyer)
+        assert cancel.status_code == 202
+
+
+async def _finished_in_read_model(
+    system: System, http: httpx.AsyncClient, auth: dict[str, str], cid: str
+) -> None:
+    """Until the buyer's listing (the read model the limit counts from) shows it ended."""
+    for _ in range(300):
+        listed = (await http.get(f"{system.api}/api/v1/checkouts", headers=auth)).json()
+        if any(c["id"] == cid and c["phase"] == "Cancelled" for c in listed["items"]):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{cid} never listed as Cancelled")
+
+
+async def test_one_user_cannot_open_more_checkouts_than_the_limit(system: System) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        _, alice = await system.account(http)
+        _, bob = await system.account(http)
+        _, owner = await system.account(http)
+        product = await system.product(http, owner, stock=20)
+        burst = await asyncio.gather(*(checkout(system, http, alice, product) for _ in range(6)))
+        codes = sorted(r.status_code for r in burst)
+        assert codes == [201] * 5 + [429], [r.text for r in burst]
+        (refused,) = [r for r in burst if r.status_code == 429]
+        assert refused.json()["detail"]["reason"] == "TooManyOpenCheckouts"
+        assert "the limit is 5" in refused.json()["detail"]["message"]
+        # The soonest expiry (900 s), or the cap while the others have no payment page yet.
+        assert 1 <= int(refused.headers["retry-after"]) <= 3_600
+        assert await available(system, http, str(product["id"])) == 15
+        assert (await checkout(system, http, bob, product)).status_code == 201
+        ids = [r.json()["id"] for r in burst if r.status_code == 201]
+        cancelled = await http.post(f"{system.api}/api/v1/checkouts/{ids[0]}/cancel", headers=alice)
+        assert cancelled.status_code == 202
+        await _finished_in_read_model(system, http, alice, ids[0])
+        again = await checkout(system, http, alice, product)
+        assert again.status_code == 201, again.text
+        for cid in [*ids[1:], again.json()["id"]]:  # give the stock back
+            await http.post(f"{system.api}/api/v1/checkouts/{cid}/cancel", headers=alice)
+
+
+async def test_posts_beyond_the_rate_get_429_with_retry_after(system: System) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        _, alice = await system.account(http)
+        _, bob = await system.account(http)
+        _, owner = await system.account(http)
+        product = await system.product(http, owner, stock=5)
+        key = {"Idempotency-Key": uuid.uuid4().hex}  # one checkout; its retries count too
+        for _ in range(10):  # the default burst
+            reply = await checkout(system, http, alice, product, 1, **key)
+            assert reply.status_code in (200, 201), reply.text
+        limited = await checkout(system, http, alice, product, 1, **key)
+        assert limited.status_code == 429, limited.text
+        assert limited.json()["detail"]["reason"] == "RateLimited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 6  # 10 per minute: a token per 6 s
+        assert (await checkout(system, http, bob, product)).status_code == 201
