@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -136,7 +136,7 @@ class Quota:
 
 
 @contextlib.contextmanager
-def _redis_errors() -> Any:
+def _redis_errors() -> Iterator[None]:
     """Redis unreachable: refuse (fail closed) with 503, the client retries later."""
     try:
         yield
