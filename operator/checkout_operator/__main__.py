@@ -19,6 +19,7 @@ from .inbox import PaymentInbox
 from .leader import LeaderElector
 from .poller import PaymentPoller
 from .reconciler import Reconciler
+from .returns import PaymentReturns
 from .saga import Phase
 from .settings import OperatorSettings
 
@@ -95,18 +96,22 @@ async def act(
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
 ) -> bool:
-    """Act while leading: watch, reconcile, poll, consume the inbox, sweep.
+    """Act while leading: watch, reconcile, poll, return stray money, consume the inbox, sweep.
 
     Returns True if the lease was lost (everything stopped at once).
     """
     watcher = KopfWatcher(reconciler, settings.namespace)
     watcher.start()
     stack.push_async_callback(watcher.stop)
+    poller = PaymentPoller(reconciler)  # its Midtrans budget is shared with the returns
     tasks = [
         asyncio.create_task(elector.keep(stop), name="lease"),
         asyncio.create_task(watch_the_watcher(watcher, stop), name="kopf"),
         asyncio.create_task(reconciler.run(stop), name="reconciler"),
-        asyncio.create_task(PaymentPoller(reconciler).run(stop), name="poller"),
+        asyncio.create_task(poller.run(stop), name="poller"),
+        asyncio.create_task(
+            PaymentReturns(reconciler, poller.bucket).run(stop), name="payment-returns"
+        ),
         asyncio.create_task(inbox.run(stop), name="payment-inbox"),
         asyncio.create_task(sweep_deleted(reconciler, settings.namespace, stop), name="sweep"),
     ]

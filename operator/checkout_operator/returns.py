@@ -42,7 +42,8 @@ MAX_REFUND_BACKOFF = dt.timedelta(hours=1)
 
 def refund_backoff(attempts: int, base: dt.timedelta) -> dt.timedelta:
     """base, 2 base, 4 base, ... at most an hour between tries of a refused refund."""
-    return min(MAX_REFUND_BACKOFF, base * 2 ** max(0, min(attempts - 1, 20)))
+    factor: int = 2 ** max(0, min(attempts - 1, 20))
+    return min(MAX_REFUND_BACKOFF, base * factor)
 
 
 class PaymentReturns:

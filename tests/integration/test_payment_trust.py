@@ -1,0 +1,260 @@
+"""Money is trusted only when Midtrans confirms it, and every stray payment goes back.
+
+On the real apiserver, Postgres, NATS, User and Product services and the Midtrans
+sandbox process (which refuses what Midtrans refuses: refunds of captures, expiry
+of challenged captures). Each test is an attack or an unlucky buyer from issue 8.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from midtrans import compute_signature
+from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv
+from tests.integration.test_saga_operator import product, wait_stock
+
+
+async def publish_notification(saga: SagaEnv, payload: dict[str, str]) -> int:
+    """Put a notification on the payment-status stream (as the listener, or an intruder,
+    would) and wait until the operator's inbox has acknowledged it; its stream seq."""
+    deps = saga.operator.deps
+    topology = deps.announcer.topology
+    ack = await deps.announcer.js.publish(
+        topology.payment_subject, json.dumps(payload).encode(), stream=topology.payment_stream
+    )
+    for _ in range(600):
+        info = await deps.announcer.js.consumer_info(topology.payment_stream, "checkout-operator")
+        if info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= ack.seq:
+            return int(ack.seq)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the inbox never acknowledged the notification")
+
+
+def signed(order_id: str, status: str, code: str, gross: str, **extra: str) -> dict[str, str]:
+    return {
+        "order_id": order_id,
+        "transaction_status": status,
+        "status_code": code,
+        "gross_amount": gross,
+        "signature_key": compute_signature(order_id, code, gross, SANDBOX_KEY),
+        "currency": "IDR",
+        **extra,
+    }
+
+
+def warnings(saga: SagaEnv, name: str) -> list[str]:
+    return saga.platform.kubectl(
+        "get",
+        "events",
+        f"--field-selector=involvedObject.name={name},type=Warning",
+        "-o",
+        "jsonpath={.items[*].reason}",
+        namespace=saga.namespace,
+    ).stdout.split()
+
+
+def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+async def wait_sandbox(saga: SagaEnv, order: str, *statuses: str) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for _ in range(600):
+        state = await saga.sandbox_state(order)
+        if state.get("transaction_status") in statuses:
+            return state
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{order} never reached {statuses} at Midtrans: {state}")
+
+
+# --- trust boundaries ------------------------------------------------------------------
+
+
+async def test_relabelled_pending_notification_on_the_stream_settles_nothing(
+    saga: SagaEnv,
+) -> None:
+    await saga.start_operator(poll_interval=3600)  # only the inbox may act on payments
+    p = await product(saga, stock=3)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    chosen = await saga.sandbox(name, "choose", payment_type="bank_transfer")
+    assert chosen.status_code == 200, chosen.text
+    # A genuine pending notification (201) with only transaction_status changed, and a
+    # "validly signed" settlement for 1 IDR: both straight onto the stream.
+    await publish_notification(saga, signed(name, "settlement", "201", "10000.00"))
+    await publish_notification(saga, signed(name, "settlement", "200", "1.00"))
+    body = await saga.get(name)
+    assert body is not None and body["status"]["phase"] == "AwaitingPayment"
+    assert body["status"]["payment"].get("transactionStatus") in (None, "pending")
+    assert await saga.products.stock_of(p) == (3, 1)
+    # A real payment still settles through the same inbox.
+    await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    await publish_notification(saga, signed(name, "pending", "201", "10000.00"))
+    await saga.wait_phase(name, "Settled")
+    await wait_stock(saga, p, (2, 0))
+
+
+async def test_status_claiming_settlement_is_corrected_not_settled(saga: SagaEnv) -> None:
+    await saga.start_operator()
+    p = await product(saga, stock=3)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    saga.platform.kubectl(
+        "patch",
+        "checkout",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"payment": {"transactionStatus": "settlement"}}}),
+        namespace=saga.namespace,
+    )
+    body = await saga.wait_for(name, lambda b: "UnverifiedPayment" in warnings(saga, name))
+    body = await saga.wait_for(
+        name, lambda b: "transactionStatus" not in (b["status"].get("payment") or {})
+    )
+    assert body["status"]["phase"] == "AwaitingPayment"
+    assert await saga.products.stock_of(p) == (3, 1)
+
+
+async def test_phase_settled_written_by_hand_sells_nothing(saga: SagaEnv) -> None:
+    await saga.start_operator()
+    p = await product(saga, stock=3)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    saga.platform.kubectl(
+        "patch",
+        "checkout",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Settled"}}),
+        namespace=saga.namespace,
+    )
+    body = await saga.wait_for(name, lambda b: "UnverifiedSettlement" in warnings(saga, name))
+    verified = condition(body, "PaymentVerified")
+    assert verified is not None and verified["status"] == "False"
+    await wait_stock(saga, p, (3, 0))  # released, not sold
+    record = await saga.operator.deps.readmodel.get(name)
+    assert record is not None and record.phase == "Cancelled" and record.paid_order_id is None
+    # The page stays payable until its own expiry: money paid on it goes back.
+    paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    await publish_notification(saga, signed(name, "settlement", "200", "10000.00"))
+    await wait_sandbox(saga, name, "refund")
+    assert await saga.products.stock_of(p) == (3, 0)
+
+
+# --- money after the end ----------------------------------------------------------------
+
+
+async def test_payment_after_the_checkout_was_deleted_is_refunded(saga: SagaEnv) -> None:
+    await saga.start_operator()
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    saga.platform.kubectl("delete", "checkout", name, namespace=saga.namespace)
+    await wait_stock(saga, p, (2, 0))
+    # No payment method was chosen, so Midtrans answered 404 to cancel: the Snap page
+    # is still payable, and the buyer pays on it.
+    paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    state = await wait_sandbox(saga, name, "refund")
+    assert state["refunded_amount"] == 10_000
+    assert await saga.products.stock_of(p) == (2, 0)
+
+
+async def test_cancelled_checkout_page_paid_later_is_refunded_and_hands_out_no_link(
+    saga: SagaEnv,
+) -> None:
+    await saga.start_operator()
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    saga.platform.kubectl(
+        "patch",
+        "checkout",
+        name,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"cancelRequested": True}}),
+        namespace=saga.namespace,
+    )
+    body = await saga.wait_phase(name, "Cancelled")
+    payment = body["status"].get("payment") or {}
+    assert "redirectUrl" not in payment and "snapToken" not in payment
+    await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    await wait_sandbox(saga, name, "refund")
+    body = await saga.wait_for(name, lambda b: condition(b, "LatePayment") is not None)
+    late = condition(body, "LatePayment")
+    assert late is not None and late["reason"] == "Refunded"
+    assert body["status"]["phase"] == "Cancelled"
+
+
+# --- late card payments -----------------------------------------------------------------
+
+
+async def test_late_card_capture_is_voided_not_refunded(saga: SagaEnv) -> None:
+    await saga.start_operator()
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=1)
+    await saga.wait_phase(name, "Expired", within=20)
+    captured = await saga.sandbox(name, "force-capture", fraud="accept")
+    assert captured.status_code == 200, captured.text
+    state = await wait_sandbox(saga, name, "cancel")
+    assert state["refunds"] == []  # never "refunded": Midtrans refuses that for a capture
+    body = await saga.wait_for(name, lambda b: condition(b, "LatePayment") is not None)
+    late = condition(body, "LatePayment")
+    assert late is not None and late["reason"] == "Voided"
+    await wait_stock(saga, p, (2, 0))
+
+
+async def test_challenged_capture_at_expiry_is_cancelled(saga: SagaEnv) -> None:
+    await saga.start_operator()
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=3)
+    await saga.wait_phase(name, "AwaitingPayment")
+    held = await saga.sandbox(name, "pay", payment_type="credit_card", fraud="challenge")
+    assert held.status_code == 200, held.text
+    await saga.wait_phase(name, "Expired", within=30)
+    state = await wait_sandbox(saga, name, "cancel")
+    assert state["fraud_status"] == "challenge"
+    await wait_stock(saga, p, (2, 0))
+
+
+async def test_refused_refund_is_retried_surfaced_and_then_done(saga: SagaEnv) -> None:
+    await saga.start_operator(refund_retry_base=__import__("datetime").timedelta(seconds=0.5))
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=1)
+    await saga.wait_phase(name, "Expired", within=20)
+    refused = await saga.sandbox(name, "refuse-refunds", refuse=True)
+    assert refused.status_code == 200, refused.text
+    await saga.sandbox(name, "force-settle")
+    body = await saga.wait_for(name, lambda b: condition(b, "RefundFailed") is not None)
+    failed = condition(body, "RefundFailed")
+    assert failed is not None and failed["status"] == "True", failed
+    assert "RefundRefused" in warnings(saga, name)
+    watched = await saga.operator.deps.returns.get(name)
+    assert watched is not None and watched.state == "refused" and watched.attempts >= 1
+    # Refused again at least once more: it is retried, not marked done.
+    for _ in range(600):
+        watched = await saga.operator.deps.returns.get(name)
+        if watched is not None and watched.attempts >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert watched is not None and watched.attempts >= 2
+    assert (await saga.sandbox_state(name))["transaction_status"] == "settlement"
+    # A person fixes it at Midtrans; the next try goes through and the flag turns off.
+    await saga.sandbox(name, "refuse-refunds", refuse=False)
+    await wait_sandbox(saga, name, "refund")
+    body = await saga.wait_for(
+        name, lambda b: (condition(b, "RefundFailed") or {}).get("status") == "False"
+    )
+    watched = await saga.operator.deps.returns.get(name)
+    assert watched is not None and watched.state == "returned"
