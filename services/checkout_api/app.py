@@ -118,8 +118,10 @@ def _from_resource(body: dict[str, Any]) -> CheckoutOut:
         phase=status.get("phase") or "Pending",
         total=(status.get("amounts") or {}).get("total"),
         currency=body["spec"].get("currency", "IDR"),
-        snap_token=payment.get("snapToken"),
-        redirect_url=payment.get("redirectUrl"),
+        snap_token=payment.get("snapToken") if status.get("phase") == "AwaitingPayment" else None,
+        redirect_url=payment.get("redirectUrl")
+        if status.get("phase") == "AwaitingPayment"
+        else None,
         expires_at=status.get("expiresAt"),
         failure_reason=failure.get("reason"),
         failure_message=failure.get("message"),
@@ -138,8 +140,9 @@ def _from_record(row: dict[str, Any]) -> CheckoutOut:
         phase=row["phase"],
         total=row["total"],
         currency=row["currency"],
-        snap_token=row["snap_token"],
-        redirect_url=row["redirect_url"],
+        # Only a checkout still waiting for its money hands out the payment link.
+        snap_token=row["snap_token"] if row["phase"] == "AwaitingPayment" else None,
+        redirect_url=row["redirect_url"] if row["phase"] == "AwaitingPayment" else None,
         expires_at=row["expires_at"],
         failure_reason=row["failure_reason"],
         failure_message=row["failure_message"],

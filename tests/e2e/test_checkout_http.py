@@ -101,7 +101,11 @@ async def test_unpaid_checkout_expires_and_the_stock_comes_back(system: System) 
         reply = await checkout(system, http, buyer, product, 3, body={"payment_ttl_seconds": 2})
         assert reply.status_code == 201, reply.text
         assert await available(system, http, str(product["id"])) == 1
+        assert reply.json()["redirect_url"]
         await wait_phase(system, http, buyer, reply.json()["id"], "Expired")
+        # A finished checkout hands out no payment link any more.
+        shown = (await http.get(f"{system.api}{reply.json()['status_url']}", headers=buyer)).json()
+        assert shown["redirect_url"] is None and shown["snap_token"] is None
         for _ in range(100):
             if await available(system, http, str(product["id"])) == 4:
                 break
@@ -129,9 +133,31 @@ async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(syst
             "phase"
         ] == "AwaitingPayment"
 
-        settlement = signed(system, cid, "settlement", "15000.00")
-        first = await http.post(system.listener, json=settlement)
-        again = await http.post(system.listener, json=settlement)
+        # Signed with the server key but never paid at Midtrans: recorded, then checked
+        # against the status API by the operator, which finds nothing paid.
+        unpaid = await http.post(
+            system.listener, json=signed(system, cid, "settlement", "15000.00")
+        )
+        assert unpaid.status_code == 200
+        # A genuine pending notification (201) relabelled settlement: refused at the door.
+        relabelled = signed(system, cid, "pending", "15000.00", "201")
+        relabelled["transaction_status"] = "settlement"
+        refused = await http.post(system.listener, json=relabelled)
+        assert refused.status_code == 400 and refused.json()["reason"] == "INCONSISTENT_STATUS"
+        await asyncio.sleep(1.0)
+        assert (await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=buyer)).json()[
+            "phase"
+        ] == "AwaitingPayment"
+
+        # The buyer pays for real; Midtrans' own notification, delivered twice, settles once.
+        paid = await http.post(
+            f"{system.sandbox}/_sandbox/transactions/{cid}/pay",
+            json={"payment_type": "bank_transfer"},
+        )
+        assert paid.status_code == 200, paid.text
+        genuine = paid.json()["notifications"][-1]["payload"]
+        first = await http.post(system.listener, json=genuine)
+        again = await http.post(system.listener, json=genuine)
         assert first.status_code == again.status_code == 200
         assert again.json()["duplicate"] is True
         await wait_phase(system, http, buyer, cid, "Settled")

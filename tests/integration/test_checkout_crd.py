@@ -212,3 +212,37 @@ def test_crd_file_is_a_single_structural_crd() -> None:
         ["co"],
         ["saga"],
     )
+
+
+def _patch_status(platform: Platform, namespace: str, status: dict[str, Any]) -> Any:
+    return platform.kubectl(
+        "patch",
+        "checkout",
+        "order-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+        namespace=namespace,
+        check=False,
+    )
+
+
+def test_status_phase_only_moves_forward_and_terminal_phases_never_change(
+    platform: Platform, namespace: str
+) -> None:
+    apply(platform, namespace, checkout())
+    assert _patch_status(platform, namespace, {"phase": "AwaitingPayment"}).returncode == 0
+    back = _patch_status(platform, namespace, {"phase": "Pending"})
+    assert back.returncode != 0 and "only moves forward" in back.stderr
+    assert _patch_status(platform, namespace, {"phase": "Expired"}).returncode == 0
+    for phase in ("Settled", "AwaitingPayment", "Cancelled"):
+        refused = _patch_status(platform, namespace, {"phase": phase})
+        assert refused.returncode != 0 and "terminal phase never changes" in refused.stderr
+    removed = _patch_status(platform, namespace, {"phase": None})
+    assert removed.returncode != 0 and "cannot be removed" in removed.stderr
+    # Everything else in the status (conditions, say) can still be written.
+    ok = _patch_status(platform, namespace, {"phase": "Expired", "orderId": "order-1"})
+    assert ok.returncode == 0, ok.stderr
+    got = platform.kubectl("get", "checkout", "order-1", "-o", "json", namespace=namespace)
+    assert json.loads(got.stdout)["status"]["phase"] == "Expired"

@@ -405,3 +405,16 @@ def test_the_example_fits_the_crd(schema: dict[str, Any]) -> None:
     assert violations(example, schema) == []
     assert View.of(example).phase is Phase.PENDING
     assert violations(full_resource(), schema) == []
+
+
+def test_the_crd_phase_rule_is_the_sagas_reachability(schema: dict[str, Any]) -> None:
+    """status.phase may only move along the saga: the CEL map must be can_reach, exactly."""
+    rules = schema["properties"]["status"]["x-kubernetes-validations"]
+    (rule,) = [r["rule"] for r in rules if "oldSelf.phase" in r["rule"]]
+    found = re.search(r"\{('Pending'.*\])\}\[oldSelf\.phase\]", rule)
+    assert found is not None, rule
+    table = cast(dict[str, list[str]], yaml.safe_load("{" + found.group(1) + "}"))
+    expected = {p.value: [q.value for q in Phase if saga.can_reach(p, q)] for p in Phase}
+    assert table == expected
+    for terminal in saga.TERMINAL:
+        assert table[terminal.value] == []

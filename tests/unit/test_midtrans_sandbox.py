@@ -585,3 +585,45 @@ def test_settings_from_env() -> None:
         SandboxSettings.from_env(
             {"MIDTRANS_SANDBOX_SERVER_KEY": "k", "MIDTRANS_SANDBOX_TIME_SCALE": "0"}
         )
+
+
+async def test_a_capture_is_voided_by_cancel_and_never_refunded(sb: Sandbox) -> None:
+    await sb.create("order-v")
+    await sb.control("order-v", "pay", payment_type="credit_card")
+    refused = await sb.core("order-v", "refund", amount=10_000, refund_key="r1")
+    assert refused.status_code == 412  # Midtrans: a capture is cancelled, not refunded
+    voided = await sb.core("order-v", "cancel")
+    assert voided.status_code == 200 and voided.json()["transaction_status"] == "cancel"
+    assert (await sb.state("order-v"))["refunded_amount"] == 0
+
+
+async def test_a_challenged_capture_reports_201_and_cannot_be_expired(sb: Sandbox) -> None:
+    await sb.create("order-h")
+    await sb.control("order-h", "pay", payment_type="credit_card", fraud="challenge")
+    status = (await sb.status("order-h")).json()
+    assert (status["transaction_status"], status["fraud_status"]) == ("capture", "challenge")
+    assert status["status_code"] == "201"  # not money yet
+    assert (await sb.core("order-h", "expire")).status_code == 412
+    assert (await sb.core("order-h", "cancel")).json()["transaction_status"] == "cancel"
+
+
+async def test_refunds_can_be_refused_until_a_person_fixes_it(sb: Sandbox) -> None:
+    await sb.create("order-r")
+    await sb.control("order-r", "pay")
+    assert (await sb.control("order-r", "refuse-refunds", refuse=True)).status_code == 200
+    refused = await sb.core("order-r", "refund", refund_key="k")
+    assert refused.status_code == 412 and "not supported" in refused.text
+    await sb.control("order-r", "refuse-refunds", refuse=False)
+    done = await sb.core("order-r", "refund", refund_key="k")
+    assert done.status_code == 200 and done.json()["transaction_status"] == "refund"
+
+
+async def test_force_capture_models_a_late_card_payment(sb: Sandbox) -> None:
+    await sb.create("order-l")
+    await sb.control("order-l", "expire")  # the Snap session lapses unpaid
+    late = await sb.control("order-l", "force-capture", fraud="accept")
+    assert late.status_code == 200
+    state = late.json()
+    assert (state["transaction_status"], state["payment_type"]) == ("capture", "credit_card")
+    assert (await sb.control("order-l", "force-capture")).status_code == 409
+    assert (await sb.control("order-l", "force-capture", fraud="maybe")).status_code == 400

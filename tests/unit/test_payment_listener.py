@@ -100,3 +100,47 @@ def test_message_id_ignores_field_order_and_separates_statuses() -> None:
     b = dict(reversed(list(a.items())))
     assert message_id(a) == message_id(b)
     assert message_id(a) != message_id(notification(transaction_status="pending"))
+
+
+@pytest.mark.parametrize(
+    ("status", "fraud", "code"),
+    [
+        ("settlement", "accept", "201"),  # a genuine pending (201) relabelled settlement
+        ("capture", "accept", "201"),  # a challenged capture (201) relabelled accept
+        ("settlement", "accept", "407"),  # an expiry relabelled settlement
+        ("made_up", "accept", "200"),
+    ],
+)
+async def test_a_status_that_does_not_go_with_its_signed_code_is_refused(
+    status: str, fraud: str, code: str
+) -> None:
+    js = RecordingJetStream()
+    reply = await post(
+        js, notification(transaction_status=status, fraud_status=fraud, status_code=code)
+    )
+    assert reply.status_code == 400 and reply.json()["reason"] == "INCONSISTENT_STATUS"
+    assert js.published == []
+
+
+@pytest.mark.parametrize(
+    ("status", "fraud", "code"),
+    [
+        ("settlement", "accept", "200"),
+        ("capture", "accept", "200"),
+        ("capture", "challenge", "201"),
+        ("pending", "accept", "201"),
+        ("expire", "accept", "407"),
+        ("deny", "deny", "202"),
+        ("cancel", "accept", "200"),
+        ("refund", "accept", "200"),
+    ],
+)
+async def test_statuses_with_their_own_code_are_recorded(
+    status: str, fraud: str, code: str
+) -> None:
+    js = RecordingJetStream()
+    reply = await post(
+        js, notification(transaction_status=status, fraud_status=fraud, status_code=code)
+    )
+    assert reply.status_code == 200, reply.text
+    assert len(js.published) == 1
