@@ -8,8 +8,12 @@ of challenged captures). Each test is an attack or an unlucky buyer from issue 8
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import uuid
 from typing import Any
+
+import httpx
 
 from midtrans import compute_signature
 from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv
@@ -229,7 +233,7 @@ async def test_challenged_capture_at_expiry_is_cancelled(saga: SagaEnv) -> None:
 
 
 async def test_refused_refund_is_retried_surfaced_and_then_done(saga: SagaEnv) -> None:
-    await saga.start_operator(refund_retry_base=__import__("datetime").timedelta(seconds=0.5))
+    await saga.start_operator(refund_retry_base=dt.timedelta(seconds=0.5))
     p = await product(saga, stock=2)
     name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=1)
     await saga.wait_phase(name, "Expired", within=20)
@@ -258,3 +262,33 @@ async def test_refused_refund_is_retried_surfaced_and_then_done(saga: SagaEnv) -
     )
     watched = await saga.operator.deps.returns.get(name)
     assert watched is not None and watched.state == "returned"
+
+
+async def test_money_on_another_order_of_the_checkout_never_settles_it_and_goes_back(
+    saga: SagaEnv,
+) -> None:
+    """A Snap order for the checkout's id at 1 IDR exists first (an earlier attempt, a
+    second operator, an intruder with the merchant key): paying it must not buy the goods."""
+    await saga.start_operator(poll_interval=3600)
+    p = await product(saga, stock=2)
+    name = f"order-decoy-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=saga.midtrans_url, auth=(SANDBOX_KEY, "")) as http:
+        decoy = await http.post(
+            "/snap/v1/transactions",
+            json={
+                "transaction_details": {"order_id": name, "gross_amount": 1},
+                "item_details": [{"id": "x", "name": "x", "price": 1, "quantity": 1}],
+            },
+        )
+        assert decoy.status_code == 201, decoy.text
+    await saga.create(name, items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    assert await saga.midtrans_order(name) == f"{name}~2"  # the decoy's id was taken
+    paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    genuine = paid.json()["notifications"][-1]["payload"]
+    await publish_notification(saga, genuine)  # a genuine, validly signed settlement of 1 IDR
+    await wait_sandbox(saga, name, "refund")
+    body = await saga.get(name)
+    assert body is not None and body["status"]["phase"] == "AwaitingPayment"
+    assert await saga.products.stock_of(p) == (2, 1)
