@@ -25,9 +25,13 @@ async def publish_notification(saga: SagaEnv, payload: dict[str, str]) -> int:
     would) and wait until the operator's inbox has acknowledged it; its stream seq."""
     deps = saga.operator.deps
     topology = deps.announcer.topology
-    ack = await deps.announcer.js.publish(
-        topology.payment_subject, json.dumps(payload).encode(), stream=topology.payment_stream
-    )
+    listener = await saga.platform.nats("payment-listener")  # its NATS user, not the operator's
+    try:
+        ack = await listener.jetstream().publish(
+            topology.payment_subject, json.dumps(payload).encode(), stream=topology.payment_stream
+        )
+    finally:
+        await listener.close()
     for _ in range(600):
         info = await deps.announcer.js.consumer_info(topology.payment_stream, "checkout-operator")
         if info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= ack.seq:
