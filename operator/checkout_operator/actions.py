@@ -229,7 +229,7 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
             "expiresAt": timestamp(expires_at),
         },
     )
-    updated = await _write(deps, body, status)
+    updated = await write_status(deps, body, status)
     await deps.readmodel.record_phase(
         order_id, entered, amounts=amounts.as_status(), expires_at=expires_at
     )
@@ -419,7 +419,7 @@ async def _end(
     if failed and record is not None:
         # Before the write: once the checkout is seen ended, its page is watched.
         await watch_unsettled(deps, record)
-    updated = await _write(
+    updated = await write_status(
         deps, body, _status(body, now, phase, [(phase, str(reason))], conditions, extra)
     )
     order_id = body["metadata"]["name"]
@@ -443,12 +443,17 @@ async def settle(
     The journal holds the verified payment before the status write, so the
     ``settled`` event (stock sold) is only ever published for money Midtrans confirmed.
     """
-    assert paid.is_paid and paid.amount_idr is not None
-    await deps.readmodel.mark_paid(record.order_id, paid.order_id, paid.amount_idr)
+    await _journal_paid(deps, record, paid)
     payment = dict((body.get("status") or {}).get("payment") or {})
     payment.update(_payment_status(paid))
     payment.setdefault("paidAt", timestamp(deps.clock()))
     return await _end(deps, body, record, Phase.SETTLED, "Paid", "payment settled", payment)
+
+
+async def _journal_paid(deps: Deps, record: Record, paid: TransactionStatus) -> None:
+    """Record the verified payment the checkout is sold by (before anything announces it)."""
+    assert paid.is_paid and paid.amount_idr is not None
+    await deps.readmodel.mark_paid(record.order_id, paid.order_id, paid.amount_idr)
 
 
 async def confirmed_status(deps: Deps, midtrans_order: str) -> TransactionStatus | None:
@@ -489,9 +494,12 @@ async def settle_if_verified(deps: Deps, body: dict[str, Any]) -> dict[str, Any]
     ts = None
     if record is not None and record.midtrans_order_id:
         ts = await confirmed_status(deps, record.midtrans_order_id)
-        if ts is not None and ts.is_paid and _verified(record, ts, "status"):
+    if ts is not None and ts.is_paid:
+        assert record is not None
+        if _verified(record, ts, "status"):  # counts the claim when it does not hold
             return await settle(deps, body, ts, record)
-    metrics.UNVERIFIED_PAYMENTS.labels("status").inc()
+    else:
+        metrics.UNVERIFIED_PAYMENTS.labels("status").inc()
     status = body.get("status") or {}
     claimed = (status.get("payment") or {}).get("transactionStatus")
     actual = ts.transaction_status if ts is not None else None
@@ -504,7 +512,7 @@ async def settle_if_verified(deps: Deps, body: dict[str, Any]) -> dict[str, Any]
         "transactionStatus": actual,
         "fraudStatus": ts.fraud_status if ts is not None else None,
     }
-    updated = await _write(deps, body, {"payment": payment})
+    updated = await write_status(deps, body, {"payment": payment})
     await deps.kube.event(updated, "Warning", "UnverifiedPayment", message)
     log.warning("%s: %s", _key(body), message)
     return updated
@@ -522,18 +530,15 @@ async def _settled_without_journal(deps: Deps, body: dict[str, Any], record: Rec
     paid = None
     if record.midtrans_order_id:
         paid = await confirmed_status(deps, record.midtrans_order_id)
-    if paid is not None and paid.is_paid and _verified(record, paid, "phase"):
-        assert paid.amount_idr is not None
-        await deps.readmodel.mark_paid(record.order_id, paid.order_id, paid.amount_idr)
+    if paid is None or not paid.is_paid:
+        # Not paid (yet): stop the payment; it returns the status if it turns out paid.
+        paid = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
+    if paid is not None and _verified(record, paid, "phase"):
+        await _journal_paid(deps, record, paid)
         await _publish_final(deps, record, Phase.SETTLED)
         return
-    stopped = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
-    if stopped is not None and _verified(record, stopped, "phase"):
-        assert stopped.amount_idr is not None
-        await deps.readmodel.mark_paid(record.order_id, stopped.order_id, stopped.amount_idr)
-        await _publish_final(deps, record, Phase.SETTLED)
-        return
-    metrics.UNVERIFIED_PAYMENTS.labels("phase").inc()
+    if paid is None:
+        metrics.UNVERIFIED_PAYMENTS.labels("phase").inc()
     message = "phase Settled was written without a payment Midtrans confirms: stock released"
     await watch_unsettled(deps, record)
     await deps.readmodel.record_phase(
@@ -551,7 +556,7 @@ async def _settled_without_journal(deps: Deps, body: dict[str, Any], record: Rec
         deps.clock(),
         int(body["metadata"].get("generation", 1)),
     )
-    updated = await _write(deps, body, {"conditions": conditions})
+    updated = await write_status(deps, body, {"conditions": conditions})
     await deps.kube.event(updated, "Warning", "UnverifiedSettlement", message)
     log.error("%s: %s", _key(body), message)
 
@@ -688,8 +693,7 @@ async def release_deleted(deps: Deps, record: Record) -> None:
     paid = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
     if paid is not None and _verified(record, paid, "deletion"):
         # Paid before the deletion was seen: the goods are sold.
-        assert paid.amount_idr is not None
-        await deps.readmodel.mark_paid(record.order_id, paid.order_id, paid.amount_idr)
+        await _journal_paid(deps, record, paid)
         await deps.readmodel.record_phase(
             record.order_id,
             [(Phase.SETTLED, "PaidBeforeDeletion")],
@@ -734,7 +738,7 @@ def _status(
     }
 
 
-async def _write(deps: Deps, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+async def write_status(deps: Deps, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     """The compare-and-swap; a lost race surfaces as Retry so the checkout is re-read."""
     phase = status.get("phase")
     if phase is not None:

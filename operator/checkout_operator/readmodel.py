@@ -35,7 +35,6 @@ class Record:
     committed_published: bool
     expiry_scheduled: bool
     final_event_published: bool
-    refund_requested: bool
     expires_at: dt.datetime | None
     finished_at: dt.datetime | None
     deleted_at: dt.datetime | None
@@ -143,7 +142,6 @@ class ReadModel:
             "committed_published",
             "expiry_scheduled",
             "final_event_published",
-            "refund_requested",
         }
         if not flags or set(flags) - allowed:
             raise ValueError(f"unknown journal flags {sorted(set(flags) - allowed)}")

@@ -22,9 +22,8 @@ from typing import Any
 from midtrans import MidtransClientError, MidtransError, TransactionStatus
 
 from . import metrics
-from .actions import Retry
+from .actions import write_status
 from .breaker import CircuitOpen
-from .clients.kube import Conflict
 from .payments import ReturnStep, refundable_amount, return_step
 from .poller import TokenBucket
 from .readmodel import Record
@@ -117,15 +116,11 @@ class PaymentReturns:
             log.info("void of %s: %s", order, exc)
             await deps.returns.recheck_in(order, RECHECK_AFTER_ERROR)
             return
-        amount = ts.amount_idr
-        await deps.returns.finish(order, RETURNED, "void", amount)
-        metrics.PAYMENT_RETURNS.labels("void", "done").inc()
         message = (
             f"{ts.transaction_status} payment on order {order} arrived after the checkout "
             f"ended ({record.phase}): voided at Midtrans"
         )
-        log.warning("%s: %s", record.order_id, message)
-        await self._surface(record, "Voided", message)
+        await self._returned(row, record, "void", ts.amount_idr, "Voided", message)
 
     async def _refund(self, row: Watched, record: Record, ts: TransactionStatus) -> None:
         deps, order = self.deps, row.midtrans_order_id
@@ -156,14 +151,19 @@ class PaymentReturns:
             log.info("refund of %s: %s", order, exc)
             await deps.returns.recheck_in(order, RECHECK_AFTER_ERROR)
             return
-        await deps.returns.finish(order, RETURNED, "refund", amount)
-        metrics.PAYMENT_RETURNS.labels("refund", "done").inc()
         message = (
             f"payment of {amount} on order {order} arrived after the checkout ended "
             f"({record.phase}): refunded"
         )
+        await self._returned(row, record, "refund", amount, "Refunded", message)
+
+    async def _returned(
+        self, row: Watched, record: Record, how: str, amount: int | None, reason: str, message: str
+    ) -> None:
+        await self.deps.returns.finish(row.midtrans_order_id, RETURNED, how, amount)
+        metrics.PAYMENT_RETURNS.labels(how, "done").inc()
         log.warning("%s: %s", record.order_id, message)
-        await self._surface(record, "Refunded", message)
+        await self._surface(record, reason, message)
 
     async def _surface(
         self, record: Record, reason: str, message: str, *, failed: bool = False
@@ -174,30 +174,17 @@ class PaymentReturns:
         async def act(body: dict[str, Any]) -> dict[str, Any] | None:
             if body["metadata"]["uid"] != record.uid:
                 return None
-            status = body.get("status") or {}
+            now, generation = deps.clock(), int(body["metadata"].get("generation", 1))
+            conditions = (body.get("status") or {}).get("conditions") or []
             conditions = with_condition(
-                status.get("conditions") or [],
-                "LatePayment",
-                True,
-                reason,
-                message,
-                deps.clock(),
-                int(body["metadata"].get("generation", 1)),
+                conditions, "LatePayment", True, reason, message, now, generation
             )
             if failed or any(c.get("type") == "RefundFailed" for c in conditions):
+                # Turns False again once a later try went through.
                 conditions = with_condition(
-                    conditions,
-                    "RefundFailed",
-                    failed,
-                    reason,
-                    message,
-                    deps.clock(),
-                    int(body["metadata"].get("generation", 1)),
+                    conditions, "RefundFailed", failed, reason, message, now, generation
                 )
-            try:
-                updated = await deps.kube.patch_status(body, {"conditions": conditions})
-            except Conflict as exc:
-                raise Retry(str(exc)) from exc
+            updated = await write_status(deps, body, {"conditions": conditions})
             event = "RefundRefused" if failed else "LatePayment"
             await deps.kube.event(updated, "Warning", event, message)
             return updated

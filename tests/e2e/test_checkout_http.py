@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.conftest import System
+from tests.helpers.waiting import eventually
 
 
 async def checkout(
@@ -113,6 +114,22 @@ async def test_unpaid_checkout_expires_and_the_stock_comes_back(system: System) 
         assert await available(system, http, str(product["id"])) == 4
 
 
+async def inbox_drained(system: System) -> None:
+    """Every notification the listener recorded so far was processed (acknowledged) by
+    the operator's payment inbox: the positive signal before checking nothing changed."""
+    nc = await system.platform.nats()
+    try:
+        js = nc.jetstream()
+
+        async def drained() -> bool:
+            info = await js.consumer_info("PAYMENT_STATUS", "checkout-operator")
+            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+        await eventually(drained, within=30, interval=0.05)
+    finally:
+        await nc.close()
+
+
 async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         _, buyer = await system.account(http)
@@ -128,7 +145,7 @@ async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(syst
         del missing["signature_key"]
         reply = await http.post(system.listener, json=missing)
         assert reply.status_code == 400 and "signature_key" in reply.text
-        await asyncio.sleep(1.0)
+        await inbox_drained(system)
         assert (await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=buyer)).json()[
             "phase"
         ] == "AwaitingPayment"
@@ -144,7 +161,7 @@ async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(syst
         relabelled["transaction_status"] = "settlement"
         refused = await http.post(system.listener, json=relabelled)
         assert refused.status_code == 400 and refused.json()["reason"] == "INCONSISTENT_STATUS"
-        await asyncio.sleep(1.0)
+        await inbox_drained(system)
         assert (await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=buyer)).json()[
             "phase"
         ] == "AwaitingPayment"
@@ -165,7 +182,7 @@ async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(syst
             system.listener, json=signed(system, cid, "pending", "15000.00", "201")
         )
         assert stale.status_code == 200
-        await asyncio.sleep(1.0)
+        await inbox_drained(system)
         assert (await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=buyer)).json()[
             "phase"
         ] == "Settled"

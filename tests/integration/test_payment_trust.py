@@ -7,7 +7,6 @@ of challenged captures). Each test is an attack or an unlucky buyer from issue 8
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import uuid
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 
 from midtrans import compute_signature
+from tests.helpers.waiting import eventually
 from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv
 from tests.integration.test_saga_operator import product, wait_stock
 
@@ -32,12 +32,13 @@ async def publish_notification(saga: SagaEnv, payload: dict[str, str]) -> int:
         )
     finally:
         await listener.close()
-    for _ in range(600):
+
+    async def acknowledged() -> bool:
         info = await deps.announcer.js.consumer_info(topology.payment_stream, "checkout-operator")
-        if info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= ack.seq:
-            return int(ack.seq)
-        await asyncio.sleep(0.05)
-    raise AssertionError("the inbox never acknowledged the notification")
+        return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= ack.seq
+
+    await eventually(acknowledged, within=30, interval=0.05)
+    return int(ack.seq)
 
 
 def signed(order_id: str, status: str, code: str, gross: str, **extra: str) -> dict[str, str]:
@@ -72,12 +73,21 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 async def wait_sandbox(saga: SagaEnv, order: str, *statuses: str) -> dict[str, Any]:
     state: dict[str, Any] = {}
-    for _ in range(600):
-        state = await saga.sandbox_state(order)
-        if state.get("transaction_status") in statuses:
-            return state
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{order} never reached {statuses} at Midtrans: {state}")
+
+    async def reached() -> bool:
+        state.update(await saga.sandbox_state(order))
+        return state.get("transaction_status") in statuses
+
+    await eventually(reached, within=30, interval=0.05)
+    return state
+
+
+def patch(saga: SagaEnv, name: str, body: dict[str, Any], subresource: str = "") -> None:
+    """A merge patch by kubectl, as a person with write access would make it."""
+    argv = ["patch", "checkout", name, "--type=merge", "-p", json.dumps(body)]
+    if subresource:
+        argv.append(f"--subresource={subresource}")
+    saga.platform.kubectl(*argv, namespace=saga.namespace)
 
 
 # --- trust boundaries ------------------------------------------------------------------
@@ -112,16 +122,7 @@ async def test_status_claiming_settlement_is_corrected_not_settled(saga: SagaEnv
     p = await product(saga, stock=3)
     name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
     await saga.wait_phase(name, "AwaitingPayment")
-    saga.platform.kubectl(
-        "patch",
-        "checkout",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"payment": {"transactionStatus": "settlement"}}}),
-        namespace=saga.namespace,
-    )
+    patch(saga, name, {"status": {"payment": {"transactionStatus": "settlement"}}}, "status")
     body = await saga.wait_for(name, lambda b: "UnverifiedPayment" in warnings(saga, name))
     body = await saga.wait_for(
         name, lambda b: "transactionStatus" not in (b["status"].get("payment") or {})
@@ -135,16 +136,7 @@ async def test_phase_settled_written_by_hand_sells_nothing(saga: SagaEnv) -> Non
     p = await product(saga, stock=3)
     name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
     await saga.wait_phase(name, "AwaitingPayment")
-    saga.platform.kubectl(
-        "patch",
-        "checkout",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"phase": "Settled"}}),
-        namespace=saga.namespace,
-    )
+    patch(saga, name, {"status": {"phase": "Settled"}}, "status")
     body = await saga.wait_for(name, lambda b: "UnverifiedSettlement" in warnings(saga, name))
     verified = condition(body, "PaymentVerified")
     assert verified is not None and verified["status"] == "False"
@@ -185,15 +177,7 @@ async def test_cancelled_checkout_page_paid_later_is_refunded_and_hands_out_no_l
     p = await product(saga, stock=2)
     name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
     await saga.wait_phase(name, "AwaitingPayment")
-    saga.platform.kubectl(
-        "patch",
-        "checkout",
-        name,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"cancelRequested": True}}),
-        namespace=saga.namespace,
-    )
+    patch(saga, name, {"spec": {"cancelRequested": True}})
     body = await saga.wait_phase(name, "Cancelled")
     payment = body["status"].get("payment") or {}
     assert "redirectUrl" not in payment and "snapToken" not in payment
@@ -250,13 +234,13 @@ async def test_refused_refund_is_retried_surfaced_and_then_done(saga: SagaEnv) -
     assert "RefundRefused" in warnings(saga, name)
     watched = await saga.operator.deps.returns.get(name)
     assert watched is not None and watched.state == "refused" and watched.attempts >= 1
+
     # Refused again at least once more: it is retried, not marked done.
-    for _ in range(600):
-        watched = await saga.operator.deps.returns.get(name)
-        if watched is not None and watched.attempts >= 2:
-            break
-        await asyncio.sleep(0.05)
-    assert watched is not None and watched.attempts >= 2
+    async def refused_twice() -> bool:
+        again = await saga.operator.deps.returns.get(name)
+        return again is not None and again.attempts >= 2
+
+    await eventually(refused_twice, within=30, interval=0.05)
     assert (await saga.sandbox_state(name))["transaction_status"] == "settlement"
     # A person fixes it at Midtrans; the next try goes through and the flag turns off.
     await saga.sandbox(name, "refuse-refunds", refuse=False)

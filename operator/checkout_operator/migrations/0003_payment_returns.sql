@@ -3,6 +3,8 @@
 -- (capture, pending) or refunded (settlement). The rows outlive the Checkout resource.
 ALTER TABLE checkouts ADD COLUMN paid_order_id text;          -- verified payment the checkout settled by
 ALTER TABLE checkouts ADD COLUMN paid_amount bigint;
+-- Replaced by payment_returns (which records a return only once Midtrans accepted it).
+ALTER TABLE checkouts DROP COLUMN refund_requested;
 
 CREATE TABLE payment_returns (
     midtrans_order_id text PRIMARY KEY,
