@@ -51,12 +51,8 @@ APPS = (  # in start order: a process comes after what it calls
 )
 
 
-def _secret(cfg: DevConfig, name: str, make: str | None = None) -> str:
-    return cfg.secret(name, make)
-
-
 def sandbox_key(cfg: DevConfig) -> str:
-    return _secret(cfg, "midtrans-server-key", "SB-Mid-server-" + secrets.token_hex(12))
+    return cfg.secret("midtrans-server-key", "SB-Mid-server-" + secrets.token_hex(12))
 
 
 def _nats(cfg: DevConfig, role: Role) -> dict[str, str]:
@@ -103,7 +99,7 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
         "user-service": {
             "USER_DATABASE_URL": dsn,
             "USER_REDIS_URL": cfg.redis_url,
-            "USER_JWT_SECRET": _secret(cfg, "jwt-secret"),
+            "USER_JWT_SECRET": cfg.secret("jwt-secret"),
             "USER_HTTP_PORT": str(USER_HTTP),
             "USER_GRPC_PORT": str(USER_GRPC),
         },
@@ -160,7 +156,7 @@ def daemons(cfg: DevConfig) -> list[Daemon]:
 
 
 def start(cfg: DevConfig) -> list[str]:
-    shared = {"SERVICE_TOKENS": _secret(cfg, "service-token"), "PYTHONUNBUFFERED": "1"}
+    shared = {"SERVICE_TOKENS": cfg.secret("service-token"), "PYTHONUNBUFFERED": "1"}
     envs = _env(cfg)
     return [app.name for app in APPS if _daemon(cfg, app, {**shared, **envs[app.name]}).ensure()]
 

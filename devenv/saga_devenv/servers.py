@@ -232,11 +232,16 @@ NATS_ADMIN = "admin"
 
 def nats_credentials(cfg: DevConfig, user: str) -> NatsCredentials:
     """The local NATS user ``user`` (a :class:`Role` value or ``admin``)."""
-    return NatsCredentials(user, Secret(cfg.secret(f"nats-{user}")))
+    return NatsCredentials(user, Secret(cfg.secret(_nats_secret(user))))
 
 
 def nats_password_file(cfg: DevConfig, user: str) -> Path:
-    return cfg.secret_file(f"nats-{user}")  # a Role is a str: its value
+    return cfg.secret_file(_nats_secret(user))
+
+
+def _nats_secret(user: str) -> str:
+    """The local secret holding ``user``'s NATS password (a Role is a str: its value)."""
+    return f"nats-{user}"
 
 
 def nats_config(cfg: DevConfig) -> str:
@@ -245,10 +250,9 @@ def nats_config(cfg: DevConfig) -> str:
     The permissions cover the default names and every namespaced topology, since
     tests share this server with their own streams.
     """
-    passwords = {role.value: cfg.secret(f"nats-{role.value}") for role in Role}
-    auth = authorization(
-        passwords, [Topology(), any_namespace()], admin=cfg.secret(f"nats-{NATS_ADMIN}")
-    )
+    passwords = {role.value: nats_credentials(cfg, role.value).password.value for role in Role}
+    admin = nats_credentials(cfg, NATS_ADMIN).password.value
+    auth = authorization(passwords, [Topology(), any_namespace()], admin=admin)
     return json.dumps({"authorization": auth}, indent=2) + "\n"
 
 

@@ -122,7 +122,6 @@ async def act(
     if lost:
         # Not the leader any more: stop acting now, without finishing work in flight.
         log.error("lost the lease %s: stopping at once", elector.where)
-        await asyncio.sleep(0)  # the reconciler cancels its workers when it sees stop
         for task in tasks:
             task.cancel()
     for task in tasks:

@@ -149,14 +149,13 @@ class LeaderElector:
         if self._seen is None or self._seen[0] != rv:
             self._seen = (rv, sent)
         holder = spec.holder_identity
-        if holder != self.identity:
-            duration = float(spec.lease_duration_seconds or self.duration)
-            if not lease_is_free(holder, sent - self._seen[1], duration):
-                return False
         if holder == self.identity:  # ours already (we lost track of it): just renew
             return await self._write(
                 lease, sent, transitions=spec.lease_transitions or 0, acquired=spec.acquire_time
             )
+        duration = float(spec.lease_duration_seconds or self.duration)
+        if not lease_is_free(holder, sent - self._seen[1], duration):
+            return False
         transitions = (spec.lease_transitions or 0) + 1
         return await self._write(lease, sent, transitions=transitions, acquired=now)
 

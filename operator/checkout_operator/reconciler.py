@@ -105,14 +105,21 @@ class Reconciler:
 
     async def run(self, stop: asyncio.Event) -> None:
         workers = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
-        await stop.wait()
-        for task in workers:
-            task.cancel()
-        for task in [*workers, *self._background]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for timer in self._timers.values():
-            timer.cancel()
+        try:
+            await stop.wait()
+        except asyncio.CancelledError:
+            # Cancelled (the lease was lost): nothing in flight may finish either.
+            for task in self._background:
+                task.cancel()
+            raise
+        finally:
+            for task in workers:
+                task.cancel()
+            for task in [*workers, *self._background]:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for timer in self._timers.values():
+                timer.cancel()
 
     async def _worker(self) -> None:
         while True:

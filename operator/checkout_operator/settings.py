@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saga_kit.nats_access import NatsCredentials
+from saga_kit.payment_ttl import (
+    CRD_MAX_PAYMENT_TTL_SECONDS,
+    DEFAULT_MAX_PAYMENT_TTL_SECONDS,
+    DEFAULT_PAYMENT_TTL_SECONDS,
+    cap_problem,
+)
 from saga_kit.settings import (
     ConfigError,
     Secret,
@@ -22,9 +28,11 @@ from saga_kit.settings import (
 
 from .saga import Voucher
 
-DEFAULT_PAYMENT_TTL_SECONDS = 900  # the CRD's default for spec.paymentTTLSeconds
-# The CRD's maximum for spec.paymentTTLSeconds: no configured cap may exceed it.
-CRD_MAX_PAYMENT_TTL_SECONDS = 86_400
+__all__ = ["CRD_MAX_PAYMENT_TTL_SECONDS", "DEFAULT_PAYMENT_TTL_SECONDS", "OperatorSettings"]
+
+
+def _asked_ttl(spec: Mapping[str, Any]) -> int:
+    return int(spec.get("paymentTTLSeconds", DEFAULT_PAYMENT_TTL_SECONDS))
 
 
 def _vouchers(raw: str) -> dict[str, Voucher]:
@@ -89,12 +97,11 @@ class OperatorSettings:
         in the PaymentReady condition (:meth:`payment_ttl_message`). The REST API
         refuses such a request instead, since there the buyer can be told.
         """
-        asked = int(spec.get("paymentTTLSeconds", DEFAULT_PAYMENT_TTL_SECONDS))
-        return max(1, min(asked, self.max_payment_ttl_seconds))
+        return max(1, min(_asked_ttl(spec), self.max_payment_ttl_seconds))
 
     def payment_ttl_message(self, spec: Mapping[str, Any]) -> str:
         """The PaymentReady condition's message, naming a clamped TTL."""
-        asked = int(spec.get("paymentTTLSeconds", DEFAULT_PAYMENT_TTL_SECONDS))
+        asked = _asked_ttl(spec)
         if asked <= self.max_payment_ttl_seconds:
             return "waiting for the buyer to pay"
         return (
@@ -105,12 +112,11 @@ class OperatorSettings:
     @classmethod
     def from_env(cls) -> OperatorSettings:
         ttl = env_int("CHECKOUT_TTL_AFTER_FINISHED_SECONDS", 3600)
-        max_payment_ttl = env_int("CHECKOUT_MAX_PAYMENT_TTL_SECONDS", 3600)
-        if not 1 <= max_payment_ttl <= CRD_MAX_PAYMENT_TTL_SECONDS:
-            raise ConfigError(
-                f"CHECKOUT_MAX_PAYMENT_TTL_SECONDS must be 1..{CRD_MAX_PAYMENT_TTL_SECONDS},"
-                f" got {max_payment_ttl}"
-            )
+        max_payment_ttl = env_int(
+            "CHECKOUT_MAX_PAYMENT_TTL_SECONDS", DEFAULT_MAX_PAYMENT_TTL_SECONDS
+        )
+        if problem := cap_problem(max_payment_ttl):
+            raise ConfigError(f"CHECKOUT_MAX_PAYMENT_TTL_SECONDS: {problem}")
         return cls(
             database_url=env_secret("CHECKOUT_DATABASE_URL"),
             db_schema=env_str("CHECKOUT_DB_SCHEMA", "checkouts"),

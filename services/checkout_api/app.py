@@ -108,6 +108,12 @@ class CheckoutPage(BaseModel):
     next_page_token: str | None
 
 
+def _payment_link(phase: str | None, token: str | None, url: str | None) -> dict[str, str | None]:
+    """Only a checkout still waiting for its money hands out the payment link."""
+    paying = phase == "AwaitingPayment"
+    return {"snap_token": token if paying else None, "redirect_url": url if paying else None}
+
+
 def _from_resource(body: dict[str, Any]) -> CheckoutOut:
     status = body.get("status") or {}
     payment = status.get("payment") or {}
@@ -118,10 +124,7 @@ def _from_resource(body: dict[str, Any]) -> CheckoutOut:
         phase=status.get("phase") or "Pending",
         total=(status.get("amounts") or {}).get("total"),
         currency=body["spec"].get("currency", "IDR"),
-        snap_token=payment.get("snapToken") if status.get("phase") == "AwaitingPayment" else None,
-        redirect_url=payment.get("redirectUrl")
-        if status.get("phase") == "AwaitingPayment"
-        else None,
+        **_payment_link(status.get("phase"), payment.get("snapToken"), payment.get("redirectUrl")),
         expires_at=status.get("expiresAt"),
         failure_reason=failure.get("reason"),
         failure_message=failure.get("message"),
@@ -140,9 +143,7 @@ def _from_record(row: dict[str, Any]) -> CheckoutOut:
         phase=row["phase"],
         total=row["total"],
         currency=row["currency"],
-        # Only a checkout still waiting for its money hands out the payment link.
-        snap_token=row["snap_token"] if row["phase"] == "AwaitingPayment" else None,
-        redirect_url=row["redirect_url"] if row["phase"] == "AwaitingPayment" else None,
+        **_payment_link(row["phase"], row["snap_token"], row["redirect_url"]),
         expires_at=row["expires_at"],
         failure_reason=row["failure_reason"],
         failure_message=row["failure_message"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from saga_kit.payment_ttl import DEFAULT_MAX_PAYMENT_TTL_SECONDS, DEFAULT_PAYMENT_TTL_SECONDS
 from saga_kit.settings import (
     ConfigError,
     Secret,
@@ -51,9 +52,13 @@ class CheckoutApiConfig:
 def _limits() -> Limits:
     try:
         return Limits(
-            default_payment_ttl_seconds=env_int("CHECKOUT_API_PAYMENT_TTL_SECONDS", 900),
+            default_payment_ttl_seconds=env_int(
+                "CHECKOUT_API_PAYMENT_TTL_SECONDS", DEFAULT_PAYMENT_TTL_SECONDS
+            ),
             # Shared with the operator, which caps Checkouts created with kubectl.
-            max_payment_ttl_seconds=env_int("CHECKOUT_MAX_PAYMENT_TTL_SECONDS", 3600),
+            max_payment_ttl_seconds=env_int(
+                "CHECKOUT_MAX_PAYMENT_TTL_SECONDS", DEFAULT_MAX_PAYMENT_TTL_SECONDS
+            ),
             max_open_per_user=env_int("CHECKOUT_API_MAX_OPEN_PER_USER", 5),
             posts_per_minute=env_float("CHECKOUT_API_POSTS_PER_MINUTE", 10.0),
             post_burst=env_int("CHECKOUT_API_POST_BURST", 10),

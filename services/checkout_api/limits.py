@@ -24,24 +24,27 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-# The CRD's own bound on spec.paymentTTLSeconds (crds/checkout.yaml): no cap may exceed it.
-CRD_MAX_PAYMENT_TTL_SECONDS = 86_400
+from saga_kit.payment_ttl import (
+    CRD_MAX_PAYMENT_TTL_SECONDS,
+    DEFAULT_MAX_PAYMENT_TTL_SECONDS,
+    DEFAULT_PAYMENT_TTL_SECONDS,
+    cap_problem,
+)
+
+__all__ = ["CRD_MAX_PAYMENT_TTL_SECONDS", "Limits", "Refused"]
 
 
 @dataclass(frozen=True)
 class Limits:
-    default_payment_ttl_seconds: int = 900
-    max_payment_ttl_seconds: int = 3600
+    default_payment_ttl_seconds: int = DEFAULT_PAYMENT_TTL_SECONDS
+    max_payment_ttl_seconds: int = DEFAULT_MAX_PAYMENT_TTL_SECONDS
     max_open_per_user: int = 5
     posts_per_minute: float = 10.0  # token-bucket refill
     post_burst: int = 10  # token-bucket size
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_payment_ttl_seconds <= CRD_MAX_PAYMENT_TTL_SECONDS:
-            raise ValueError(
-                f"the payment TTL cap must be 1..{CRD_MAX_PAYMENT_TTL_SECONDS} s,"
-                f" got {self.max_payment_ttl_seconds}"
-            )
+        if problem := cap_problem(self.max_payment_ttl_seconds):
+            raise ValueError(problem)
         if not 1 <= self.default_payment_ttl_seconds <= self.max_payment_ttl_seconds:
             raise ValueError(
                 f"the default payment TTL ({self.default_payment_ttl_seconds} s) must be"

@@ -117,9 +117,11 @@ class Quota:
             refusal = too_many_open(open_count(known, pending), self.limits, now, expiries)
             if refusal is not None:
                 raise refusal
-            with _redis_errors():
-                await self._redis.zadd(key, {name: now.timestamp()})
-                await self._redis.expire(key, PENDING_FOR)
+            with _redis_errors():  # one round trip while the lock is held
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.zadd(key, {name: now.timestamp()})
+                pipe.expire(key, PENDING_FOR)
+                await pipe.execute()
             try:
                 yield
             except BaseException:
@@ -130,8 +132,10 @@ class Quota:
     async def _pending(self, key: str) -> list[str]:
         oldest = (dt.datetime.now(dt.UTC) - PENDING_FOR).timestamp()
         with _redis_errors():
-            await self._redis.zremrangebyscore(key, "-inf", oldest)
-            names = await self._redis.zrange(key, 0, -1)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zremrangebyscore(key, "-inf", oldest)
+            pipe.zrange(key, 0, -1)
+            _, names = await pipe.execute()
         return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
