@@ -44,6 +44,16 @@ async def wait_phase(
     raise AssertionError(f"{cid} never reached {phases}: {body}")
 
 
+async def shop(
+    system: System, http: httpx.AsyncClient, buyers: int = 1, **product: int
+) -> tuple[list[dict[str, str]], dict[str, str], dict[str, object]]:
+    """``buyers`` accounts (their auth headers), then an owner's account and one product
+    of theirs (``price``, ``stock``): ``buyers, owner, product``."""
+    accounts = [(await system.account(http))[1] for _ in range(buyers)]
+    _, owner = await system.account(http)
+    return accounts, owner, await system.product(http, owner, **product)
+
+
 async def available(system: System, http: httpx.AsyncClient, product_id: str) -> int:
     return int((await http.get(f"{system.products}/products/{product_id}")).json()["available"])
 
@@ -69,9 +79,7 @@ def signed(
 
 async def test_pay_flow_reaches_settled_through_the_webhook(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        _, buyer = await system.account(http)
-        _, owner = await system.account(http)
-        product = await system.product(http, owner, price=20_000, stock=5)
+        [buyer], owner, product = await shop(system, http, price=20_000, stock=5)
         reply = await checkout(system, http, buyer, product, 2)
         assert reply.status_code == 201, reply.text
         created = reply.json()
@@ -96,9 +104,7 @@ async def test_pay_flow_reaches_settled_through_the_webhook(system: System) -> N
 
 async def test_unpaid_checkout_expires_and_the_stock_comes_back(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        _, buyer = await system.account(http)
-        _, owner = await system.account(http)
-        product = await system.product(http, owner, stock=4)
+        [buyer], _, product = await shop(system, http, stock=4)
         reply = await checkout(system, http, buyer, product, 3, body={"payment_ttl_seconds": 2})
         assert reply.status_code == 201, reply.text
         assert await available(system, http, str(product["id"])) == 1
@@ -132,9 +138,7 @@ async def inbox_drained(system: System) -> None:
 
 async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        _, buyer = await system.account(http)
-        _, owner = await system.account(http)
-        product = await system.product(http, owner, price=15_000, stock=3)
+        [buyer], _, product = await shop(system, http, price=15_000, stock=3)
         created = (await checkout(system, http, buyer, product, 1)).json()
         cid = created["id"]
         forged = signed(system, cid, "settlement", "15000.00")
@@ -194,9 +198,7 @@ async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(syst
 
 async def test_idempotency_key_returns_the_same_checkout(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        _, buyer = await system.account(http)
-        _, owner = await system.account(http)
-        product = await system.product(http, owner, stock=5)
+        [buyer], _, product = await shop(system, http, stock=5)
         key = {"Idempotency-Key": uuid.uuid4().hex}
         first = await checkout(system, http, buyer, product, 2, **key)
         again = await checkout(system, http, buyer, product, 2, **key)
@@ -213,10 +215,7 @@ async def test_idempotency_key_returns_the_same_checkout(system: System) -> None
 
 async def test_users_never_see_or_cancel_each_others_checkouts(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        _, alice = await system.account(http)
-        _, bob = await system.account(http)
-        _, owner = await system.account(http)
-        product = await system.product(http, owner, stock=5)
+        [alice, bob], _, product = await shop(system, http, buyers=2, stock=5)
         cid = (await checkout(system, http, alice, product)).json()["id"]
         assert (
             await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=bob)
@@ -239,9 +238,7 @@ async def test_users_never_see_or_cancel_each_others_checkouts(system: System) -
 
 async def test_refusals_name_the_reason(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        _, buyer = await system.account(http)
-        _, owner = await system.account(http)
-        product = await system.product(http, owner, price=9_000, stock=1)
+        [buyer], _, product = await shop(system, http, price=9_000, stock=1)
         too_many = await checkout(system, http, buyer, product, 2)
         assert too_many.status_code == 409
         assert too_many.json()["detail"]["reason"] == "InsufficientStock"
@@ -314,8 +311,7 @@ async def test_a_ttl_above_the_cap_is_refused_and_a_kubectl_checkout_is_capped(
 ) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         buyer_id, buyer = await system.account(http)
-        _, owner = await system.account(http)
-        product = await system.product(http, owner, stock=5)
+        _, _, product = await shop(system, http, buyers=0, stock=5)
         week = await checkout(system, http, buyer, product, body={"payment_ttl_seconds": 604_800})
         assert week.status_code == 422, week.text
         assert week.json()["detail"] == {
@@ -364,20 +360,17 @@ async def _finished_in_read_model(
     system: System, http: httpx.AsyncClient, auth: dict[str, str], cid: str
 ) -> None:
     """Until the buyer's listing (the read model the limit counts from) shows it ended."""
-    for _ in range(300):
+
+    async def listed_cancelled() -> bool:
         listed = (await http.get(f"{system.api}/api/v1/checkouts", headers=auth)).json()
-        if any(c["id"] == cid and c["phase"] == "Cancelled" for c in listed["items"]):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{cid} never listed as Cancelled")
+        return any(c["id"] == cid and c["phase"] == "Cancelled" for c in listed["items"])
+
+    await eventually(listed_cancelled, within=30, interval=0.1)
 
 
 async def test_one_user_cannot_open_more_checkouts_than_the_limit(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        _, alice = await system.account(http)
-        _, bob = await system.account(http)
-        _, owner = await system.account(http)
-        product = await system.product(http, owner, stock=20)
+        [alice, bob], _, product = await shop(system, http, buyers=2, stock=20)
         burst = await asyncio.gather(*(checkout(system, http, alice, product) for _ in range(6)))
         codes = sorted(r.status_code for r in burst)
         assert codes == [201] * 5 + [429], [r.text for r in burst]
@@ -400,10 +393,7 @@ async def test_one_user_cannot_open_more_checkouts_than_the_limit(system: System
 
 async def test_posts_beyond_the_rate_get_429_with_retry_after(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
-        _, alice = await system.account(http)
-        _, bob = await system.account(http)
-        _, owner = await system.account(http)
-        product = await system.product(http, owner, stock=5)
+        [alice, bob], _, product = await shop(system, http, buyers=2, stock=5)
         key = {"Idempotency-Key": uuid.uuid4().hex}  # one checkout; its retries count too
         for _ in range(10):  # the default burst
             reply = await checkout(system, http, alice, product, 1, **key)

@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 import asyncpg
 import httpx
@@ -134,9 +135,36 @@ class SagaEnv:
 
     # --- acting as a shop and a buyer ---------------------------------------------------
 
+    @overload
     async def create(
-        self, name: str | None = None, items: list[tuple[str, int, int]] | None = None, **spec: Any
-    ) -> str:
+        self,
+        name: str | None = None,
+        items: list[tuple[str, int, int]] | None = None,
+        *,
+        check: Literal[True] = True,
+        **spec: Any,
+    ) -> str: ...
+
+    @overload
+    async def create(
+        self,
+        name: str | None = None,
+        items: list[tuple[str, int, int]] | None = None,
+        *,
+        check: Literal[False],
+        **spec: Any,
+    ) -> subprocess.CompletedProcess[str]: ...
+
+    async def create(
+        self,
+        name: str | None = None,
+        items: list[tuple[str, int, int]] | None = None,
+        *,
+        check: bool = True,
+        **spec: Any,
+    ) -> str | subprocess.CompletedProcess[str]:
+        """Create a Checkout with kubectl; its name. With ``check=False`` a refusal is no
+        error: kubectl's result is returned instead, for tests of what the CRD refuses."""
         name = name or f"order-{uuid.uuid4().hex[:10]}"
         body = {
             "apiVersion": "checkout.saga.dev/v1alpha1",
@@ -151,8 +179,10 @@ class SagaEnv:
                 **spec,
             },
         }
-        self.platform.kubectl("create", "-f", "-", namespace=self.namespace, stdin=json.dumps(body))
-        return name
+        result = self.platform.kubectl(
+            "create", "-f", "-", namespace=self.namespace, stdin=json.dumps(body), check=check
+        )
+        return name if check else result
 
     async def get(self, name: str) -> dict[str, Any] | None:
         return await self.kube.get(self.namespace, name)
@@ -192,11 +222,22 @@ class SagaEnv:
         async with httpx.AsyncClient(base_url=self.midtrans_url) as http:
             return await http.post(f"/_sandbox/transactions/{order}/{action}", json=body or None)
 
-    async def sandbox_state(self, order: str) -> dict[str, Any]:
+    async def _sandbox_transaction(self, order: str) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.midtrans_url) as http:
-            reply = await http.get(f"/_sandbox/transactions/{order}")
-            data: dict[str, Any] = reply.json()
-            return data
+            return await http.get(f"/_sandbox/transactions/{order}")
+
+    async def sandbox_state(self, order: str) -> dict[str, Any]:
+        data: dict[str, Any] = (await self._sandbox_transaction(order)).json()
+        return data
+
+    async def sandbox_state_or_none(self, order: str) -> dict[str, Any] | None:
+        """The sandbox's record of a Snap order; None if Midtrans never got it."""
+        reply = await self._sandbox_transaction(order)
+        if reply.status_code == 404:
+            return None
+        reply.raise_for_status()
+        data: dict[str, Any] = reply.json()
+        return data
 
     def api_writes(self, name: str) -> list[str]:
         """Successful writes to this Checkout recorded by the apiserver's audit log."""
@@ -217,6 +258,14 @@ class SagaEnv:
                     f"{entry['verb']}{'/' + ref['subresource'] if ref.get('subresource') else ''}"
                 )
         return writes
+
+
+def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    """The status condition of this type on a Checkout body, if there is one."""
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
 
 
 @pytest.fixture

@@ -17,20 +17,19 @@ from checkout_api.limits import Limits
 from checkout_api.quota import Quota
 
 from checkout.product.v1 import product_pb2_grpc
-from checkout_operator.app import kube_api_client
-from saga_kit import db
+from checkout_operator.app import kube_api_client, open_database
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.user_auth import UserServiceAuthenticator
 from tests.helpers.processes import free_port
+from tests.helpers.waiting import eventually
 from tests.integration.saga_fixtures import SagaEnv
 
 
 @pytest.fixture
 async def api(saga: SagaEnv) -> AsyncIterator[tuple[httpx.AsyncClient, ApiDeps]]:
     s = saga.settings
-    pool = await db.create_pool(s.database_url.value, s.db_schema)
     # The read model exists before the API serves (the operator creates it at start).
-    await db.migrate(pool, "checkout_operator", s.db_schema)
+    pool = await open_database(s.database_url.value, s.db_schema)
     kube = await kube_api_client()
     users = authenticated_channel(s.user_service, s.service_token)
     products = authenticated_channel(s.product_service, s.service_token)
@@ -123,6 +122,18 @@ def _cart(product: str, **extra: object) -> dict[str, object]:
     return {"products": [{"id": product, "price": 3_000, "quantity": 1}], **extra}
 
 
+async def _limited(
+    saga: SagaEnv, deps: ApiDeps, limits: Limits, stock: int
+) -> tuple[dict[str, str], dict[str, str], str]:
+    """These limits, no waiting for the operator (accepted checkouts stay Pending: 202),
+    two buyers and a product: ``alice, bob, product``."""
+    deps.wait_seconds = 0.1
+    deps.quota.limits = limits
+    alice, bob = await _buyer(saga), await _buyer(saga)
+    product = await saga.products.product(price=3_000, stock=stock)
+    return alice, bob, product
+
+
 async def test_a_payment_ttl_above_the_cap_is_refused_naming_the_limit(
     saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
 ) -> None:
@@ -163,10 +174,9 @@ async def test_a_burst_of_posts_never_opens_more_checkouts_than_the_limit(
     saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
 ) -> None:
     http, deps = api
-    deps.wait_seconds = 0.1
-    deps.quota.limits = Limits(max_open_per_user=3, post_burst=100)
-    alice, bob = await _buyer(saga), await _buyer(saga)
-    product = await saga.products.product(price=3_000, stock=50)
+    alice, bob, product = await _limited(
+        saga, deps, Limits(max_open_per_user=3, post_burst=100), stock=50
+    )
     keys = [uuid.uuid4().hex for _ in range(8)]
     # No operator yet: the read model knows none of these; only the API's own record counts.
     replies = await asyncio.gather(
@@ -205,11 +215,14 @@ async def test_a_burst_of_posts_never_opens_more_checkouts_than_the_limit(
     # When one ends, there is room for one more.
     assert (await http.post(f"/api/v1/checkouts/{ids[0]}/cancel", headers=alice)).status_code == 202
     await saga.wait_phase(ids[0], "Cancelled")
-    for _ in range(100):  # the read model records the end right after the resource
-        again = await http.post("/api/v1/checkouts", json=_cart(product), headers=alice)
-        if again.status_code != 429:
-            break
-        await asyncio.sleep(0.05)
+    tries: list[httpx.Response] = []
+
+    async def room() -> bool:  # the read model records the end right after the resource
+        tries.append(await http.post("/api/v1/checkouts", json=_cart(product), headers=alice))
+        return tries[-1].status_code != 429
+
+    await eventually(room, within=5.0, interval=0.05)
+    again = tries[-1]
     assert again.status_code in (201, 202), again.text
 
 
@@ -217,10 +230,9 @@ async def test_posts_beyond_the_rate_are_refused_with_retry_after(
     saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
 ) -> None:
     http, deps = api
-    deps.wait_seconds = 0.1
-    deps.quota.limits = Limits(post_burst=3, posts_per_minute=60)
-    alice, bob = await _buyer(saga), await _buyer(saga)
-    product = await saga.products.product(price=3_000, stock=5)
+    alice, bob, product = await _limited(
+        saga, deps, Limits(post_burst=3, posts_per_minute=60), stock=5
+    )
     key = {"Idempotency-Key": uuid.uuid4().hex}  # retries of one checkout count too
     for _ in range(3):
         reply = await http.post("/api/v1/checkouts", json=_cart(product), headers={**alice, **key})

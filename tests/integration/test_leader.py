@@ -14,6 +14,7 @@ from kubernetes_asyncio import config as kconfig
 
 from checkout_operator.leader import LeaderElector
 from tests.conftest import Platform
+from tests.helpers.waiting import eventually
 
 DURATION = 2.0
 RENEW = 0.5
@@ -63,13 +64,6 @@ async def lease_holder(make: ApiFactory, namespace: str) -> str | None:
     return holder
 
 
-async def until(check: Callable[[], bool], within: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_of_two_electors_exactly_one_leads(namespace: str, api_client: ApiFactory) -> None:
     a = await elector(api_client, namespace, "a")
     b = await elector(api_client, namespace, "b")
@@ -81,7 +75,11 @@ async def test_of_two_electors_exactly_one_leads(namespace: str, api_client: Api
     keeping = asyncio.create_task(leader.keep(stop))
     try:
         # The other keeps trying, and is refused, for several lease durations.
-        await until(lambda: time.monotonic() - won_at > 2 * DURATION and other.attempts >= 8)
+        await eventually(
+            lambda: time.monotonic() - won_at > 2 * DURATION and other.attempts >= 8,
+            within=30.0,
+            interval=0.02,
+        )
         assert leader.leading and leader.renewals >= 2
         assert not other.leading and not tries[other.identity].done()
         assert await lease_holder(api_client, namespace) == leader.identity
@@ -100,9 +98,9 @@ async def test_the_other_takes_over_only_after_the_leader_stopped_renewing_for_a
     stop = asyncio.Event()
     assert await a.try_acquire()
     keeping = asyncio.create_task(a.keep(stop))
-    await until(lambda: a.renewals >= 2)
+    await eventually(lambda: a.renewals >= 2, within=30.0, interval=0.02)
     waiting = asyncio.create_task(b.acquire(stop))
-    await until(lambda: b.attempts >= 2)
+    await eventually(lambda: b.attempts >= 2, within=30.0, interval=0.02)
     keeping.cancel()  # a hangs (a stopped process, a partition): it writes nothing more
     with contextlib.suppress(asyncio.CancelledError):
         await keeping
@@ -124,7 +122,7 @@ async def test_release_hands_the_lease_over_without_waiting_for_expiry(
     b = await elector(api_client, namespace, "b", duration=120.0, renew_every=2.0)
     assert await a.try_acquire()
     waiting = asyncio.create_task(b.acquire())
-    await until(lambda: b.attempts >= 1)
+    await eventually(lambda: b.attempts >= 1, within=30.0, interval=0.02)
     await a.release()
     assert not a.leading
     # Well before the 120 s the lease would have held.
@@ -181,7 +179,7 @@ async def test_a_cut_off_leader_stops_leading_before_anyone_else_starts(
     try:
         assert await a.try_acquire()
         keeping = asyncio.create_task(a.keep(stop))
-        await until(lambda: a.renewals >= 2)
+        await eventually(lambda: a.renewals >= 2, within=30.0, interval=0.02)
         proxy.passing.clear()  # a's renewals now hang
         waiting = asyncio.create_task(b.acquire(stop))
         await asyncio.wait_for(keeping, 30)  # keep() ends: a gave up

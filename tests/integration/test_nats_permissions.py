@@ -27,14 +27,20 @@ REFUSED_WITHIN = 0.5  # seconds a refused JetStream request waits for its (absen
 
 
 @pytest.fixture
-async def topology(platform: Platform) -> AsyncIterator[Topology]:
+async def admin(platform: Platform) -> AsyncIterator[NATS]:
+    """The admin connection: set-up, clean-up and looking at what the streams stored."""
+    nc = await platform.nats()
+    yield nc
+    await nc.close()
+
+
+@pytest.fixture
+async def topology(admin: NATS) -> AsyncIterator[Topology]:
     topology = Topology.namespaced(f"n{uuid.uuid4().hex[:8]}")
-    admin = await platform.nats()
     await ensure_streams(admin.jetstream(), topology)
     yield topology
     for name in topology.streams:
         await admin.jetstream().delete_stream(name)
-    await admin.close()
 
 
 @pytest.fixture
@@ -53,16 +59,8 @@ async def refused(caplog: pytest.LogCaptureFixture, action: str, subject: str) -
     await eventually(reported, within=5.0)
 
 
-async def stored(platform: Platform, stream: str) -> int:
-    admin = await platform.nats()
-    try:
-        return int((await admin.jetstream().stream_info(stream)).state.messages)
-    finally:
-        await admin.close()
-
-
-async def as_role(platform: Platform, role: Role) -> NATS:
-    return await connect(platform.cfg.nats_url, platform.nats_credentials(role), role.value)
+async def stored(admin: NATS, stream: str) -> int:
+    return int((await admin.jetstream().stream_info(stream)).state.messages)
 
 
 async def test_anonymous_and_wrong_password_clients_are_refused(platform: Platform) -> None:
@@ -75,9 +73,9 @@ async def test_anonymous_and_wrong_password_clients_are_refused(platform: Platfo
 
 
 async def test_listener_records_payment_statuses_but_cannot_move_stock(
-    platform: Platform, topology: Topology, violations: pytest.LogCaptureFixture
+    platform: Platform, admin: NATS, topology: Topology, violations: pytest.LogCaptureFixture
 ) -> None:
-    nc = await as_role(platform, Role.PAYMENT_LISTENER)
+    nc = await platform.nats(Role.PAYMENT_LISTENER)
     js = nc.jetstream(timeout=REFUSED_WITHIN)
     ack = await js.publish(topology.payment_subject, b"{}", stream=topology.payment_stream)
     assert ack.seq == 1
@@ -88,18 +86,18 @@ async def test_listener_records_payment_statuses_but_cannot_move_stock(
         with pytest.raises(NatsTimeout):
             await js.publish(subject, event.model_dump_json().encode())
         await refused(violations, "publish", subject)
-    assert await stored(platform, topology.stream) == 0
+    assert await stored(admin, topology.stream) == 0
     await nc.close()
 
 
 async def test_listener_cannot_read_the_transactions_stream(
     platform: Platform, topology: Topology, violations: pytest.LogCaptureFixture
 ) -> None:
-    operator = await as_role(platform, Role.OPERATOR)
+    operator = await platform.nats(Role.OPERATOR)
     event = TransactionEvent(transaction_id="order-read-1", type=EventType.COMMITTED)
     await publish(operator.jetstream(), topology, event)
     await operator.close()
-    nc = await as_role(platform, Role.PAYMENT_LISTENER)
+    nc = await platform.nats(Role.PAYMENT_LISTENER)
     js = nc.jetstream(timeout=REFUSED_WITHIN)
     with pytest.raises(NatsTimeout):
         await js.add_consumer(topology.stream, ConsumerConfig(durable_name="peek"))
@@ -115,14 +113,14 @@ async def test_listener_cannot_read_the_transactions_stream(
 
 
 async def test_operator_announces_events_and_reads_payment_statuses(
-    platform: Platform, topology: Topology
+    platform: Platform, admin: NATS, topology: Topology
 ) -> None:
-    nc = await as_role(platform, Role.OPERATOR)
+    nc = await platform.nats(Role.OPERATOR)
     js = nc.jetstream()
     for kind in EventType:
         await publish(js, topology, TransactionEvent(transaction_id="order-op-1", type=kind))
-    assert await stored(platform, topology.stream) == len(EventType)
-    listener = await as_role(platform, Role.PAYMENT_LISTENER)
+    assert await stored(admin, topology.stream) == len(EventType)
+    listener = await platform.nats(Role.PAYMENT_LISTENER)
     await listener.jetstream().publish(topology.payment_subject, b'{"order_id": "order-op-1"}')
     await listener.close()
     await js.add_consumer(
@@ -137,17 +135,17 @@ async def test_operator_announces_events_and_reads_payment_statuses(
 
 
 async def test_product_service_consumes_but_cannot_announce_commits_or_settlements(
-    platform: Platform, topology: Topology, violations: pytest.LogCaptureFixture
+    platform: Platform, admin: NATS, topology: Topology, violations: pytest.LogCaptureFixture
 ) -> None:
-    nc = await as_role(platform, Role.PRODUCT_SERVICE)
+    nc = await platform.nats(Role.PRODUCT_SERVICE)
     js = nc.jetstream(timeout=REFUSED_WITHIN)
     for kind in (EventType.COMMITTED, EventType.SETTLED):
         with pytest.raises(NatsTimeout):
             await publish(js, topology, TransactionEvent(transaction_id="order-pr-1", type=kind))
         await refused(violations, "publish", topology.subject(kind))
-    assert await stored(platform, topology.stream) == 0
+    assert await stored(admin, topology.stream) == 0
     # What it does need: its durable consumer, and the dead-letter stream.
-    operator = await as_role(platform, Role.OPERATOR)
+    operator = await platform.nats(Role.OPERATOR)
     event = TransactionEvent(transaction_id="order-pr-1", type=EventType.EXPIRED)
     await publish(operator.jetstream(), topology, event)
     await operator.close()
@@ -163,7 +161,7 @@ async def test_product_service_consumes_but_cannot_announce_commits_or_settlemen
     [msg] = await sub.fetch(1, timeout=5)
     await msg.ack_sync()
     await js.publish(f"{topology.dlq_subject_prefix}.expired", b"poison")
-    assert await stored(platform, topology.dlq_stream) == 1
+    assert await stored(admin, topology.dlq_stream) == 1
     await nc.close()
 
 
@@ -173,7 +171,7 @@ async def test_only_the_operator_users_create_streams(
 ) -> None:
     """A stream can republish what it stores anywhere: creating one is publishing."""
     name = f"EVIL_{uuid.uuid4().hex[:8]}"
-    nc = await as_role(platform, role)
+    nc = await platform.nats(role)
     source = f"{name.lower()}.settled"
     config = StreamConfig(
         name=name, subjects=[source], republish=RePublish(src=source, dest="transactions.settled")

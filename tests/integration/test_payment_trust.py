@@ -16,7 +16,7 @@ import httpx
 
 from midtrans import compute_signature
 from tests.helpers.waiting import eventually
-from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv
+from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv, condition
 from tests.integration.test_saga_operator import product, wait_stock
 
 
@@ -62,13 +62,6 @@ def warnings(saga: SagaEnv, name: str) -> list[str]:
         "jsonpath={.items[*].reason}",
         namespace=saga.namespace,
     ).stdout.split()
-
-
-def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for cond in (body.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None
 
 
 async def wait_sandbox(saga: SagaEnv, order: str, *statuses: str) -> dict[str, Any]:

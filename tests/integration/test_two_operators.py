@@ -9,34 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Any
 
-import httpx
-
+from checkout_operator.readmodel import midtrans_order_id
 from tests.integration.saga_fixtures import SagaEnv
 from tests.integration.test_saga_crash import metric, operator_process, wait_leading
 
 CHECKOUTS = 8
 
 
-async def snap_order(saga: SagaEnv, order: str) -> dict[str, Any] | None:
-    """The sandbox's record of a Snap order; None if Midtrans never got it."""
-    async with httpx.AsyncClient(base_url=saga.midtrans_url) as http:
-        reply = await http.get(f"/_sandbox/transactions/{order}")
-    if reply.status_code == 404:
-        return None
-    reply.raise_for_status()
-    data: dict[str, Any] = reply.json()
-    return data
-
-
 async def extra_snap_orders(saga: SagaEnv, name: str) -> list[str]:
     """Snap orders the sandbox holds for ``name`` besides the journaled one."""
     journaled = await saga.midtrans_order(name)
-    candidates = [name] + [f"{name}~{n}" for n in range(2, saga.settings.max_payment_attempts + 1)]
+    candidates = [
+        midtrans_order_id(name, n) for n in range(1, saga.settings.max_payment_attempts + 1)
+    ]
     found = []
     for order in candidates:
-        if order != journaled and (await snap_order(saga, order)) is not None:
+        if order != journaled and (await saga.sandbox_state_or_none(order)) is not None:
             found.append(order)
     return found
 
@@ -54,7 +43,7 @@ async def test_two_operators_make_one_payment_page_per_checkout_and_only_the_lea
         # One Snap order per checkout at Midtrans, and it is the one the buyer is shown.
         for name, body in zip(names, bodies, strict=True):
             assert await extra_snap_orders(saga, name) == [], name
-            shown = await snap_order(saga, await saga.midtrans_order(name))
+            shown = await saga.sandbox_state_or_none(await saga.midtrans_order(name))
             assert shown is not None
             assert shown["token"] == body["status"]["payment"]["snapToken"]
 
