@@ -479,8 +479,10 @@ async def watch_unsettled(deps: Deps, record: Record, order: str | None = None) 
     """Watch the checkout's payment page until it can no longer be paid, and give back
     whatever arrives (see ``returns``). ``order``: a specific order, to look at now."""
     midtrans_order = order or record.midtrans_order_id
-    if midtrans_order is None or midtrans_order == record.paid_order_id:
+    if midtrans_order is None:
         return
+    # Even the journaled paid order: that settlement's status write may have lost to
+    # this ending. The returns loop decides by the phase the checkout really ended in.
     now = deps.clock()
     # The Snap page expires ceil(TTL/60) minutes after it was made, at most a minute
     # past expiresAt; payments may be reported later still (settlement of a transfer).
@@ -676,8 +678,9 @@ async def apply_payment(
                 _payment_status(ts),
             )
         return None  # pending / denied: the buyer may still pay
-    if ts.order_id != record.paid_order_id and state is not PaymentState.NONE:
-        # Ended, or another page of this checkout: whatever was paid goes back.
+    sold_by_it = view.phase is Phase.SETTLED and ts.order_id == record.paid_order_id
+    if state is not PaymentState.NONE and not sold_by_it:
+        # Ended unsettled, or another page of this checkout: whatever was paid goes back.
         await watch_unsettled(deps, record, ts.order_id)
     return None
 

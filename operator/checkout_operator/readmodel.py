@@ -310,6 +310,16 @@ class ReadModel:
             amount,
         )
 
+    async def unmark_paid(self, order_id: str, midtrans_order: str) -> None:
+        """Forget a journaled payment the checkout did not end Settled by (its status
+        write lost to another ending); the money is being returned."""
+        await self.pool.execute(
+            "UPDATE checkouts SET paid_order_id = NULL, paid_amount = NULL, updated_at = now()"
+            " WHERE order_id = $1 AND paid_order_id = $2 AND phase <> 'Settled'",
+            order_id,
+            midtrans_order,
+        )
+
     async def mark_deleted(self, order_id: str) -> None:
         await self.pool.execute(
             "UPDATE checkouts SET deleted_at = COALESCE(deleted_at, now()), updated_at = now()"

@@ -29,7 +29,7 @@ from .poller import TokenBucket
 from .readmodel import Record
 from .reconciler import Reconciler
 from .returns_store import CLOSED, RETURNED, Watched
-from .saga import with_condition
+from .saga import TERMINAL, Phase, View, with_condition
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,20 @@ class PaymentReturns:
     async def check(self, row: Watched) -> None:
         deps, store, order = self.deps, self.deps.returns, row.midtrans_order_id
         record = await deps.readmodel.get(row.order_id)
-        if record is None or record.paid_order_id == order:
-            # This order bought the goods: its money stays.
+        if record is None:
             await store.finish(order, CLOSED)
             return
+        if record.paid_order_id == order:
+            sold = self._ended_settled(record)
+            if sold is None:  # still ending: look again once the phase is written
+                await store.recheck_in(order, RECHECK_SOON)
+                return
+            if sold:  # this order bought the goods: its money stays
+                await store.finish(order, CLOSED)
+                return
+            # Journaled by a settlement whose status write lost to another ending
+            # (expiry, cancel): the checkout did not sell by it, so the money goes back.
+            await deps.readmodel.unmark_paid(record.order_id, order)
         try:
             ts = await deps.breaker.call(lambda: deps.midtrans.status(order))
         except (MidtransError, CircuitOpen) as exc:
@@ -101,6 +111,24 @@ class PaymentReturns:
             case ReturnStep.REFUND:
                 assert ts is not None
                 await self._refund(row, record, ts)
+
+    def _ended_settled(self, record: Record) -> bool | None:
+        """Whether the checkout really ended Settled; None while that is not known yet.
+
+        The resource's phase counts while it exists (terminal phases never change); after
+        its deletion, the journal's. ``paid_order_id`` alone is not proof: it is written
+        before the status write, which may lose to an expiry.
+        """
+        body = self.reconciler.cache.get((record.namespace, record.name))
+        if body is not None and body["metadata"]["uid"] == record.uid:
+            phase = View.of(body).phase
+        elif record.finished_at is not None:
+            phase = Phase(record.phase)
+        else:
+            return None
+        if phase not in TERMINAL:
+            return None
+        return phase is Phase.SETTLED
 
     async def _void(self, row: Watched, record: Record, ts: TransactionStatus) -> None:
         deps, order = self.deps, row.midtrans_order_id

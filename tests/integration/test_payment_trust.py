@@ -273,3 +273,30 @@ async def test_money_on_another_order_of_the_checkout_never_settles_it_and_goes_
     body = await saga.get(name)
     assert body is not None and body["status"]["phase"] == "AwaitingPayment"
     assert await saga.products.stock_of(p) == (2, 1)
+
+
+async def test_settlement_that_lost_its_status_write_to_an_ending_is_refunded(
+    saga: SagaEnv,
+) -> None:
+    """The race of settlement and expiry, fixed in one order: the settlement journaled
+    its payment, then its status write lost to another ending (here a cancel). The
+    checkout sold nothing, so money on that very order goes back (CI caught it kept)."""
+    await saga.start_operator()
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    order = await saga.midtrans_order(name)
+    # What settle() journals right before its compare-and-swap, which then loses.
+    await saga.operator.deps.readmodel.mark_paid(name, order, 10_000)
+    patch(saga, name, {"spec": {"cancelRequested": True}})
+    await saga.wait_phase(name, "Cancelled")
+    await wait_stock(saga, p, (2, 0))
+    paid = await saga.sandbox(order, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    state = await wait_sandbox(saga, order, "refund")
+    assert state["refunded_amount"] == 10_000
+    body = await saga.wait_for(name, lambda b: condition(b, "LatePayment") is not None)
+    assert body["status"]["phase"] == "Cancelled"
+    record = await saga.operator.deps.readmodel.get(name)
+    assert record is not None and record.paid_order_id is None  # the stale claim is gone
+    assert await saga.products.stock_of(p) == (2, 0)
