@@ -11,6 +11,11 @@ Concurrency design:
   in the same transaction, the stock of its lines (again in id order), so a
   duplicate or out-of-order event finds the guard false and changes nothing.
 * CHECK constraints (``stock >= reserved >= 0``) are the last line of defence.
+* Every change of ``stock`` writes a ``stock_movements`` row in the same
+  transaction (the stock ledger: created, restock/adjust by the owner, sold by a
+  transaction), so the movements of a product always sum to its stock. A sale's
+  movement is unique per (product, transaction) and the stock is lowered only by
+  the movements actually written, so a transaction never sells twice.
 """
 
 from __future__ import annotations
@@ -230,12 +235,17 @@ async def apply_event(
                     " WHERE transaction_id = $1 ORDER BY product_id",
                     transaction_id,
                 )
-                sold = decision.effect is StockEffect.FINALIZE
+                sold: set[str] = set()
+                if decision.effect is StockEffect.FINALIZE:
+                    sold = await _record_sale(conn, transaction_id, lines)
                 await conn.executemany(
                     "UPDATE products SET reserved = reserved - $2,"
                     " stock = stock - CASE WHEN $3 THEN $2 ELSE 0 END, updated_at = now()"
                     " WHERE id = $1",
-                    [(line["product_id"], line["quantity"], sold) for line in lines],
+                    [
+                        (line["product_id"], line["quantity"], line["product_id"] in sold)
+                        for line in lines
+                    ],
                 )
         await conn.execute(
             "INSERT INTO reservation_events"
@@ -251,6 +261,30 @@ async def apply_event(
         return decision
 
 
+async def _record_sale(conn: Any, transaction_id: str, lines: Sequence[Any]) -> set[str]:
+    """The sale's ledger movements; the products sold now (not already by this transaction)."""
+    rows = await conn.fetch(
+        "INSERT INTO stock_movements (product_id, delta, reason, reference)"
+        " SELECT product_id, -quantity, 'sold', $1"
+        " FROM unnest($2::text[], $3::bigint[]) AS l(product_id, quantity)"
+        " ON CONFLICT (product_id, reference) WHERE reason = 'sold' DO NOTHING"
+        " RETURNING product_id",
+        transaction_id,
+        [line["product_id"] for line in lines],
+        [line["quantity"] for line in lines],
+    )
+    return {row["product_id"] for row in rows}
+
+
+async def _record_movement(conn: Any, product_id: str, delta: int, reason: str) -> None:
+    await conn.execute(
+        "INSERT INTO stock_movements (product_id, delta, reason) VALUES ($1, $2, $3)",
+        product_id,
+        delta,
+        reason,
+    )
+
+
 # --- products -----------------------------------------------------------------
 
 
@@ -264,17 +298,19 @@ async def create_product(
     stock: int,
 ) -> Product:
     try:
-        row = await pool.fetchrow(
-            "INSERT INTO products (id, owner_id, name, slug, description, price, stock)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_PRODUCT_COLUMNS}",
-            str(uuid.uuid4()),
-            owner_id,
-            name,
-            slug,
-            description,
-            price,
-            stock,
-        )
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO products (id, owner_id, name, slug, description, price, stock)"
+                f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_PRODUCT_COLUMNS}",
+                str(uuid.uuid4()),
+                owner_id,
+                name,
+                slug,
+                description,
+                price,
+                stock,
+            )
+            await _record_movement(conn, row["id"], stock, "created")
     except asyncpg.UniqueViolationError as exc:
         raise _slug_taken(slug) from exc
     return _product(row)
@@ -372,6 +408,9 @@ async def update_product(
             )
         except asyncpg.UniqueViolationError as exc:
             raise _slug_taken(str(changes.get("slug"))) from exc
+        delta = updated["stock"] - current.stock
+        if delta:
+            await _record_movement(conn, product_id, delta, "restock" if delta > 0 else "adjust")
         return _product(updated)
 
 
