@@ -14,6 +14,7 @@ from saga_kit.serving import stop_on_signals
 
 from . import metrics
 from .app import build_deps, kube_api_client
+from .final_events import FinalEvents
 from .handlers import KopfWatcher
 from .inbox import PaymentInbox
 from .leader import LeaderElector
@@ -33,7 +34,7 @@ async def sweep_deleted(reconciler: Reconciler, namespace: str, stop: asyncio.Ev
         try:
             released = await reconciler.sweep(namespace, dt.timedelta(seconds=30))
             if released:
-                log.info("released %d checkouts deleted while unobserved", released)
+                log.info("%d checkouts deleted while unobserved: released or archived", released)
             counts = reconciler.phases()
             for phase in Phase:  # a phase nobody is in any more reads 0, not its last count
                 metrics.CHECKOUTS.labels(phase.value).set(counts.get(phase.value, 0))
@@ -98,7 +99,7 @@ async def act(
 ) -> bool:
     """Act while leading: watch, reconcile, poll, return stray money, consume the inbox, sweep.
 
-    Returns True if the lease was lost (everything stopped at once).
+    Returns True if the lease was lost or a task died (everything stopped at once).
     """
     watcher = KopfWatcher(reconciler, settings.namespace)
     watcher.start()
@@ -113,11 +114,19 @@ async def act(
             PaymentReturns(reconciler, poller.bucket).run(stop), name="payment-returns"
         ),
         asyncio.create_task(inbox.run(stop), name="payment-inbox"),
+        asyncio.create_task(FinalEvents(reconciler.deps).run(stop), name="final-events"),
         asyncio.create_task(sweep_deleted(reconciler, settings.namespace, stop), name="sweep"),
     ]
     log.info("checkout operator started (namespace: %s)", settings.namespace or "all")
-    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     lost = not elector.leading
+    if not stop.is_set():
+        # Each loop handles its own errors; one that ends anyway is a bug: stop all
+        # and exit non-zero, so the Pod restarts (nothing is lost: all state is durable).
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            log.error("task %s ended unexpectedly: %r", task.get_name(), error)
+        lost = True
     stop.set()
     if lost:
         # Not the leader any more: stop acting now, without finishing work in flight.

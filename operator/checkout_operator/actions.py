@@ -130,6 +130,11 @@ async def reconcile(deps: Deps, body: dict[str, Any]) -> dt.datetime | None:
             case Action.FINISH:
                 await ensure_final_event(deps, body)
             case Action.DELETE:
+                # Never before the ending is journaled and announced: the resource is
+                # the last place that knows it otherwise.
+                await ensure_final_event(deps, body)
+                if not await _ending_journaled(deps, body):
+                    raise Retry("its ending is not journaled and announced yet")
                 if await deps.kube.delete(body):
                     await deps.readmodel.mark_deleted(body["metadata"]["name"])
                     log.info("deleted %s after its TTL", _key(body))
@@ -348,24 +353,60 @@ async def ensure_announced(deps: Deps, body: dict[str, Any]) -> None:
 
 
 async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> None:
-    """Terminal: the product side has been told (settled / expired / cancelled), once."""
-    meta = body["metadata"]
-    record = await deps.readmodel.get(meta["name"])
-    if record is None or record.uid != meta["uid"] or record.final_event_published:
+    """Terminal: the journal records the ending and the product side has been told
+    (settled / expired / cancelled), once."""
+    record = await _own_record(deps, body)
+    if record is None:
         return
     phase = Phase(body["status"]["phase"])
     if phase is Phase.SETTLED and record.paid_order_id is None:
         # Settled, but not by this operator's verified write (edited by hand, or a
         # crash between the journal and the status write): ask Midtrans.
-        await _settled_without_journal(deps, body, record)
+        if not record.final_event_published:
+            await _settled_without_journal(deps, body, record)
         return
+    if record.finished_at is None:
+        await _level(deps, body, record, phase)
     await _publish_final(deps, record, phase)
 
 
+async def _level(
+    deps: Deps, body: dict[str, Any], record: Record, phase: Phase, *, deleted: bool = False
+) -> None:
+    """The resource ended in ``phase`` but the journal missed it (the operator died
+    between the two writes): record the ending the resource shows."""
+    status = body.get("status") or {}
+    failure = status.get("failure") or {}
+    history = status.get("history") or []
+    last = history[-1] if history and history[-1].get("phase") == phase.value else {}
+    reason = str(last.get("reason") or failure.get("reason") or phase.value)
+    if phase is not Phase.SETTLED:
+        await watch_unsettled(deps, record)
+    await deps.readmodel.record_phase(
+        record.order_id,
+        [(phase, reason)],
+        payment=status.get("payment") or None,
+        failure=(str(failure.get("reason")), str(failure.get("message") or ""))
+        if failure.get("reason")
+        else None,
+        deleted=deleted,
+    )
+    metrics.READ_MODEL_LEVELLED.inc()
+    log.warning("%s: the journal is brought level with phase %s", _key(body), phase.value)
+
+
+async def _ending_journaled(deps: Deps, body: dict[str, Any]) -> bool:
+    record = await _own_record(deps, body)
+    if record is None:
+        return True
+    announced = record.final_event_published or not record.reserve_attempted
+    return record.finished_at is not None and announced
+
+
 async def _publish_final(deps: Deps, record: Record, phase: Phase) -> None:
-    event = FINAL_EVENT[phase]
-    if event is None or record.final_event_published or not record.reserve_attempted:
+    if record.final_event_published or not record.reserve_attempted:
         return
+    event = FINAL_EVENT[phase]
     await deps.announcer.publish(record.order_id, event)
     await deps.readmodel.mark(record.order_id, final_event_published=True)
 
@@ -537,6 +578,10 @@ async def _settled_without_journal(deps: Deps, body: dict[str, Any], record: Rec
         paid = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
     if paid is not None and _verified(record, paid, "phase"):
         await _journal_paid(deps, record, paid)
+        if record.finished_at is None:
+            await deps.readmodel.record_phase(
+                record.order_id, [(Phase.SETTLED, "Paid")], payment=_payment_status(paid)
+            )
         await _publish_final(deps, record, Phase.SETTLED)
         return
     if paid is None:
@@ -688,11 +733,22 @@ async def apply_payment(
 # --- deletion ------------------------------------------------------------------------
 
 
-async def release_deleted(deps: Deps, record: Record) -> None:
-    """A checkout vanished from the apiserver: never leak the stock it held."""
+async def release_deleted(deps: Deps, record: Record, last: dict[str, Any] | None = None) -> None:
+    """A checkout vanished from the apiserver: never leak the stock it held.
+
+    ``last``: the resource as last seen (the watch's DELETED event, or the cache). If
+    it had ended there before the journal recorded it, the archive keeps that ending.
+    """
     if record.finished_at is not None:
         await deps.readmodel.mark_deleted(record.order_id)
         return
+    ended = View.of(last).phase if last is not None else None
+    if last is not None and ended in TERMINAL:
+        assert ended is not None
+        if ended is not Phase.SETTLED or record.paid_order_id is not None:
+            await _level(deps, last, record, ended, deleted=True)
+            await _publish_final(deps, record, ended)
+            return
     paid = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
     if paid is not None and _verified(record, paid, "deletion"):
         # Paid before the deletion was seen: the goods are sold.

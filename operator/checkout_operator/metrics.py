@@ -44,3 +44,13 @@ LEADER_TRANSITIONS = Counter(
     "Leadership changes of this instance",
     ["to"],
 )
+FINAL_EVENTS_RELAYED = Counter(
+    "checkout_final_events_relayed_total",
+    "Final events published by the outbox relay: left unpublished, or republished"
+    " because the reservation was still open",
+    ["why"],
+)
+READ_MODEL_LEVELLED = Counter(
+    "checkout_read_model_levelled_total",
+    "Read-model rows brought level with the phase the resource ended in",
+)

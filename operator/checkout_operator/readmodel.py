@@ -43,6 +43,7 @@ class Record:
     currency: str = "IDR"
     paid_order_id: str | None = None  # the verified payment this checkout settled by
     paid_amount: int | None = None
+    final_event_attempts: int = 0  # deliberate republications of the final event
 
 
 _COLUMNS = ", ".join(Record.__dataclass_fields__)
@@ -320,6 +321,39 @@ class ReadModel:
             midtrans_order,
         )
 
+    async def final_events_due(self, grace: dt.timedelta, limit: int) -> list[Record]:
+        """Ended checkouts whose reservation the Product service has not shown closed yet,
+        due for a look (the first one ``grace`` after the ending)."""
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM checkouts"
+            " WHERE finished_at IS NOT NULL AND reservation_closed_at IS NULL"
+            " AND COALESCE(final_event_check_at, finished_at + $1) <= now()"
+            " ORDER BY finished_at LIMIT $2",
+            grace,
+            limit,
+        )
+        return [Record(**dict(r)) for r in rows]
+
+    async def reservation_closed(self, order_id: str) -> None:
+        await self.pool.execute(
+            "UPDATE checkouts SET reservation_closed_at = now(), updated_at = now()"
+            " WHERE order_id = $1",
+            order_id,
+        )
+
+    async def final_event_recheck(
+        self, order_id: str, delay: dt.timedelta, *, republished: bool = False
+    ) -> None:
+        """Look at the reservation again after ``delay`` (and count a republication)."""
+        await self.pool.execute(
+            "UPDATE checkouts SET final_event_check_at = now() + $2,"
+            " final_event_attempts = final_event_attempts + CASE WHEN $3 THEN 1 ELSE 0 END,"
+            " updated_at = now() WHERE order_id = $1",
+            order_id,
+            delay,
+            republished,
+        )
+
     async def mark_deleted(self, order_id: str) -> None:
         await self.pool.execute(
             "UPDATE checkouts SET deleted_at = COALESCE(deleted_at, now()), updated_at = now()"
@@ -327,10 +361,10 @@ class ReadModel:
             order_id,
         )
 
-    async def open_checkouts(self, namespace: str | None = None) -> list[Record]:
-        """Checkouts not yet in a terminal phase (they may hold stock)."""
+    async def undeleted(self, namespace: str | None = None) -> list[Record]:
+        """Checkouts whose resource is not known to be deleted (open or ended)."""
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM checkouts WHERE finished_at IS NULL"
+            f"SELECT {_COLUMNS} FROM checkouts WHERE deleted_at IS NULL"
             " AND ($1::text IS NULL OR namespace = $1)",
             namespace,
         )

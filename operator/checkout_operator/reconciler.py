@@ -49,14 +49,18 @@ class Reconciler:
         """A watch event: remember the newest body and look at the checkout."""
         key = key_of(body)
         if event_type == "DELETED":
-            self.cache.pop(key, None)
-            self._cancel_timer(key)
-            task = asyncio.create_task(self._deleted(key, body["metadata"]["uid"]))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._forget(key, body)
             return
         self._remember(body)
         self.enqueue(key)
+
+    def _forget(self, key: Key, last: dict[str, Any]) -> None:
+        """The resource is gone: release what it held (in the background)."""
+        self.cache.pop(key, None)
+        self._cancel_timer(key)
+        task = asyncio.create_task(self._deleted(key, last["metadata"]["uid"], last))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         if delay > 0:
@@ -150,10 +154,18 @@ class Reconciler:
                 self.enqueue(key, max(delay, 0.0) + 0.05)
 
     async def _refresh(self, key: Key) -> None:
-        """After a conflict the cached body is stale: read the current one."""
+        """After a conflict the cached body is stale: read the current one.
+
+        Gone (404) is a deletion, even if the watch never said so: a watch cut off past
+        etcd's compaction re-lists, and a re-list has no DELETED events.
+        """
         fresh = await self.deps.kube.get(*key)
         if fresh is not None:
             self._remember(fresh)
+            return
+        known = self.cache.get(key)
+        if known is not None:
+            self._forget(key, known)
 
     def _remember(self, body: dict[str, Any]) -> None:
         key = key_of(body)
@@ -167,31 +179,40 @@ class Reconciler:
         delay = min(MAX_BACKOFF, 0.2 * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
         self.enqueue(key, delay)
 
-    async def _deleted(self, key: Key, uid: str) -> None:
+    async def _deleted(self, key: Key, uid: str, last: dict[str, Any] | None = None) -> None:
         async with self._lock(key):
             record = await self.deps.readmodel.get(key[1])
             if record is not None and record.uid == uid:
-                await release_deleted(self.deps, record)
+                await release_deleted(self.deps, record, last)
         self._locks.pop(key, None)
         self._failures.pop(key, None)
 
     async def sweep(self, namespace: str | None, min_age: dt.timedelta) -> int:
-        """Release checkouts deleted while the operator was not watching."""
+        """Release checkouts deleted while nobody saw it: while the operator was down, or
+        in a watch gap (cached but gone). One list of the resources, read from etcd."""
         released = 0
         now = self.deps.clock()
-        for record in await self.deps.readmodel.open_checkouts(namespace or None):
+        # The journal first: a row is registered only after its resource was seen, so
+        # every row's resource, if it still exists, is in the list read after it.
+        records = await self.deps.readmodel.undeleted(namespace or None)
+        present = {key_of(b): b for b in await self.deps.kube.list(namespace or "")}
+        for record in records:
             key = (record.namespace, record.name)
-            if key in self.cache or record.deleted_at is not None:
-                continue
-            body = await self.deps.kube.get(*key)
+            body = present.get(key)
             if body is not None and body["metadata"]["uid"] == record.uid:
-                self._remember(body)
-                self.enqueue(key)
+                if key not in self.cache and record.finished_at is None:
+                    self._remember(body)
+                    self.enqueue(key)
                 continue
             if now - record.created_at < min_age:
                 continue
-            async with self._lock(key):
-                await release_deleted(self.deps, record)
+            last = self.cache.get(key)
+            if last is not None and last["metadata"]["uid"] == record.uid:
+                self.cache.pop(key, None)
+                self._cancel_timer(key)
+            else:
+                last = None
+            await self._deleted(key, record.uid, last)
             released += 1
         return released
 

@@ -101,7 +101,8 @@ class Outcome:
 
 # What each failure ends in, and what has to be undone.
 FAILURES: Mapping[Reason, Outcome] = {
-    # Refused before any stock is held: nothing to undo.
+    # Refused at the start step: nothing to undo, unless Reserve was already attempted
+    # (a retried start after Reserve succeeded): then `cancelled` releases it.
     Reason.UNAUTHORIZED: Outcome(Phase.REJECTED, Compensation.NONE),
     Reason.PRODUCT_NOT_FOUND: Outcome(Phase.REJECTED, Compensation.NONE),
     Reason.OUT_OF_STOCK: Outcome(Phase.REJECTED, Compensation.NONE),
@@ -120,11 +121,13 @@ FAILURES: Mapping[Reason, Outcome] = {
 }
 
 # The transaction event announcing each terminal phase to the product side.
-FINAL_EVENT: Mapping[Phase, str | None] = {
+FINAL_EVENT: Mapping[Phase, str] = {
     Phase.SETTLED: "settled",
     Phase.EXPIRED: "expired",
     Phase.CANCELLED: "cancelled",
-    Phase.REJECTED: None,  # nothing was reserved
+    # Published only once Reserve was attempted (the journal says so): a start retried
+    # after Reserve succeeded may still end Rejected, and its stock must come back.
+    Phase.REJECTED: "cancelled",
 }
 
 

@@ -151,11 +151,19 @@ async def wait_for_streams(
                 await asyncio.sleep(interval)
 
 
-async def publish(js: JetStreamContext, topology: Topology, event: TransactionEvent) -> Any:
-    """Publish with a deduplicating message id; returns JetStream's ack."""
+async def publish(
+    js: JetStreamContext, topology: Topology, event: TransactionEvent, redo: int = 0
+) -> Any:
+    """Publish with a deduplicating message id; returns JetStream's ack.
+
+    ``redo`` > 0 republishes on purpose (an earlier copy was never applied): its own
+    message id, so JetStream's duplicate window does not drop it. Consumers apply each
+    event once by transaction and type, whatever the message id.
+    """
+    message_id = event.message_id if redo <= 0 else f"{event.message_id}:redo-{redo}"
     return await js.publish(
         topology.subject(event.type),
         event.model_dump_json().encode(),
         stream=topology.stream,
-        headers={"Nats-Msg-Id": event.message_id},
+        headers={"Nats-Msg-Id": message_id},
     )

@@ -27,6 +27,7 @@ from arq.worker import Worker
 from checkout_operator.actions import Deps
 from checkout_operator.app import build_deps, kube_api_client
 from checkout_operator.clients.kube import KubeCheckouts
+from checkout_operator.final_events import FinalEvents
 from checkout_operator.handlers import KopfWatcher
 from checkout_operator.inbox import PaymentInbox
 from checkout_operator.poller import PaymentPoller
@@ -67,6 +68,7 @@ class Operator:
     stop: asyncio.Event
     tasks: list[asyncio.Task[Any]]
     stack: contextlib.AsyncExitStack
+    watcher: KopfWatcher
 
     async def shutdown(self) -> None:
         self.stop.set()
@@ -95,13 +97,15 @@ class SagaEnv:
 
     async def start_operator(self, **overrides: Any) -> Operator:
         key = overrides.pop("midtrans_key", None) or SANDBOX_KEY
+        grace = overrides.pop("final_event_grace", dt.timedelta(seconds=2))
+        midtrans_url = overrides.pop("midtrans_url", None) or self.midtrans_url
         settings = replace(self.settings, **overrides)
         stack = contextlib.AsyncExitStack()
         deps = await build_deps(
             settings,
             stack,
             midtrans_config=MidtransConfig(
-                server_key=key, snap_base_url=self.midtrans_url, core_base_url=self.midtrans_url
+                server_key=key, snap_base_url=midtrans_url, core_base_url=midtrans_url
             ),
         )
         reconciler = Reconciler(deps, workers=4)
@@ -127,9 +131,10 @@ class SagaEnv:
             asyncio.create_task(poller.run(stop, tick=0.05)),
             asyncio.create_task(inbox.run(stop)),
             asyncio.create_task(PaymentReturns(reconciler, poller.bucket, tick=0.1).run(stop)),
+            asyncio.create_task(FinalEvents(deps, tick=0.2, grace=grace).run(stop)),
             asyncio.create_task(worker.async_run()),
         ]
-        operator = Operator(deps, reconciler, stop, tasks, stack)
+        operator = Operator(deps, reconciler, stop, tasks, stack, watcher)
         self.operators.append(operator)
         return operator
 

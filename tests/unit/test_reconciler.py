@@ -132,7 +132,8 @@ async def test_deleted_checkouts_are_released(monkeypatch: pytest.MonkeyPatch) -
         async def get(self, order_id: str) -> Any:
             return Record()
 
-    async def release(deps: Any, record: Any) -> None:
+    async def release(deps: Any, record: Any, last: dict[str, Any] | None = None) -> None:
+        assert last is not None and last["metadata"]["resourceVersion"] == "2"  # the final body
         released.append(record.order_id)
 
     async def nothing(deps: Any, b: dict[str, Any]) -> None:

@@ -36,6 +36,9 @@ from checkout_operator.saga import (
     with_history,
 )
 from midtrans.models import TransactionStatus
+from product_service.domain import OUTSTANDING, ReservationStatus, StockEffect, decide
+from product_service.domain import Outcome as ProductOutcome
+from saga_kit.events import EventType
 
 NOW = dt.datetime(2025, 1, 15, 12, 0, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -201,14 +204,19 @@ def test_each_failure_undoes_what_exists() -> None:
     assert all(o.compensation is not Compensation.REFUND for o in FAILURES.values())
 
 
-def test_final_events() -> None:
-    assert dict(FINAL_EVENT) == {
-        Phase.SETTLED: "settled",
-        Phase.EXPIRED: "expired",
-        Phase.CANCELLED: "cancelled",
-        Phase.REJECTED: None,
-    }
-    assert set(FINAL_EVENT) == TERMINAL
+@pytest.mark.parametrize("phase", sorted(TERMINAL))
+@pytest.mark.parametrize("held", list(OUTSTANDING))
+def test_every_ending_closes_the_reservation_it_may_hold(
+    phase: Phase, held: ReservationStatus
+) -> None:
+    """Whatever a checkout ends in, its final event, applied by the Product service to
+    a reservation still held (reserved or committed), closes it: sold only if Settled,
+    released otherwise (a start retried after Reserve may end Rejected, too)."""
+    decision = decide(EventType(FINAL_EVENT[phase]), held)
+    assert decision.outcome is ProductOutcome.APPLIED
+    assert decision.to_status not in OUTSTANDING
+    sold = StockEffect.FINALIZE if phase is Phase.SETTLED else StockEffect.RELEASE
+    assert decision.effect is sold
 
 
 # --- payment states --------------------------------------------------------------------

@@ -31,12 +31,14 @@ class Announcer:
         self._arq = arq
         self._queue_name = queue_name
 
-    async def publish(self, order_id: str, event: str) -> None:
-        """Publish with message id ``<order>:<event>``: JetStream drops a republish."""
+    async def publish(self, order_id: str, event: str, redo: int = 0) -> None:
+        """Publish with message id ``<order>:<event>``: JetStream drops a republish,
+        unless ``redo`` asks for a deliberate one (see ``final_events``)."""
         await publish(
             self.js,
             self.topology,
             TransactionEvent(transaction_id=order_id, type=EventType(event)),
+            redo,
         )
 
     async def schedule_expiry(self, namespace: str, name: str, uid: str, at: dt.datetime) -> Any:

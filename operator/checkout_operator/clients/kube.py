@@ -45,6 +45,20 @@ class KubeCheckouts:
             raise
         return body
 
+    async def list(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Checkout in ``namespace`` ("" for all), read from etcd (not a cache)."""
+        if namespace:
+            reply = await self._custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL
+            )
+        else:
+            reply = await self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        items: list[dict[str, Any]] = reply.get("items") or []
+        for item in items:  # list items carry no kind/apiVersion of their own
+            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+            item.setdefault("kind", KIND)
+        return items
+
     async def patch_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Merge ``status`` into the resource if it is still at the version we read."""
         meta = body["metadata"]

@@ -12,15 +12,28 @@ from saga_kit.grpc_errors import ErrorDetails, error_details
 
 from ..saga import Line
 
-# gRPC codes worth retrying: the service is down, overloaded or slow.
+# gRPC codes worth retrying: the service is down, overloaded or slow, the call was cut
+# off, or our credentials are refused (a token being rotated, a misconfiguration an
+# operator must fix): none of them is the buyer's fault, so none may end a checkout.
 TRANSIENT_CODES = frozenset(
     {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+_OPEN = frozenset(
+    {
+        product_pb2.ReservationStatus.RESERVATION_STATUS_RESERVED,
+        product_pb2.ReservationStatus.RESERVATION_STATUS_COMMITTED,
     }
 )
 
@@ -60,6 +73,18 @@ class Products:
     def __init__(self, channel: grpc.aio.Channel, timeout: float = 10.0) -> None:
         self._stub = product_pb2_grpc.ProductServiceStub(channel)
         self._timeout = timeout
+
+    async def reservation_open(self, order_id: str) -> bool:
+        """Whether the order's reservation still holds stock (False: closed, or none)."""
+        try:
+            reply = await self._stub.GetReservation(
+                product_pb2.GetReservationRequest(transaction_id=order_id), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                return False
+            raise classify(exc) from exc
+        return reply.status in _OPEN
 
     async def reserve(self, order_id: str, user_id: str, lines: Sequence[Line]) -> list[Line]:
         """Reserve (idempotent per order id); returns the reserved lines with names."""

@@ -1,0 +1,97 @@
+"""Every ending reaches the Product service: the final-event outbox and its check.
+
+The journal is the outbox: an ending is recorded (``finished_at``, the phase) before
+its final event is published, and ``final_event_published`` says whether that
+happened. This loop picks up every ending the saga did not announce (a crash between
+the two, a NATS outage) and publishes it. It then asks the Product service whether
+the reservation is closed; while it is still open (the event was lost on the way, or
+dead-lettered by an older consumer), the event is published again under a fresh
+message id, with a growing delay. A checkout is done here once its reservation is
+closed or was never made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
+import grpc
+
+from . import metrics
+from .actions import Deps
+from .readmodel import Record
+from .saga import FINAL_EVENT, Phase
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+GRACE = dt.timedelta(seconds=30)  # the usual path publishes at once; the consumer is quick
+MAX_DELAY = dt.timedelta(minutes=10)
+
+
+def recheck_delay(attempts: int) -> dt.timedelta:
+    """30 s, 1 min, 2 min, ... at most 10 min between looks at a reservation left open."""
+    factor: int = 2 ** max(0, min(attempts, 10))
+    return min(MAX_DELAY, GRACE * factor)
+
+
+class FinalEvents:
+    def __init__(self, deps: Deps, tick: float = 5.0, grace: dt.timedelta = GRACE) -> None:
+        self.deps = deps
+        self.tick = tick
+        self.grace = grace
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.check_due()
+            except Exception:  # a database outage: try again on the next tick
+                log.exception("checking final events failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.tick)
+
+    async def check_due(self) -> int:
+        due = await self.deps.readmodel.final_events_due(self.grace, BATCH)
+        for record in due:
+            try:
+                await self.check(record)
+            except grpc.aio.AioRpcError as exc:  # the Product service is away: later
+                log.info("%s: reservation state unknown: %s", record.order_id, exc.code().name)
+                await self.deps.readmodel.final_event_recheck(record.order_id, self.grace)
+        return len(due)
+
+    async def check(self, record: Record) -> None:
+        deps, order = self.deps, record.order_id
+        if not record.reserve_attempted:
+            await deps.readmodel.reservation_closed(order)  # nothing was ever held
+            return
+        phase = Phase(record.phase)
+        if phase is Phase.SETTLED and record.paid_order_id is None:
+            # Settled without a verified payment in the journal: the reconciler
+            # decides from Midtrans (actions.ensure_final_event), not this relay.
+            await deps.readmodel.final_event_recheck(order, self.grace)
+            return
+        event = FINAL_EVENT[phase]
+        if not record.final_event_published:
+            await deps.announcer.publish(order, event)
+            await deps.readmodel.mark(order, final_event_published=True)
+            metrics.FINAL_EVENTS_RELAYED.labels("unpublished").inc()
+            log.warning("%s: published its final event %r, left unpublished", order, event)
+            await deps.readmodel.final_event_recheck(order, self.grace)
+            return
+        if not await deps.products.reservation_open(order):
+            await deps.readmodel.reservation_closed(order)
+            return
+        attempts = record.final_event_attempts + 1
+        await deps.announcer.publish(order, event, redo=attempts)
+        metrics.FINAL_EVENTS_RELAYED.labels("reservation_open").inc()
+        log.warning(
+            "%s: ended %s but its reservation is still open: %r published again (%d)",
+            order,
+            phase.value,
+            event,
+            attempts,
+        )
+        await deps.readmodel.final_event_recheck(order, recheck_delay(attempts), republished=True)

@@ -1,0 +1,238 @@
+"""Stock and journal come out right after crashes, lost events and watch gaps (issue 9).
+
+On the real apiserver, Postgres, NATS, User and Product services and the Midtrans
+sandbox. A crash is reproduced by stopping the operator and leaving the journal and
+the resource exactly as the interrupted step would have left them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from checkout_operator import metrics
+from checkout_operator.actions import Retry, _status
+from checkout_operator.readmodel import ReadModel, Record
+from checkout_operator.saga import Phase, Voucher
+from saga_kit import db
+from saga_kit.settings import Secret
+from tests.helpers.waiting import eventually
+from tests.integration.saga_fixtures import Operator, SagaEnv
+from tests.integration.test_saga_operator import product, wait_stock
+
+
+@contextlib.asynccontextmanager
+async def journal(saga: SagaEnv) -> AsyncIterator[ReadModel]:
+    """The operator's journal, opened apart from any operator (one may be stopped)."""
+    pool = await db.create_pool(saga.platform.postgres_dsn, saga.settings.db_schema)
+    try:
+        yield ReadModel(pool)
+    finally:
+        await pool.close()
+
+
+async def write_ending(saga: SagaEnv, name: str, phase: Phase, reason: str) -> dict[str, Any]:
+    """The operator's own status write of an ending, as ``actions._end`` makes it."""
+    body = await saga.get(name)
+    assert body is not None
+    now = dt.datetime.now(dt.UTC)
+    status = _status(
+        body,
+        now,
+        phase,
+        [(phase, reason)],
+        [("Ready", False, reason, "not paid in time")],
+        {"failure": {"reason": reason, "message": "not paid in time"}},
+    )
+    return await saga.kube.patch_status(body, status)
+
+
+async def journal_reaches(saga: SagaEnv, name: str, check: Callable[[Record], bool]) -> Record:
+    """The journal row of ``name`` once ``check`` holds for it."""
+    seen: list[Record] = []
+    async with journal(saga) as readmodel:
+
+        async def reached() -> bool:
+            record = await readmodel.get(name)
+            seen[:] = [record] if record is not None else []
+            return record is not None and check(record)
+
+        await eventually(reached, within=30, interval=0.1)
+    return seen[0]
+
+
+async def archived_as(saga: SagaEnv, name: str, phase: str) -> None:
+    record = await journal_reaches(saga, name, lambda r: r.deleted_at is not None)
+    assert record.phase == phase
+    async with journal(saga) as readmodel:
+        assert ("Cancelled", "Deleted") not in await readmodel.history(name)
+
+
+async def awaiting_payment(saga: SagaEnv, stock: int) -> tuple[Operator, str, str]:
+    """A running operator, a product and a checkout of one unit waiting for payment."""
+    operator = await saga.start_operator()
+    p = await product(saga, stock=stock)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    return operator, p, name
+
+
+async def retries_grow(by: int) -> None:
+    start = metrics.RETRIES._value.get()
+
+    async def grown() -> bool:
+        return bool(metrics.RETRIES._value.get() >= start + by)
+
+    await eventually(grown, within=30, interval=0.05)
+
+
+# --- final events ----------------------------------------------------------------------
+
+
+async def test_final_event_lost_on_the_way_is_published_again(saga: SagaEnv) -> None:
+    """Journaled as published, but the Product service never applied it (lost, or
+    dead-lettered by an older consumer): the open reservation brings it back."""
+    operator, p, name = await awaiting_payment(saga, stock=3)
+    await operator.shutdown()
+    await write_ending(saga, name, Phase.EXPIRED, "PaymentExpired")
+    async with journal(saga) as readmodel:
+        await readmodel.record_phase(name, [(Phase.EXPIRED, "PaymentExpired")])
+        await readmodel.mark(name, final_event_published=True)  # ... and never arrived
+    assert await saga.products.stock_of(p) == (3, 1)
+    await saga.start_operator(final_event_grace=dt.timedelta(seconds=1))
+    await wait_stock(saga, p, (3, 0))
+    await journal_reaches(saga, name, lambda r: r.final_event_attempts == 1)
+
+
+async def test_deletion_journaled_but_not_announced_still_releases(saga: SagaEnv) -> None:
+    """The operator died after journaling a deletion and before publishing `cancelled`."""
+    operator, p, name = await awaiting_payment(saga, stock=2)
+    await operator.shutdown()
+    saga.platform.kubectl("delete", "checkout", name, namespace=saga.namespace)
+    async with journal(saga) as readmodel:
+        await readmodel.record_phase(name, [(Phase.CANCELLED, "Deleted")], deleted=True)
+    await saga.start_operator()
+    await wait_stock(saga, p, (2, 0))
+
+
+async def test_ttl_delete_waits_until_the_ending_is_journaled_and_announced(
+    saga: SagaEnv,
+) -> None:
+    operator, p, name = await awaiting_payment(saga, stock=2)
+    await operator.shutdown()
+    # Ended on the resource long ago; the journal missed it (the crash window).
+    await write_ending(saga, name, Phase.EXPIRED, "PaymentExpired")
+    await saga.start_operator(ttl_after_finished=dt.timedelta(seconds=0))
+
+    async def gone() -> bool:
+        return await saga.get(name) is None
+
+    await eventually(gone, within=30, interval=0.1)
+    async with journal(saga) as readmodel:
+        record = await readmodel.get(name)
+    assert record is not None
+    assert (record.phase, record.final_event_published) == ("Expired", True)
+    assert record.deleted_at is not None
+    await wait_stock(saga, p, (2, 0))
+
+
+# --- Rejected after Reserve; errors that are nobody's refusal ---------------------------
+
+
+async def test_start_retried_after_reserve_that_ends_rejected_releases_the_stock(
+    saga: SagaEnv,
+) -> None:
+    """Reserve succeeded, the payment page could not be made (Midtrans away); before
+    the retry the voucher was withdrawn, so the checkout ends Rejected. Its stock
+    must come back."""
+    operator = await saga.start_operator(
+        vouchers={"TEN": Voucher("TEN", percent=10)},
+        midtrans_url="http://127.0.0.1:9",  # nothing listens: a transient error
+        payment_setup_deadline=dt.timedelta(hours=1),
+    )
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], voucher="TEN")
+    await wait_stock(saga, p, (2, 1))
+    await operator.shutdown()
+    await saga.start_operator(vouchers={})
+    body = await saga.wait_phase(name, "Rejected")
+    assert body["status"]["failure"]["reason"] == "InvalidVoucher"
+    await wait_stock(saga, p, (2, 0))
+
+
+async def test_refused_credentials_are_retried_not_a_refusal(saga: SagaEnv) -> None:
+    """A wrong service token (a rotation half done) is not the buyer's fault."""
+    operator = await saga.start_operator(service_token=Secret("not-the-token"))
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await retries_grow(3)  # the User service refused us three times over
+    body = await saga.get(name)
+    assert body is not None and (body.get("status") or {}).get("phase") is None
+    await operator.shutdown()
+    await saga.start_operator()
+    await saga.wait_phase(name, "AwaitingPayment")
+    await wait_stock(saga, p, (2, 1))
+
+
+# --- the read model -------------------------------------------------------------------
+
+
+async def test_journal_is_levelled_with_an_ending_it_missed(saga: SagaEnv) -> None:
+    """The operator died between its status write (Expired) and the journal's: on
+    restart the journal says Expired, the stock is released, and after deletion the
+    archive still says Expired."""
+    operator, p, name = await awaiting_payment(saga, stock=2)
+    await operator.shutdown()
+    await write_ending(saga, name, Phase.EXPIRED, "PaymentExpired")
+    operator = await saga.start_operator()
+    await wait_stock(saga, p, (2, 0))
+    await journal_reaches(saga, name, lambda r: r.phase == "Expired")
+    saga.platform.kubectl("delete", "checkout", name, namespace=saga.namespace)
+    await archived_as(saga, name, "Expired")
+
+
+async def test_deleted_right_after_an_ending_the_journal_missed_keeps_that_ending(
+    saga: SagaEnv,
+) -> None:
+    """The watch's DELETED event carries the resource's last state: the archive keeps
+    the phase it ended in, not Cancelled/Deleted."""
+    operator, p, name = await awaiting_payment(saga, stock=2)
+    await operator.watcher.stop()  # events are handed over below, as kopf would
+    last = await write_ending(saga, name, Phase.EXPIRED, "PaymentExpired")
+    saga.platform.kubectl("delete", "checkout", name, namespace=saga.namespace)
+    operator.reconciler.observe("DELETED", last)
+    await wait_stock(saga, p, (2, 0))
+    await archived_as(saga, name, "Expired")
+
+
+# --- watch gaps ------------------------------------------------------------------------
+
+
+async def test_deleted_during_a_watch_gap_is_released_by_the_sweep(saga: SagaEnv) -> None:
+    operator, p, name = await awaiting_payment(saga, stock=2)
+    await wait_stock(saga, p, (2, 1))
+    await operator.watcher.stop()  # the watch is cut off; the cache still holds the checkout
+    saga.platform.kubectl("delete", "checkout", name, namespace=saga.namespace)
+    assert (saga.namespace, name) in operator.reconciler.cache
+    released = await operator.reconciler.sweep(saga.namespace, dt.timedelta(0))
+    assert released == 1
+    await wait_stock(saga, p, (2, 0))
+    assert (saga.namespace, name) not in operator.reconciler.cache
+
+
+async def test_gone_on_refresh_is_a_deletion(saga: SagaEnv) -> None:
+    operator, p, name = await awaiting_payment(saga, stock=2)
+    await operator.watcher.stop()
+    saga.platform.kubectl("delete", "checkout", name, namespace=saga.namespace)
+    key = (saga.namespace, name)
+    body = operator.reconciler.cache[key]
+    assert body["status"]["phase"] == "AwaitingPayment"
+
+    async def stale_write(_: dict[str, Any]) -> None:
+        raise Retry("checkout changed")  # what a status write answered with 404 raises
+
+    await operator.reconciler.exclusive(key, stale_write)
+    assert key not in operator.reconciler.cache
+    await wait_stock(saga, p, (2, 0))
