@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
 import grpc
@@ -11,10 +14,15 @@ from checkout.product.v1 import product_pb2_grpc
 from saga_kit import db
 from saga_kit.grpc_auth import ServiceTokenInterceptor
 from saga_kit.settings import Secret
+from saga_kit.supervise import Readiness
 
 from .grpc_api import ProductServicer
 
 SERVICE_NAME = "checkout.product.v1.ProductService"
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+log = logging.getLogger(__name__)
 
 
 async def open_database(dsn: str, schema: str, max_size: int = 20) -> Any:
@@ -25,15 +33,46 @@ async def open_database(dsn: str, schema: str, max_size: int = 20) -> Any:
 
 
 async def start_grpc_server(
-    pool: Any, accepted_tokens: tuple[Secret, ...], address: str
+    pool: Any,
+    accepted_tokens: tuple[Secret, ...],
+    address: str,
+    health_servicer: health.aio.HealthServicer | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Start the gRPC server (service token required; health open); returns it and its port."""
+    """Start the gRPC server (service token required; health open); returns it and its port.
+
+    Without ``health_servicer`` the health status is SERVING from the start; with
+    one it is NOT_SERVING until :func:`report_health` says otherwise.
+    """
     server = grpc.aio.server(interceptors=[ServiceTokenInterceptor(accepted_tokens)])
     product_pb2_grpc.add_ProductServiceServicer_to_server(ProductServicer(pool), server)
-    health_servicer = health.aio.HealthServicer()
+    status = _SERVING if health_servicer is None else _NOT_SERVING
+    health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(address)
     await server.start()
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    for name in (SERVICE_NAME, ""):
+        await health_servicer.set(name, status)
     return server, port
+
+
+async def report_health(
+    health_servicer: health.aio.HealthServicer,
+    readiness: Readiness,
+    stop: asyncio.Event,
+    interval: float = 0.5,
+) -> None:
+    """Keep the gRPC health status level with ``readiness`` until ``stop``."""
+    reported = None
+    while not stop.is_set():
+        problems = readiness.problems()
+        status = _NOT_SERVING if problems else _SERVING
+        if status != reported:
+            for name in (SERVICE_NAME, ""):
+                await health_servicer.set(name, status)
+            if problems:
+                log.warning("not ready: %s", problems)
+            elif reported is not None:
+                log.info("ready again")
+            reported = status
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: FastAPI resolves the dependency
 aliases defined inside ``create_rest_app`` from the real annotations.
 """
 
+import asyncio
 import datetime as dt
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from saga_kit.supervise import Readiness
 from saga_kit.user_auth import Authenticator, AuthError, Identity
 
 from . import store
@@ -25,6 +27,7 @@ _HTTP = {
     ErrorKind.FORBIDDEN: 403,
 }
 MAX_MONEY = 10**12
+DB_PROBE_TIMEOUT = 2.0
 SLUG_PATTERN = SLUG_RE.pattern
 
 
@@ -95,7 +98,9 @@ def _owner(p: store.Product) -> OwnerProduct:
     )
 
 
-def create_rest_app(pool: Any, authenticator: Authenticator) -> FastAPI:
+def create_rest_app(
+    pool: Any, authenticator: Authenticator, readiness: Readiness | None = None
+) -> FastAPI:
     app = FastAPI(
         title="Product service",
         version="1",
@@ -187,9 +192,17 @@ def create_rest_app(pool: Any, authenticator: Authenticator) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> dict[str, str]:
-        await pool.fetchval("SELECT 1")
-        return {"status": "ready"}
+    async def readyz() -> JSONResponse:
+        """Ready: Postgres answers and every background task (the event consumer)
+        runs and makes progress; else 503 naming what is not."""
+        problems = readiness.problems() if readiness is not None else {}
+        try:
+            await asyncio.wait_for(pool.fetchval("SELECT 1"), DB_PROBE_TIMEOUT)
+        except Exception as exc:  # any failure of the probe query means not ready
+            problems["database"] = repr(exc)
+        if problems:
+            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     return app
 

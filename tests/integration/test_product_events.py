@@ -3,86 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+import logging
+from collections.abc import AsyncIterator
 
 import pytest
-from nats.js import JetStreamContext
 
 from product_service import store
 from product_service.consumer import EventConsumer
-from saga_kit.events import EventType, Topology, TransactionEvent, ensure_streams, publish
-from saga_kit.nats_access import Role
+from saga_kit.events import EventType, TransactionEvent, ensure_streams, publish
 from tests.conftest import Platform
-from tests.helpers.waiting import eventually as wait_until
+from tests.integration.product_event_fixtures import EventsEnv, consuming, eventually
 from tests.integration.product_fixtures import ProductEnv
-
-
-@dataclass
-class EventsEnv:
-    products: ProductEnv
-    js: JetStreamContext  # admin: sends anything, inspects streams
-    product_js: JetStreamContext  # the Product service's own NATS user
-    topology: Topology
-    consumer: EventConsumer
-
-    async def send(self, tx: str, kind: EventType, msg_id: str | None = None) -> None:
-        """Publish an event; a fresh message id defeats broker dedup (a redelivery)."""
-        event = TransactionEvent(transaction_id=tx, type=kind)
-        await self.js.publish(
-            self.topology.subject(kind),
-            event.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": msg_id or uuid.uuid4().hex},
-        )
-
-    async def outcomes(self, tx: str) -> list[tuple[str, str]]:
-        return [
-            (e["event_type"], e["outcome"]) for e in await store.events_for(self.products.pool, tx)
-        ]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    await wait_until(check, within=15.0, interval=0.05)
-
-
-async def start_consumer(env: EventsEnv, stop: asyncio.Event) -> asyncio.Task[None]:
-    await env.consumer.ensure()
-    return asyncio.create_task(env.consumer.run(stop, batch=16))
 
 
 @pytest.fixture
 async def events_env(platform: Platform, product_env: ProductEnv) -> AsyncIterator[EventsEnv]:
-    nc = await platform.nats()
-    js = nc.jetstream()
-    topology = Topology.namespaced(f"t{uuid.uuid4().hex[:8]}")
-    await ensure_streams(js, topology)  # the operator's part
-    product_nc = await platform.nats(Role.PRODUCT_SERVICE)
-    product_js = product_nc.jetstream()
-    consumer = EventConsumer(
-        product_js, product_env.pool, topology, name="products", max_deliver=3, backoff_scale=0.01
-    )
-    env = EventsEnv(product_env, js, product_js, topology, consumer)
-    stop = asyncio.Event()
-    task = await start_consumer(env, stop)
-    yield env
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    for name in topology.streams:
-        await js.delete_stream(name)
-    await product_nc.close()
-    await nc.close()
-
-
-async def reserved(env: EventsEnv, stock: int = 10, quantity: int = 4) -> tuple[str, str]:
-    product = await env.products.product(price=100, stock=stock)
-    tx = f"order-{uuid.uuid4().hex[:10]}"
-    await env.products.reserve(tx, (product, 100, quantity))
-    return tx, product
+    async with consuming(platform, product_env) as env:
+        yield env
 
 
 async def test_committed_then_settled_sells_the_stock(events_env: EventsEnv) -> None:
-    tx, product = await reserved(events_env)
+    tx, product = await events_env.reserved()
     await events_env.send(tx, EventType.COMMITTED)
     await events_env.send(tx, EventType.SETTLED)
 
@@ -100,7 +41,7 @@ async def test_committed_then_settled_sells_the_stock(events_env: EventsEnv) -> 
 async def test_duplicates_restore_stock_exactly_once(
     events_env: EventsEnv, kind: EventType
 ) -> None:
-    tx, product = await reserved(events_env)
+    tx, product = await events_env.reserved()
     await events_env.send(tx, EventType.COMMITTED)
     for _ in range(3):
         await events_env.send(tx, kind)
@@ -119,7 +60,7 @@ async def test_duplicates_restore_stock_exactly_once(
 
 
 async def test_out_of_order_events_are_refused_and_recorded(events_env: EventsEnv) -> None:
-    tx, product = await reserved(events_env)
+    tx, product = await events_env.reserved()
     await events_env.send(tx, EventType.SETTLED)
     await events_env.send(tx, EventType.CANCELLED)  # e.g. a late compensation
     await events_env.send(tx, EventType.EXPIRED)
@@ -139,7 +80,7 @@ async def test_out_of_order_events_are_refused_and_recorded(events_env: EventsEn
 
 
 async def test_racing_final_events_apply_exactly_one(events_env: EventsEnv) -> None:
-    pairs = [await reserved(events_env, stock=5, quantity=5) for _ in range(10)]
+    pairs = [await events_env.reserved(stock=5, quantity=5) for _ in range(10)]
     for tx, _ in pairs:
         await asyncio.gather(
             events_env.send(tx, EventType.SETTLED),
@@ -161,7 +102,7 @@ async def test_racing_final_events_apply_exactly_one(events_env: EventsEnv) -> N
 
 
 async def test_the_broker_drops_a_republished_event(events_env: EventsEnv) -> None:
-    tx, _ = await reserved(events_env)
+    tx, _ = await events_env.reserved()
     event = TransactionEvent(transaction_id=tx, type=EventType.COMMITTED)
     first = await publish(events_env.js, events_env.topology, event)
     again = await publish(events_env.js, events_env.topology, event)
@@ -177,51 +118,56 @@ async def test_unknown_transactions_are_recorded_and_acknowledged(events_env: Ev
     await eventually(done)
 
 
-async def test_poison_messages_go_to_the_dead_letter_stream(events_env: EventsEnv) -> None:
+POISON = {
+    "not JSON": b"{not json",
+    "a list": b"[]",
+    "1000 levels deep": b"[" * 1000 + b"]" * 1000,
+    "not UTF-8": b'{"transaction_id": "\xff\xfe", "type": "cancelled"}',
+    "another subject's type": b'{"transaction_id": "x", "type": "settled"}',
+}
+
+
+async def test_poison_messages_are_dead_lettered_and_terminated(
+    events_env: EventsEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="product_service.consumer")
     subject = events_env.topology.subject(EventType.CANCELLED)
-    await events_env.js.publish(subject, b"{not json")
-    await events_env.js.publish(subject, b'{"transaction_id": "x", "type": "settled"}')
-    tx, product = await reserved(events_env)
+    for body in POISON.values():
+        await events_env.js.publish(subject, body)
+    tx, product = await events_env.reserved()
     await events_env.send(tx, EventType.CANCELLED)
 
-    async def dead_lettered() -> bool:
-        info = await events_env.js.stream_info(events_env.topology.dlq_stream)
-        return info.state.messages == 2
-
-    await eventually(dead_lettered)
-    dlq = await events_env.js.get_msg(events_env.topology.dlq_stream, seq=1)
-    assert dlq.headers is not None and "malformed event" in dlq.headers["Error"]
-    assert dlq.headers["Original-Subject"] == subject
     # The good event behind the poison ones was applied.
     await eventually(lambda: _restored(events_env, product))
+    await eventually(lambda: _dead_letters_are(events_env, len(POISON)))
+    for seq, body in enumerate(POISON.values(), start=1):
+        dlq = await events_env.js.get_msg(events_env.topology.dlq_stream, seq=seq)
+        assert dlq.data == body
+        assert dlq.headers is not None and "malformed event" in dlq.headers["Error"]
+        assert dlq.headers["Original-Subject"] == subject
+        assert dlq.headers["Original-Stream-Seq"] == str(seq)
+
+    async def settled_for_good() -> bool:  # terminated: nothing pending, nothing redelivered
+        info = await events_env.consumer_info()
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await eventually(settled_for_good)
+    assert (await events_env.consumer_info()).num_redelivered == 0
+    logged = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert len(logged) == len(POISON)
+    assert await events_env.dead_letters() == len(POISON)
+
+
+async def _dead_letters_are(env: EventsEnv, count: int) -> bool:
+    return await env.dead_letters() == count
 
 
 async def _restored(env: EventsEnv, product: str) -> bool:
     return await env.products.stock_of(product) == (10, 0)
 
 
-async def test_failing_events_are_retried_then_dead_lettered(events_env: EventsEnv) -> None:
-    pool = events_env.products.pool
-    tx, product = await reserved(events_env)
-    await pool.execute("ALTER TABLE reservation_events RENAME TO reservation_events_off")
-    try:
-        await events_env.send(tx, EventType.EXPIRED)
-
-        async def dead_lettered() -> bool:
-            info = await events_env.js.stream_info(events_env.topology.dlq_stream)
-            return info.state.messages == 1
-
-        await eventually(dead_lettered)
-    finally:
-        await pool.execute("ALTER TABLE reservation_events_off RENAME TO reservation_events")
-    dlq = await events_env.js.get_msg(events_env.topology.dlq_stream, seq=1)
-    assert dlq.headers is not None and "failed 3 times" in dlq.headers["Error"]
-    # Nothing was half-applied: the status guard and the stock moved together or not at all.
-    assert await events_env.products.stock_of(product) == (10, 4)
-
-
 async def test_restart_keeps_streams_and_does_not_reprocess(events_env: EventsEnv) -> None:
-    tx, product = await reserved(events_env)
+    tx, product = await events_env.reserved()
     await events_env.send(tx, EventType.CANCELLED)
 
     async def applied() -> bool:
