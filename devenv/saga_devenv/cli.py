@@ -1,8 +1,12 @@
-"""``saga-devenv up|down|status|env|clean``: the local platform from one command."""
+"""``saga-devenv up|down|status|env|clean``: the local platform from one command.
+
+``saga-devenv audit``: check that stock and money add up, read-only (docs/audit.md).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shlex
 import shutil
@@ -109,9 +113,42 @@ def status(cfg: DevConfig) -> int:
     return 1 if unhealthy else 0
 
 
+def audit(argv: list[str]) -> int:
+    """Exit 0: clean; 1: a mismatch; 2: something could not be checked."""
+    # Imported here: the audit reads with the operator's and services' code, which
+    # `up`, `down` and the test fixtures importing this module do not need.
+    from . import audit_sources
+    from .audit import audit as check_ledger
+
+    parser = argparse.ArgumentParser(
+        prog="saga-devenv audit",
+        description="Check that stock, reservations, checkouts and payments agree. "
+        "Read-only; see docs/audit.md.",
+    )
+    audit_sources.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = audit_sources.settings_from(args, DevConfig.from_env())
+        snapshot = asyncio.run(audit_sources.load(settings))
+    except audit_sources.CannotCheck as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "exit_code": 2, "error": str(exc)}))
+        print(f"audit: {exc}", file=sys.stderr)
+        return 2
+    report = check_ledger(snapshot, settings.grace)
+    strict = settings.strict
+    print(json.dumps(report.as_json(strict)) if args.json else report.text(strict))
+    return report.exit_code(strict)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="saga-devenv", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "env", "clean"])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["audit"]:
+        return audit(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="saga-devenv", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("command", choices=["up", "down", "status", "env", "clean", "audit"])
     args = parser.parse_args(argv)
     cfg = DevConfig.from_env()
     try:
