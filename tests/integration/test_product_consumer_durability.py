@@ -4,8 +4,10 @@ while readiness says so (in process and in the real service process)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -109,6 +111,52 @@ async def test_an_apply_stuck_on_a_lock_times_out_and_is_retried(
     await eventually(applied, within=30)
     assert await events_env.products.stock_of(product) == (10, 0)
     assert await events_env.dead_letters() == 0
+
+
+async def test_a_slow_apply_keeps_its_message_from_a_second_replica(
+    platform: Platform, product_env: ProductEnv
+) -> None:
+    ack_wait = 1.0
+    async with consuming(platform, product_env, ack_wait=ack_wait, idle_check=0.2) as env:
+        pool = env.products.pool
+        replica = EventConsumer(
+            env.product_js, pool, env.topology, name=CONSUMER, ack_wait=ack_wait
+        )
+        stop = asyncio.Event()
+        second = asyncio.create_task(replica.run(stop, batch=16))
+        tx, product = await env.reserved()
+        schema = await pool.fetchval("SELECT current_schema()")
+        locker = await asyncpg.connect(platform.postgres_dsn)
+        try:
+            async with locker.transaction():  # holds this reservation's row: a slow apply
+                await locker.execute(
+                    f'SELECT 1 FROM "{schema}".reservations WHERE transaction_id = $1 FOR UPDATE',
+                    tx,
+                )
+                await env.send(tx, EventType.CANCELLED)
+                await eventually(lambda: _ack_pending_is(env, 1))
+                held_since = time.monotonic()
+
+                async def a_replica_could_have_taken_it_long_after_the_ack_wait() -> bool:
+                    info = await env.consumer_info()
+                    waited = time.monotonic() - held_since
+                    asked = (info.num_waiting or 0) > 0  # an idle replica is pulling
+                    return waited > 3 * ack_wait and (asked or bool(info.num_redelivered))
+
+                await eventually(a_replica_could_have_taken_it_long_after_the_ack_wait)
+                info = await env.consumer_info()
+                assert info.num_redelivered == 0 and info.num_ack_pending == 1
+        finally:
+            await locker.close()
+        await eventually(lambda: _ack_pending_is(env, 0))
+        stop.set()
+        await asyncio.wait_for(second, 10)
+        assert await env.outcomes(tx) == [("cancelled", "applied")]
+        assert await env.products.stock_of(product) == (10, 0)
+
+
+async def _ack_pending_is(env: EventsEnv, count: int) -> bool:
+    return (await env.consumer_info()).num_ack_pending == count
 
 
 async def test_a_durable_with_a_delivery_limit_is_updated_in_place(
