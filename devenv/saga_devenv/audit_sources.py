@@ -130,10 +130,19 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def settings_from(args: argparse.Namespace, cfg: DevConfig) -> AuditSettings:
+def local_config() -> DevConfig | None:
+    """The local system's config; None where there is none (an installed image)."""
+    try:
+        return DevConfig.from_env()
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def settings_from(args: argparse.Namespace, cfg: DevConfig | None) -> AuditSettings:
     """Flags, else the system's environment, else the local system; CannotCheck if none."""
     readmodel_dsn = _secret(args.database_url, "CHECKOUT_DATABASE_URL", lambda: _local_dsn(cfg))
     key_flag = args.midtrans_server_key_file
+    kubeconfig = _kubeconfig(args.kubeconfig, cfg)
     try:
         key = _secret(
             Path(key_flag).read_text().strip() if key_flag else None,
@@ -152,9 +161,9 @@ def settings_from(args: argparse.Namespace, cfg: DevConfig) -> AuditSettings:
             products_schema=check_schema_name(
                 args.products_schema or os.environ.get("PRODUCT_DB_SCHEMA") or "products"
             ),
-            kubeconfig=_kubeconfig(args.kubeconfig, cfg),
+            kubeconfig=kubeconfig,
             kube_context=args.context,
-            namespaces=_namespaces(args),
+            namespaces=_namespaces(args, in_cluster=kubeconfig is None),
             midtrans=MidtransConfig(server_key=key.value, snap_base_url=url, core_base_url=url),
             midtrans_rate=args.midtrans_rate,
             grace=dt.timedelta(seconds=args.settle_seconds),
@@ -164,13 +173,14 @@ def settings_from(args: argparse.Namespace, cfg: DevConfig) -> AuditSettings:
         raise CannotCheck("settings", str(exc)) from exc
 
 
-def _namespaces(args: argparse.Namespace) -> tuple[str, ...]:
-    """() for all: -A, or CHECKOUT_NAMESPACE set empty (the operator's "all")."""
+def _namespaces(args: argparse.Namespace, in_cluster: bool) -> tuple[str, ...]:
+    """() for all. CHECKOUT_NAMESPACE as the operator reads it (empty or unset: all),
+    except that the local system's operator watches ``default``."""
     if args.all_namespaces:
         return ()
     if args.namespace:
         return tuple(args.namespace)
-    chosen = os.environ.get("CHECKOUT_NAMESPACE", "default").strip()
+    chosen = os.environ.get("CHECKOUT_NAMESPACE", "" if in_cluster else "default").strip()
     return (chosen,) if chosen else ()
 
 
@@ -191,24 +201,27 @@ def _secret(flag: str | None, env: str, fallback: Callable[[], str | None]) -> S
     return Secret(value)
 
 
-def _local_dsn(cfg: DevConfig) -> str | None:
+def _local_dsn(cfg: DevConfig | None) -> str | None:
     try:
-        return servers.postgres_dsn(cfg)
+        return servers.postgres_dsn(cfg) if cfg is not None else None
     except FileNotFoundError:
         return None
 
 
-def _local_secret(cfg: DevConfig, name: str) -> str | None:
-    path = cfg.run_dir / "secrets" / name
-    return path.read_text().strip() if path.exists() else None
+def _local_secret(cfg: DevConfig | None, name: str) -> str | None:
+    path = cfg.run_dir / "secrets" / name if cfg is not None else None
+    return path.read_text().strip() if path is not None and path.exists() else None
 
 
-def _kubeconfig(flag: str | None, cfg: DevConfig) -> Path | None:
+def _kubeconfig(flag: str | None, cfg: DevConfig | None) -> Path | None:
+    """The kubeconfig to use; None: the Pod's service account."""
     chosen = flag or os.environ.get("KUBECONFIG")
     if chosen:
         return Path(chosen)
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         return None
+    if cfg is None:
+        raise CannotCheck("settings", "set KUBECONFIG or --kubeconfig (no local system found)")
     return cfg.kubeconfig
 
 

@@ -128,7 +128,7 @@ def audit(argv: list[str]) -> int:
     audit_sources.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        settings = audit_sources.settings_from(args, DevConfig.from_env())
+        settings = audit_sources.settings_from(args, audit_sources.local_config())
         snapshot = asyncio.run(audit_sources.load(settings))
     except audit_sources.CannotCheck as exc:
         if args.json:
