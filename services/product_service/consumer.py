@@ -114,7 +114,14 @@ class EventConsumer:
         one in place to this configuration (same name: its position is kept)."""
         stream = self._topology.stream
         await wait_for_streams(self._js, [stream, self._topology.dlq_stream])
-        info = await self._js.add_consumer(stream, self.consumer_config())
+        await self._js.add_consumer(stream, self.consumer_config())
+        # Read back rather than trust the answer: for a durable recovered at the
+        # server's start, nats-server answers the update with its state at recovery.
+        info = await self._js.consumer_info(stream, self._name)
+        if info.config.max_deliver != UNLIMITED:
+            raise RuntimeError(
+                f"consumer {self._name} kept max_deliver {info.config.max_deliver} after the update"
+            )
         log.info(
             "consumer %s on %s: max_deliver %s, %d pending",
             self._name,
