@@ -237,9 +237,15 @@ async def _tries(source: str, read: Callable[[], Awaitable[T]]) -> T:
             raise
         except Exception as exc:
             if not _transient(exc) or attempt == ATTEMPTS - 1:
-                raise CannotCheck(source, f"{type(exc).__name__}: {exc}") from exc
+                raise CannotCheck(source, _why(exc)) from exc
             await asyncio.sleep(0.5 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ApiException):  # its text would carry every response header
+        return f"HTTP {exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _transient(exc: Exception) -> bool:

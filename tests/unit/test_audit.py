@@ -7,6 +7,7 @@ service's own transition table (a property over random event histories).
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 from collections import Counter
@@ -40,6 +41,7 @@ from saga_devenv.audit import (
     resource_problem,
     return_severity,
 )
+from saga_devenv.audit_sources import AuditSettings, CannotCheck, add_arguments, settings_from
 from saga_kit.events import EventType
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -464,3 +466,106 @@ def test_a_clean_snapshot_passes_and_the_summary_counts_what_was_checked() -> No
         "checked 1 products, 1 reservations, 1 checkouts, 1 resources, 1 payments:"
         " 0 mismatches, 0 warnings"
     )
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def settings(monkeypatch: pytest.MonkeyPatch, *argv: str, **env: str) -> AuditSettings:
+    for name in (
+        "CHECKOUT_DATABASE_URL",
+        "CHECKOUT_DATABASE_URL_FILE",
+        "PRODUCT_DATABASE_URL",
+        "PRODUCT_DATABASE_URL_FILE",
+        "CHECKOUT_DB_SCHEMA",
+        "PRODUCT_DB_SCHEMA",
+        "CHECKOUT_NAMESPACE",
+        "KUBECONFIG",
+        "KUBERNETES_SERVICE_HOST",
+        "MIDTRANS_SERVER_KEY",
+        "MIDTRANS_SERVER_KEY_FILE",
+        "MIDTRANS_CORE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"MIDTRANS_SERVER_KEY": "SB-key", **env}.items():
+        monkeypatch.setenv(name, value)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from(parser.parse_args(list(argv)), None)  # no local system
+
+
+def test_flags_win_over_the_environment_the_system_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "CHECKOUT_DATABASE_URL": "postgresql://env/db",
+        "CHECKOUT_DB_SCHEMA": "env_checkouts",
+        "KUBECONFIG": "/env/kubeconfig",
+        "MIDTRANS_CORE_URL": "https://api.midtrans.com",
+    }
+    from_env = settings(monkeypatch, **env)
+    assert from_env.readmodel_dsn.value == from_env.products_dsn.value == "postgresql://env/db"
+    assert (from_env.readmodel_schema, from_env.products_schema) == ("env_checkouts", "products")
+    assert str(from_env.kubeconfig) == "/env/kubeconfig"
+    assert from_env.midtrans.core_base_url == "https://api.midtrans.com"
+    flags = settings(
+        monkeypatch,
+        "--database-url=postgresql://flag/db",
+        "--products-database-url=postgresql://flag/products",
+        "--readmodel-schema=flag_schema",
+        "--kubeconfig=/flag/kubeconfig",
+        "--midtrans-url=http://127.0.0.1:1",
+        **env,
+    )
+    assert (flags.readmodel_dsn.value, flags.products_dsn.value) == (
+        "postgresql://flag/db",
+        "postgresql://flag/products",
+    )
+    assert (flags.readmodel_schema, str(flags.kubeconfig)) == ("flag_schema", "/flag/kubeconfig")
+    assert flags.midtrans.core_base_url == "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "namespaces"),
+    [
+        ((), {}, ("default",)),  # the local system's operator watches default
+        ((), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, ()),  # in a Pod, like the operator: all
+        ((), {"CHECKOUT_NAMESPACE": ""}, ()),
+        ((), {"CHECKOUT_NAMESPACE": "shop"}, ("shop",)),
+        (("-n", "a", "-n", "b"), {"CHECKOUT_NAMESPACE": "shop"}, ("a", "b")),
+        (("-A",), {"CHECKOUT_NAMESPACE": "shop"}, ()),
+    ],
+)
+def test_namespaces_follow_the_operators_setting(
+    monkeypatch: pytest.MonkeyPatch,
+    argv: tuple[str, ...],
+    env: dict[str, str],
+    namespaces: tuple[str, ...],
+) -> None:
+    base = {"CHECKOUT_DATABASE_URL": "postgresql://x/y", "KUBECONFIG": "/k"}
+    if "KUBERNETES_SERVICE_HOST" in env:
+        del base["KUBECONFIG"]
+    assert settings(monkeypatch, *argv, **base, **env).namespaces == namespaces
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "why"),
+    [
+        ((), {"KUBECONFIG": "/k"}, "CHECKOUT_DATABASE_URL"),  # and no local system
+        ((), {"CHECKOUT_DATABASE_URL": "postgresql://x/y"}, "KUBECONFIG"),
+        (
+            ("--readmodel-schema=x;drop",),
+            {"CHECKOUT_DATABASE_URL": "p://x", "KUBECONFIG": "/k"},
+            "schema",
+        ),
+        (
+            ("--midtrans-server-key-file=/nonexistent/key",),
+            {"CHECKOUT_DATABASE_URL": "p://x", "KUBECONFIG": "/k"},
+            "/nonexistent/key",
+        ),
+    ],
+)
+def test_missing_or_bad_settings_are_no_verdict(
+    monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], env: dict[str, str], why: str
+) -> None:
+    with pytest.raises(CannotCheck, match="could not check: settings") as raised:
+        settings(monkeypatch, *argv, **env)
+    assert why in str(raised.value)
