@@ -58,6 +58,7 @@ class Faults:
     timeline: list[str] = field(default_factory=list)
     servers_down: asyncio.Lock = field(default_factory=asyncio.Lock)
     failed_starts: list[str] = field(default_factory=list)
+    postgres_frozen: bool = False
 
     def rng(self, loop: str) -> random.Random:
         return seeded(self.seed, loop)
@@ -99,7 +100,7 @@ class Faults:
 
     async def app_kills(self, stop: asyncio.Event) -> None:
         rng = self.rng("apps")
-        while not await _stopped(stop, rng.uniform(3.0, 8.0)):
+        while not await _stopped(stop, rng.uniform(2.0, 6.0)):
             name = rng.choice(KILLABLE)
             self.kill_app(name, f"SIGKILL {name}")
 
@@ -109,11 +110,20 @@ class Faults:
         quiet_until = 0.0
         async for phase in self._phase_changes(stop):
             now = time.monotonic()
-            if phase in WATCHED_PHASES and now >= quiet_until and rng.random() < 0.3:
+            if phase not in WATCHED_PHASES:
+                continue
+            # While Postgres is frozen, a status write is surely followed by a read-model
+            # write that has not happened yet: the kill lands in between.
+            if self.postgres_frozen and rng.random() < 0.8:
+                when = f"after {phase}, Postgres frozen"
+            elif now >= quiet_until and rng.random() < 0.3:
                 quiet_until = now + rng.uniform(15.0, 25.0)
-                for victim in ("checkout-operator", "expiry-worker"):
-                    if victim == "checkout-operator" or phase == "Expired":
-                        self.kill_app(victim, f"SIGKILL {victim} after {phase}")
+                when = f"after {phase}"
+            else:
+                continue
+            for victim in ("checkout-operator", "expiry-worker"):
+                if victim == "checkout-operator" or phase == "Expired":
+                    self.kill_app(victim, f"SIGKILL {victim} {when}")
 
     async def _phase_changes(self, stop: asyncio.Event) -> AsyncIterator[str]:
         """Each new phase of a Checkout, as ``kubectl get --watch`` shows it, until stop."""
@@ -160,7 +170,7 @@ class Faults:
         _reap(pid)
         self.note(f"restart {daemon.name}", f"SIGKILL pid {pid}, down {downtime:.1f}s")
         await asyncio.sleep(downtime)
-        await asyncio.to_thread(daemon.ensure)
+        await _ensure(daemon)
 
     async def postgres_read_only(self, seconds: float) -> None:
         """The database refuses writes (new sessions read-only, every session cut)."""
@@ -196,9 +206,11 @@ class Faults:
             return
         self.note("postgres frozen", f"SIGSTOP {seconds:.1f}s")
         os.killpg(pid, signal.SIGSTOP)  # the postmaster leads the group of its backends
+        self.postgres_frozen = True
         try:
             await asyncio.sleep(seconds)
         finally:
+            self.postgres_frozen = False
             os.killpg(pid, signal.SIGCONT)
 
     async def server_faults(self, stop: asyncio.Event) -> None:
@@ -212,7 +224,7 @@ class Faults:
         order = list(range(len(faults)))
         rng.shuffle(order)  # every kind comes once before any comes twice
         turn = 0
-        while not await _stopped(stop, rng.uniform(4.0, 9.0)):
+        while not await _stopped(stop, rng.uniform(3.0, 7.0)):
             fault = faults[order[turn % len(order)]]
             turn += 1
             async with self.servers_down:
@@ -227,11 +239,23 @@ class Faults:
             os.killpg(pid, signal.SIGCONT)
         await self._set_read_only(False)
         for daemon in servers.daemons(self.cfg):
-            await asyncio.to_thread(daemon.ensure)
+            await _ensure(daemon)
         await self.start_apps()
 
     def write_timeline(self, path: Path) -> None:
         path.write_text("\n".join(self.timeline) + "\n")
+
+
+async def _ensure(daemon: Daemon, tries: int = 3) -> None:
+    """Start a server again (a port the killed one held may take a moment to free)."""
+    for attempt in range(tries):
+        try:
+            await asyncio.to_thread(daemon.ensure)
+            return
+        except DaemonError:
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(1.0)
 
 
 async def _stopped(stop: asyncio.Event, seconds: float) -> bool:

@@ -1,5 +1,9 @@
 """What the system must look like once every saga has run its course.
 
+Two judges: ``saga-devenv audit`` (:func:`audit`, docs/audit.md), which checks the whole
+private system's ledger, and the suite's own checks below, which also know what each
+buyer did and so which ending and which stock each product must show.
+
 :func:`gather` collects the facts (Checkout resources from the apiserver, the operator's
 read model and journal and the Product service's stock and reservations from Postgres,
 each Midtrans order's state from the sandbox); :func:`judge` compares them with what
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +33,65 @@ import httpx
 
 from saga_devenv import servers
 from saga_devenv.config import DevConfig
+from tests.chaos.platform import config_env
 from tests.chaos.shoppers import TERMINAL, Product, Saga
 from tests.e2e.conftest import System
 
 # Midtrans statuses that hold money or can still take it.
 HOLDS_MONEY = frozenset({"settlement", "capture", "partial_refund"})
 PAID = frozenset({"settlement", "capture"})
+# Settings the audit takes from the environment before the local system's: the caller's
+# shell (e.g. after `source .run/env.sh`) must not point it at another system.
+AUDIT_ENV = (
+    "CHECKOUT_DATABASE_URL",
+    "CHECKOUT_DATABASE_URL_FILE",
+    "PRODUCT_DATABASE_URL",
+    "PRODUCT_DATABASE_URL_FILE",
+    "CHECKOUT_DB_SCHEMA",
+    "PRODUCT_DB_SCHEMA",
+    "KUBECONFIG",
+    "CHECKOUT_NAMESPACE",
+    "MIDTRANS_CORE_URL",
+    "MIDTRANS_SERVER_KEY",
+    "MIDTRANS_SERVER_KEY_FILE",
+)
+
+
+@dataclass
+class Audit:
+    mismatches: list[str]
+    warnings: list[str]
+
+
+async def audit(cfg: DevConfig, settle_seconds: float) -> Audit:
+    """``python -m saga_devenv audit --json`` on the private system; its findings as lines.
+    An audit that could not check (exit 2) is a mismatch too, naming why."""
+    env = {k: v for k, v in os.environ.items() if k not in AUDIT_ENV} | config_env(cfg)
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "saga_devenv", "audit", "--json", "-n", "default"),
+        *("--settle-seconds", str(settle_seconds)),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        answer = {}
+    if process.returncode not in (0, 1) or "mismatches" not in answer:
+        why = answer.get("error") or err.decode(errors="replace")[-2000:]
+        return Audit([f"audit: exit {process.returncode}: {why}"], [])
+
+    def line(finding: dict[str, str]) -> str:
+        return (
+            f"audit {finding['check']} {finding['subject']}: "
+            f"{finding['left']} vs {finding['right']}"
+        )
+
+    return Audit(
+        [line(f) for f in answer["mismatches"]], [line(f) for f in answer.get("warnings", [])]
+    )
 
 
 @dataclass

@@ -25,6 +25,7 @@ import asyncio
 import html
 import random
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -213,7 +214,15 @@ class Shop:
         """A customer control at the sandbox; True if it was done. Keeps the notifications
         it made."""
         url = f"{self.system.sandbox}/_sandbox/transactions/{order}/{action}"
-        reply = await self.http.post(url, json=body)
+        for _ in range(5):  # the sandbox is never killed, but may be slow under load
+            try:
+                reply = await self.http.post(url, json=body)
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(1.0)
+        else:
+            saga.problems.append(f"the sandbox did not answer {action} {order}")
+            return False
         saga.saw(f"{action} {order}: {reply.status_code}")
         if reply.status_code != 200:
             return False
@@ -250,12 +259,15 @@ class Shop:
     async def delete(self, saga: Saga, within: float = 60.0) -> None:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            result = await asyncio.to_thread(
-                self.system.platform.kubectl,
-                *("delete", "checkout", saga.id, "--wait=false", "--ignore-not-found"),
-                namespace="default",
-                check=False,
-            )
+            try:
+                result = await asyncio.to_thread(
+                    self.system.platform.kubectl,
+                    *("delete", "checkout", saga.id, "--wait=false", "--ignore-not-found"),
+                    namespace="default",
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                continue
             if result.returncode == 0:
                 saga.deleted = True
                 saga.saw("deleted")
