@@ -97,6 +97,8 @@ class Faults:
                 await self.start_apps()
             except DaemonError as exc:
                 self.failed_starts.append(str(exc))
+                first = str(exc).splitlines()[0]
+                self.timeline.append(f"{time.monotonic() - self.started:7.2f}s ({first})")
 
     async def app_kills(self, stop: asyncio.Event) -> None:
         rng = self.rng("apps")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,46 +30,36 @@ from typing import Any
 import asyncpg
 import httpx
 
-from saga_devenv import servers
+from saga_devenv import apps, servers
 from saga_devenv.config import DevConfig
-from tests.chaos.platform import config_env
 from tests.chaos.shoppers import TERMINAL, Product, Saga
 from tests.e2e.conftest import System
 
 # Midtrans statuses that hold money or can still take it.
 HOLDS_MONEY = frozenset({"settlement", "capture", "partial_refund"})
 PAID = frozenset({"settlement", "capture"})
-# Settings the audit takes from the environment before the local system's: the caller's
-# shell (e.g. after `source .run/env.sh`) must not point it at another system.
-AUDIT_ENV = (
-    "CHECKOUT_DATABASE_URL",
-    "CHECKOUT_DATABASE_URL_FILE",
-    "PRODUCT_DATABASE_URL",
-    "PRODUCT_DATABASE_URL_FILE",
-    "CHECKOUT_DB_SCHEMA",
-    "PRODUCT_DB_SCHEMA",
-    "KUBECONFIG",
-    "CHECKOUT_NAMESPACE",
-    "MIDTRANS_CORE_URL",
-    "MIDTRANS_SERVER_KEY",
-    "MIDTRANS_SERVER_KEY_FILE",
-)
 
 
 @dataclass
 class Audit:
     mismatches: list[str]
     warnings: list[str]
+    checked: dict[str, int]  # what it looked at, by kind
 
 
 async def audit(cfg: DevConfig, settle_seconds: float) -> Audit:
     """``python -m saga_devenv audit --json`` on the private system; its findings as lines.
     An audit that could not check (exit 2) is a mismatch too, naming why."""
-    env = {k: v for k, v in os.environ.items() if k not in AUDIT_ENV} | config_env(cfg)
+    # Every setting by flag: flags win over whatever the caller's shell exports (e.g. after
+    # `source .run/env.sh`, which would point the audit at the shared system).
+    dsn = servers.postgres_dsn(cfg)
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "saga_devenv", "audit", "--json", "-n", "default"),
-        *("--settle-seconds", str(settle_seconds)),
-        env=env,
+        *("--settle-seconds", str(settle_seconds), "--kubeconfig", str(cfg.kubeconfig)),
+        *("--database-url", dsn, "--products-database-url", dsn),
+        *("--readmodel-schema", "checkouts", "--products-schema", "products"),
+        *("--midtrans-url", apps.SANDBOX_URL),
+        *("--midtrans-server-key-file", str(cfg.secret_file("midtrans-server-key"))),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -81,7 +70,7 @@ async def audit(cfg: DevConfig, settle_seconds: float) -> Audit:
         answer = {}
     if process.returncode not in (0, 1) or "mismatches" not in answer:
         why = answer.get("error") or err.decode(errors="replace")[-2000:]
-        return Audit([f"audit: exit {process.returncode}: {why}"], [])
+        return Audit([f"audit: exit {process.returncode}: {why}"], [], {})
 
     def line(finding: dict[str, str]) -> str:
         return (
@@ -90,7 +79,9 @@ async def audit(cfg: DevConfig, settle_seconds: float) -> Audit:
         )
 
     return Audit(
-        [line(f) for f in answer["mismatches"]], [line(f) for f in answer.get("warnings", [])]
+        [line(f) for f in answer["mismatches"]],
+        [line(f) for f in answer.get("warnings", [])],
+        dict(answer.get("checked", {})),
     )
 
 

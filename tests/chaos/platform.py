@@ -35,8 +35,10 @@ KEEP_RUNNING = "CHECKOUT_SAGA_CHAOS_KEEP_RUNNING"
 # Settings of the apps under chaos, passed through the environment they inherit (none of
 # them is set by saga_devenv.apps, so these are not overridden there).
 APP_SETTINGS = {
-    # Finished checkouts are deleted during the run, so TTL deletes meet the faults too.
-    "CHECKOUT_TTL_AFTER_FINISHED_SECONDS": "20",
+    # Checkouts that finish early are deleted while the faults go on (TTL deletes meet
+    # them too); those that finish late are still there when the audit compares
+    # resources with the read model.
+    "CHECKOUT_TTL_AFTER_FINISHED_SECONDS": "45",
     # A SIGKILLed operator's successor takes over after 6 s instead of 15 s: more kills
     # fit in the run. Renewal still three times per lease duration.
     "CHECKOUT_LEASE_DURATION_SECONDS": "6",

@@ -20,6 +20,7 @@ class Run:
     facts: Facts | None = None  # as last gathered
     found: list[str] = field(default_factory=list)  # mismatches, as last judged
     audit_warnings: list[str] = field(default_factory=list)  # saga-devenv audit's
+    audit_checked: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     converged_in: float | None = None  # seconds after the last fault; None: never
     progress: list[tuple[float, int]] = field(default_factory=list)  # (second, mismatches)
@@ -63,6 +64,9 @@ def render(run: Run) -> str:
         if run.converged_in is not None
         else "NOT converged"
     )
+    if run.audit_checked:
+        checked = ", ".join(f"{n} {kind}" for kind, n in run.audit_checked.items())
+        lines.append(f"saga-devenv audit checked {checked}")
     if run.audit_warnings:
         lines.append(f"audit warnings ({len(run.audit_warnings)}):")
         lines += [f"  {w}" for w in run.audit_warnings]

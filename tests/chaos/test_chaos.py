@@ -126,6 +126,7 @@ async def converge(
             if time.monotonic() - clean_since >= AUDIT_SETTLE:
                 verdict = await audit(cfg, AUDIT_SETTLE)
                 run.found, run.audit_warnings = verdict.mismatches, verdict.warnings
+                run.audit_checked = verdict.checked
                 if not run.found:
                     run.converged_in = time.monotonic() - calm
                     return
