@@ -23,6 +23,7 @@ import logging
 from typing import Any
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -80,7 +81,16 @@ class PaymentInbox:
                 messages = await self._sub.fetch(32, timeout=1.0)
             except TimeoutError:
                 continue
-            await asyncio.gather(*(self.process(m) for m in messages))
+            except NatsError as exc:  # NATS restarting: the client reconnects
+                log.warning("payment inbox: fetch failed: %r", exc)
+                await asyncio.sleep(1.0)
+                continue
+            outcomes = await asyncio.gather(
+                *(self.process(m) for m in messages), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):  # an ack lost, say: it is redelivered
+                    log.warning("payment inbox: %r", outcome)
 
     async def process(self, msg: Msg) -> None:
         try:
@@ -91,7 +101,12 @@ class PaymentInbox:
             log.error("dropping unreadable payment notification: %s", str(exc)[:200])
             await msg.term()
             return
-        if await self._apply(hint.order_id):
+        try:
+            applied = await self._apply(hint.order_id)
+        except Exception as exc:  # the journal unreachable, say: redelivered later
+            log.warning("notification for %s not applied yet: %r", hint.order_id, exc)
+            applied = False
+        if applied:
             await msg.ack()
             return
         attempt = msg.metadata.num_delivered

@@ -85,7 +85,10 @@ class PaymentPoller:
 
     async def run(self, stop: asyncio.Event, tick: float = 0.2) -> None:
         while not stop.is_set():
-            await self.poll_due()
+            try:
+                await self.poll_due()
+            except Exception:  # the journal or the apiserver away: next tick
+                log.exception("polling Midtrans failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), tick)
 

@@ -127,12 +127,16 @@ class SagaEnv:
         inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
         await inbox.ensure()
         tasks = [
-            asyncio.create_task(reconciler.run(stop)),
-            asyncio.create_task(poller.run(stop, tick=0.05)),
-            asyncio.create_task(inbox.run(stop)),
-            asyncio.create_task(PaymentReturns(reconciler, poller.bucket, tick=0.1).run(stop)),
-            asyncio.create_task(FinalEvents(deps, tick=0.2, grace=grace).run(stop)),
-            asyncio.create_task(worker.async_run()),
+            asyncio.create_task(reconciler.run(stop), name="reconciler"),
+            asyncio.create_task(poller.run(stop, tick=0.05), name="poller"),
+            asyncio.create_task(inbox.run(stop), name="inbox"),
+            asyncio.create_task(
+                PaymentReturns(reconciler, poller.bucket, tick=0.1).run(stop), name="returns"
+            ),
+            asyncio.create_task(
+                FinalEvents(deps, tick=0.2, grace=grace).run(stop), name="final-events"
+            ),
+            asyncio.create_task(worker.async_run(), name="expiry-worker"),
         ]
         operator = Operator(deps, reconciler, stop, tasks, stack, watcher)
         self.operators.append(operator)

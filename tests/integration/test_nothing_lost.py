@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import asyncpg
 
 from checkout_operator import metrics
 from checkout_operator.actions import Retry, _status
@@ -236,3 +239,46 @@ async def test_gone_on_refresh_is_a_deletion(saga: SagaEnv) -> None:
     await operator.reconciler.exclusive(key, stale_write)
     assert key not in operator.reconciler.cache
     await wait_stock(saga, p, (2, 0))
+
+
+# --- outages stop no loop --------------------------------------------------------------
+
+
+async def test_journal_outage_stops_no_loop_and_loses_no_payment(saga: SagaEnv) -> None:
+    """The journal unreachable for a while (its table renamed away): the inbox, the
+    poller and the other loops keep running, and the payment notified meanwhile
+    settles the checkout once it is back."""
+    operator, p, name = await awaiting_payment(saga, stock=2)
+    schema = saga.settings.db_schema
+    conn = await asyncpg.connect(saga.platform.postgres_dsn)
+    try:
+        await conn.execute(f'ALTER TABLE "{schema}".checkouts RENAME TO checkouts_away')
+        paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+        assert paid.status_code == 200, paid.text
+        deps = operator.deps
+        topology = deps.announcer.topology
+        listener = await saga.platform.nats("payment-listener")
+        try:
+            payload = paid.json()["notifications"][-1]["payload"]
+            await listener.jetstream().publish(
+                topology.payment_subject,
+                json.dumps(payload).encode(),
+                stream=topology.payment_stream,
+            )
+        finally:
+            await listener.close()
+
+        async def tried_again() -> bool:  # the inbox read it, failed, and asked for it again
+            info = await deps.announcer.js.consumer_info(
+                topology.payment_stream, "checkout-operator"
+            )
+            return (info.num_redelivered or 0) >= 1
+
+        await eventually(tried_again, within=30, interval=0.1)
+        ended = [t.get_name() for t in operator.tasks if t.done()]
+        assert ended == [], f"loops ended during the outage: {ended}"
+    finally:
+        await conn.execute(f'ALTER TABLE "{schema}".checkouts_away RENAME TO checkouts')
+        await conn.close()
+    await saga.wait_phase(name, "Settled")
+    await wait_stock(saga, p, (1, 0))
