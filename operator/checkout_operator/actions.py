@@ -199,6 +199,10 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
         raise Retry(f"product service: {exc.code().name}") from exc
     except ServiceRefused as exc:
         reason = _RESERVE_REASONS.get(exc.details.reason, Reason.INVALID_REQUEST)
+        if reason is Reason.DUPLICATE_ORDER_ID:
+            # The id holds someone else's reservation, not ours: its ending must not
+            # release their stock.
+            await deps.readmodel.mark(order_id, reserve_attempted=False)
         await fail(deps, body, reason, exc.details.message)
         return
     await deps.readmodel.record_lines(order_id, reserved)

@@ -44,6 +44,7 @@ class Record:
     paid_order_id: str | None = None  # the verified payment this checkout settled by
     paid_amount: int | None = None
     final_event_attempts: int = 0  # deliberate republications of the final event
+    reservation_closed_at: dt.datetime | None = None  # the Product service showed it closed
 
 
 _COLUMNS = ", ".join(Record.__dataclass_fields__)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -163,6 +164,22 @@ async def test_start_retried_after_reserve_that_ends_rejected_releases_the_stock
     body = await saga.wait_phase(name, "Rejected")
     assert body["status"]["failure"]["reason"] == "InvalidVoucher"
     await wait_stock(saga, p, (2, 0))
+
+
+async def test_rejected_for_an_order_id_reserved_by_someone_else_releases_nothing_of_theirs(
+    saga: SagaEnv,
+) -> None:
+    await saga.start_operator()
+    p = await product(saga, stock=3)
+    name = f"order-{uuid.uuid4().hex[:10]}"
+    await saga.products.reserve(name, (p, 10_000, 2))  # someone else's, under this id
+    await saga.create(name, items=[(p, 10_000, 1)])
+    body = await saga.wait_phase(name, "Rejected")
+    assert body["status"]["failure"]["reason"] == "DuplicateOrderId"
+    # Done with by the final-event relay: the reservation counts as closed for us.
+    record = await journal_reaches(saga, name, lambda r: r.reservation_closed_at is not None)
+    assert not record.reserve_attempted and not record.final_event_published
+    assert await saga.products.stock_of(p) == (3, 2)
 
 
 async def test_refused_credentials_are_retried_not_a_refusal(saga: SagaEnv) -> None:
