@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from tests.chaos.faults import Faults
 from tests.chaos.ledger import Facts
 from tests.chaos.notifications import Notifications
+from tests.chaos.platform import RUN_DIR
 from tests.chaos.shoppers import Saga
 
 
@@ -72,4 +73,6 @@ def render(run: Run) -> str:
         lines += [f"  {w}" for w in run.audit_warnings]
     lines.append(f"mismatches: {len(run.found)}")
     lines += [f"  {m}" for m in run.found]
+    if run.found:
+        lines.append(f"logs: {RUN_DIR}/logs/ (apps; apiserver: audit.log), {RUN_DIR}/faults.log")
     return "\n".join(lines)

@@ -256,13 +256,22 @@ class Shop:
         saga.problems.append(f"the cancel was never accepted within {within:.0f}s")
         return False
 
-    async def delete(self, saga: Saga, within: float = 60.0) -> None:
+    async def delete(
+        self,
+        saga: Saga,
+        while_creating: asyncio.Task[Any] | None = None,
+        within: float = 120.0,
+    ) -> None:
+        """``kubectl delete`` the Checkout. While ``while_creating`` (its POST, retried
+        through the faults) runs, a Checkout not there yet is looked for again: a delete
+        before the create would delete nothing."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
+            created_before = while_creating is None or while_creating.done()
             try:
                 result = await asyncio.to_thread(
                     self.system.platform.kubectl,
-                    *("delete", "checkout", saga.id, "--wait=false", "--ignore-not-found"),
+                    *("delete", "checkout", saga.id, "--wait=false"),
                     namespace="default",
                     check=False,
                 )
@@ -272,7 +281,10 @@ class Shop:
                 saga.deleted = True
                 saga.saw("deleted")
                 return
-            await asyncio.sleep(1.0)
+            if "NotFound" in result.stderr and created_before:
+                saga.saw("nothing to delete")
+                return
+            await asyncio.sleep(0.5)
         saga.problems.append(f"kubectl delete failed for {within:.0f}s")
 
     # --- the buyers ---------------------------------------------------------------------
@@ -319,11 +331,10 @@ class Shop:
             await self.delete(saga)
 
     async def _delete_soon_after_post(self, saga: Saga, rng: random.Random) -> None:
-        async def delete_soon() -> None:
-            await asyncio.sleep(rng.uniform(0.1, 2.0))
-            await self.delete(saga)
-
-        await asyncio.gather(self.create(saga), delete_soon())
+        creating = asyncio.create_task(self.create(saga))
+        await asyncio.sleep(rng.uniform(0.1, 2.0))
+        await self.delete(saga, while_creating=creating)
+        await creating
 
     async def _pay_late(self, saga: Saga, order: str, method: str) -> None:
         shown = await self.wait_for(saga, TERMINAL, within=saga.ttl + 120.0)
