@@ -216,11 +216,7 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
 
     now = deps.clock()
     expires_at = now + dt.timedelta(seconds=deps.settings.payment_ttl(spec))
-    entered = [
-        (Phase.AUTHORIZED, "UserAuthorized"),
-        (Phase.RESERVED, "StockReserved"),
-        (Phase.AWAITING_PAYMENT, "PaymentPageReady"),
-    ]
+    entered = list(_ENTERED_AWAITING)
     status = _status(
         body,
         now,
@@ -238,12 +234,19 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
             "expiresAt": timestamp(expires_at),
         },
     )
+    # The journal holds what a payment is checked against before any buyer can pay.
+    await deps.readmodel.record_terms(order_id, amounts.as_status(), expires_at)
     updated = await write_status(deps, body, status)
-    await deps.readmodel.record_phase(
-        order_id, entered, amounts=amounts.as_status(), expires_at=expires_at
-    )
+    await deps.readmodel.record_phase(order_id, entered)
     await _announce_transitions(deps, updated, entered)
     await ensure_announced(deps, updated)
+
+
+_ENTERED_AWAITING = (
+    (Phase.AUTHORIZED, "UserAuthorized"),
+    (Phase.RESERVED, "StockReserved"),
+    (Phase.AWAITING_PAYMENT, "PaymentPageReady"),
+)
 
 
 class PaymentSetupFailed(Exception):
@@ -344,6 +347,12 @@ async def ensure_announced(deps: Deps, body: dict[str, Any]) -> None:
     record = await deps.readmodel.get(meta["name"])
     if record is None or record.uid != meta["uid"]:
         return
+    if record.phase != Phase.AWAITING_PAYMENT.value and record.finished_at is None:
+        # The operator died (or lost the answer) between the status write and the
+        # journal's: the terms were journaled before; the phase is brought level now.
+        await deps.readmodel.record_phase(record.order_id, list(_ENTERED_AWAITING))
+        metrics.READ_MODEL_LEVELLED.inc()
+        log.warning("%s: the journal is brought level with AwaitingPayment", _key(body))
     if not record.committed_published:
         await deps.announcer.publish(record.order_id, "committed")
         await deps.readmodel.mark(record.order_id, committed_published=True)
@@ -702,6 +711,8 @@ async def apply_payment(
     current = ts.order_id == record.midtrans_order_id
     if view.phase is Phase.AWAITING_PAYMENT and current:
         if state is PaymentState.PAID:
+            if record.total is None:  # journal not level yet: never judge money on it
+                raise Retry(f"{record.order_id}: no total journaled yet")
             if _verified(record, ts, "poll"):
                 return await settle(deps, body, ts, record)
             await watch_unsettled(deps, record, ts.order_id)  # money it can't settle by

@@ -246,6 +246,22 @@ class ReadModel:
             [(order_id, x.product_id, x.name) for x in lines],
         )
 
+    async def record_terms(
+        self, order_id: str, amounts: dict[str, int], expires_at: dt.datetime
+    ) -> None:
+        """Journal the amounts and the deadline a payment is judged by (before the
+        status write that lets anyone pay)."""
+        await self.pool.execute(
+            "UPDATE checkouts SET subtotal = $2, fees = $3, discount = $4, total = $5,"
+            " expires_at = $6, updated_at = now() WHERE order_id = $1",
+            order_id,
+            amounts["subtotal"],
+            amounts["fees"],
+            amounts["discount"],
+            amounts["total"],
+            expires_at,
+        )
+
     async def record_phase(
         self,
         order_id: str,

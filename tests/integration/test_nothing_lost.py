@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from checkout_operator import metrics
 from checkout_operator.actions import Retry, _status
@@ -225,6 +226,38 @@ async def test_deleted_right_after_an_ending_the_journal_missed_keeps_that_endin
     operator.reconciler.observe("DELETED", last)
     await wait_stock(saga, p, (2, 0))
     await archived_as(saga, name, "Expired")
+
+
+async def test_answer_of_the_awaiting_payment_write_lost_still_sells_when_paid(
+    saga: SagaEnv,
+) -> None:
+    """The apiserver applied the AwaitingPayment write but the operator never heard
+    (a 504, a crash right after it): the journal must still judge the payment by the
+    checkout's total, settle it, and keep the money (chaos seed 900356676)."""
+    operator = await saga.start_operator()
+    kube = operator.deps.kube
+    real_patch = kube.patch_status
+    lost: list[str] = []
+
+    async def answer_lost(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        updated = await real_patch(body, status)
+        if status.get("phase") == "AwaitingPayment" and not lost:
+            lost.append(body["metadata"]["name"])
+            raise ApiException(status=504, reason="Gateway Timeout")  # written, unheard
+        return updated
+
+    kube.patch_status = answer_lost  # type: ignore[method-assign]
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    assert lost == [name]
+    paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    await saga.wait_phase(name, "Settled")
+    await wait_stock(saga, p, (1, 0))
+    record = await journal_reaches(saga, name, lambda r: r.phase == "Settled")
+    assert record.paid_order_id == name and record.total == 10_000
+    assert (await saga.sandbox_state(name))["transaction_status"] == "settlement"
 
 
 # --- watch gaps ------------------------------------------------------------------------
