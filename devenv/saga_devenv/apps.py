@@ -45,7 +45,7 @@ APPS = (  # in start order: a process comes after what it calls
     App("payment-listener", "payment_listener", LISTENER, "/readyz"),
     App("user-service", "user_service", USER_HTTP, "/readyz"),
     App("product-service", "product_service", PRODUCT_HTTP, "/readyz"),
-    App("checkout-operator", "checkout_operator", OPERATOR_METRICS, "/metrics"),
+    App("checkout-operator", "checkout_operator", OPERATOR_METRICS, "/readyz"),
     App("checkout-api", "checkout_api", CHECKOUT_API, "/readyz"),
     App("expiry-worker", "checkout_operator.worker", 0, ""),
 )

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-
-from prometheus_client import start_http_server
+from collections.abc import Awaitable, Callable
 
 from saga_kit.logs import setup_logging
 from saga_kit.serving import stop_on_signals
+from saga_kit.supervise import Readiness, supervised
 
 from . import metrics
 from .app import build_deps, kube_api_client
@@ -19,6 +19,7 @@ from .handlers import KopfWatcher
 from .inbox import PaymentInbox
 from .leader import LeaderElector
 from .poller import PaymentPoller
+from .probes import serve_probes
 from .reconciler import Reconciler
 from .returns import PaymentReturns
 from .saga import Phase
@@ -53,11 +54,24 @@ async def watch_the_watcher(watcher: KopfWatcher, stop: asyncio.Event) -> None:
         log.error("the kopf watcher died: %r", watcher.error)
 
 
+async def _supervised(
+    name: str, loop: Callable[[], Awaitable[None]], stop: asyncio.Event, readiness: Readiness
+) -> None:
+    heartbeat = readiness.heartbeat(name)
+
+    async def run() -> None:
+        heartbeat.beat()
+        await loop()
+
+    await supervised(name, run, stop=stop, heartbeat=heartbeat)
+
+
 async def main() -> None:
     setup_logging("checkout-operator")
     settings = OperatorSettings.from_env()
+    readiness = Readiness()
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="0.0.0.0")  # noqa: S104 (scraped in-cluster)
+        serve_probes(settings.metrics_port, readiness)
     stop = stop_on_signals()
     lost = False
     async with contextlib.AsyncExitStack() as stack:
@@ -81,7 +95,7 @@ async def main() -> None:
             log.info("checkout operator stopped before it became the leader")
             return
         try:
-            lost = await act(reconciler, inbox, settings, elector, stop, stack)
+            lost = await act(reconciler, inbox, settings, elector, stop, stack, readiness)
         finally:
             await elector.release()  # after acting stopped: a successor may start now
     log.info("checkout operator stopped")
@@ -96,6 +110,7 @@ async def act(
     elector: LeaderElector,
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
+    readiness: Readiness,
 ) -> bool:
     """Act while leading: watch, reconcile, poll, return stray money, consume the inbox, sweep.
 
@@ -105,17 +120,23 @@ async def act(
     watcher.start()
     stack.push_async_callback(watcher.stop)
     poller = PaymentPoller(reconciler)  # its Midtrans budget is shared with the returns
+    loops: dict[str, Callable[[], Awaitable[None]]] = {
+        "poller": lambda: poller.run(stop),
+        "payment-returns": lambda: PaymentReturns(reconciler, poller.bucket).run(stop),
+        "payment-inbox": lambda: inbox.run(stop),
+        "final-events": lambda: FinalEvents(reconciler.deps).run(stop),
+        "sweep": lambda: sweep_deleted(reconciler, settings.namespace, stop),
+    }
     tasks = [
+        # The lease, the watch and the reconciler end the operator if they end.
         asyncio.create_task(elector.keep(stop), name="lease"),
         asyncio.create_task(watch_the_watcher(watcher, stop), name="kopf"),
         asyncio.create_task(reconciler.run(stop), name="reconciler"),
-        asyncio.create_task(poller.run(stop), name="poller"),
-        asyncio.create_task(
-            PaymentReturns(reconciler, poller.bucket).run(stop), name="payment-returns"
+        # The others are started again if they fail; /readyz says so meanwhile.
+        *(
+            asyncio.create_task(_supervised(name, loop, stop, readiness), name=name)
+            for name, loop in loops.items()
         ),
-        asyncio.create_task(inbox.run(stop), name="payment-inbox"),
-        asyncio.create_task(FinalEvents(reconciler.deps).run(stop), name="final-events"),
-        asyncio.create_task(sweep_deleted(reconciler, settings.namespace, stop), name="sweep"),
     ]
     log.info("checkout operator started (namespace: %s)", settings.namespace or "all")
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
