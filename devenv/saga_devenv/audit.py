@@ -324,6 +324,9 @@ def resource_problem(
             return ours, f"read model: {row.phase}"
     elif row.terminal:  # the read model is written after the resource, never before
         return ours, f"read model: {row.phase}"
+    elif res.phase == Phase.AWAITING_PAYMENT and row.total is None:
+        # The total a payment is judged by is journaled before anyone can pay.
+        return ours, "read model: no total to judge a payment by"
     return None
 
 

@@ -278,6 +278,8 @@ def test_reservation_mismatches_name_both_sides_and_orphans() -> None:
             None,  # the order id is another Checkout's
         ),
         (resource("Settled"), row("Settled", deleted_at=LONG_AGO), "deleted at"),
+        (resource("AwaitingPayment"), row("Pending", total=None), "no total"),
+        (resource("AwaitingPayment"), row("Pending"), None),  # the phase may lag a while
     ],
 )
 def test_a_resource_agrees_with_its_read_model_row(
