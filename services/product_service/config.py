@@ -30,7 +30,6 @@ class ProductServiceConfig:
     grpc_host: str
     grpc_port: int
     consumer_name: str
-    consumer_max_deliver: int
     consumer_backoff_scale: float
     events_namespace: str  # "" for the default stream names
     nats_credentials: NatsCredentials | None = None
@@ -54,7 +53,6 @@ class ProductServiceConfig:
             grpc_host=env_str("PRODUCT_GRPC_HOST", "127.0.0.1"),
             grpc_port=env_int("PRODUCT_GRPC_PORT", 18201),
             consumer_name=env_str("PRODUCT_CONSUMER_NAME", "product-service"),
-            consumer_max_deliver=env_int("PRODUCT_CONSUMER_MAX_DELIVER", 6),
             consumer_backoff_scale=env_float("PRODUCT_CONSUMER_BACKOFF_SCALE", 1.0),
             events_namespace=env_optional("EVENTS_NAMESPACE"),
             nats_credentials=NatsCredentials.from_env(),
