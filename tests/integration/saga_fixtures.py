@@ -46,6 +46,7 @@ from tests.integration.product_fixtures import ProductEnv
 from tests.integration.user_fixtures import UserEnv
 
 SANDBOX_KEY = "SB-Mid-server-saga-tests"
+EXPIRY_WORKER = "expiry-worker"  # the name of the arq worker's task
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +73,9 @@ class Operator:
 
     async def shutdown(self) -> None:
         self.stop.set()
-        self.tasks[-1].cancel()  # the arq worker runs until cancelled
+        for task in self.tasks:
+            if task.get_name() == EXPIRY_WORKER:
+                task.cancel()  # the arq worker runs until cancelled
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 20)
@@ -95,7 +98,10 @@ class SagaEnv:
     def operator(self) -> Operator:
         return self.operators[-1]
 
-    async def start_operator(self, **overrides: Any) -> Operator:
+    async def start_operator(self, *, worker: bool = True, **overrides: Any) -> Operator:
+        """Start an operator with ``overrides`` of the settings; ``worker=False`` runs
+        no arq expiry worker (expiry jobs stay queued: only the operator's own deadline
+        can expire a checkout)."""
         key = overrides.pop("midtrans_key", None) or SANDBOX_KEY
         grace = overrides.pop("final_event_grace", dt.timedelta(seconds=2))
         midtrans_url = overrides.pop("midtrans_url", None) or self.midtrans_url
@@ -113,16 +119,6 @@ class SagaEnv:
         watcher.start()
         stack.push_async_callback(watcher.stop)
         stop = asyncio.Event()
-        worker = Worker(
-            functions=[expire_checkout],
-            redis_settings=RedisSettings.from_dsn(settings.redis_url.value),
-            queue_name=settings.arq_queue,
-            ctx={"deps": deps},
-            handle_signals=False,
-            poll_delay=0.1,
-            max_tries=20,
-        )
-        stack.push_async_callback(worker.close)
         poller = PaymentPoller(reconciler)
         inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
         await inbox.ensure()
@@ -136,8 +132,19 @@ class SagaEnv:
             asyncio.create_task(
                 FinalEvents(deps, tick=0.2, grace=grace).run(stop), name="final-events"
             ),
-            asyncio.create_task(worker.async_run(), name="expiry-worker"),
         ]
+        if worker:
+            arq_worker = Worker(
+                functions=[expire_checkout],
+                redis_settings=RedisSettings.from_dsn(settings.redis_url.value),
+                queue_name=settings.arq_queue,
+                ctx={"deps": deps},
+                handle_signals=False,
+                poll_delay=0.1,
+                max_tries=20,
+            )
+            stack.push_async_callback(arq_worker.close)
+            tasks.append(asyncio.create_task(arq_worker.async_run(), name=EXPIRY_WORKER))
         operator = Operator(deps, reconciler, stop, tasks, stack, watcher)
         self.operators.append(operator)
         return operator

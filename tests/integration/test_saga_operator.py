@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from arq.jobs import Job, JobResult, JobStatus
 
+from checkout_operator import actions
 from checkout_operator.clients.announcer import expiry_job_id
-from tests.integration.saga_fixtures import SagaEnv
+from checkout_operator.saga import Action, PaymentState, Plan, View, parse_timestamp
+from checkout_operator.saga import plan as saga_plan
+from product_service import store
+from tests.integration.saga_fixtures import SagaEnv, condition
 
 
 async def product(saga: SagaEnv, price: int = 10_000, stock: int = 10) -> str:
@@ -119,16 +125,67 @@ async def test_payment_page_failure_cancels_and_restores_stock(saga: SagaEnv) ->
     await wait_stock(saga, p, (4, 0))
 
 
-async def test_unpaid_checkout_expires_and_restores_stock(saga: SagaEnv) -> None:
+def without_the_operators_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator never expires a checkout by its own clock: no wake-up at expiresAt
+    and no expiry step past it (an expiry Midtrans reports would still count)."""
+
+    def plan(view: View, now: dt.datetime, ttl: dt.timedelta | None) -> Plan:
+        step = saga_plan(view, now, ttl)
+        if step.action is Action.WAIT or (
+            step.action is Action.EXPIRE and view.payment is not PaymentState.EXPIRED
+        ):
+            return Plan(Action.WAIT)
+        return step
+
+    monkeypatch.setattr(actions, "plan", plan)
+
+
+async def expiry_job(saga: SagaEnv, name: str) -> tuple[JobStatus, JobResult | None]:
+    """The arq expiry job of a checkout: its status and, once it ran, its result."""
+    body = await saga.get(name)
+    assert body is not None
+    redis = aioredis.Redis.from_url(saga.settings.redis_url.value)
+    try:
+        job = Job(
+            expiry_job_id(body["metadata"]["uid"]), redis, _queue_name=saga.settings.arq_queue
+        )
+        return await job.status(), await job.result_info()
+    finally:
+        await redis.aclose()
+
+
+async def test_the_expiry_job_alone_expires_an_unpaid_checkout(
+    saga: SagaEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_the_operators_deadline(monkeypatch)
     await saga.start_operator()
     p = await product(saga, stock=4)
     name = await saga.create(items=[(p, 10_000, 3)], paymentTTLSeconds=2)
     await saga.wait_phase(name, "AwaitingPayment")
-    body = await saga.wait_phase(name, "Expired", within=20)
+    body = await saga.wait_phase(name, "Expired", within=30)
     assert body["status"]["failure"]["reason"] == "PaymentExpired"
+    # The worker's job did it: it ran, and its answer was the write that expired it.
+    status, result = await expiry_job(saga, name)
+    assert status is JobStatus.complete
+    assert result is not None and result.success and result.result == "Expired", result
     await wait_stock(saga, p, (4, 0))
     record = await saga.operator.deps.readmodel.get(name)
     assert record is not None and record.expiry_scheduled and record.final_event_published
+
+
+async def test_the_operators_deadline_alone_expires_an_unpaid_checkout(saga: SagaEnv) -> None:
+    await saga.start_operator(worker=False)
+    p = await product(saga, stock=4)
+    name = await saga.create(items=[(p, 10_000, 3)], paymentTTLSeconds=2)
+    await saga.wait_phase(name, "AwaitingPayment")
+    body = await saga.wait_phase(name, "Expired", within=30)
+    assert body["status"]["failure"]["reason"] == "PaymentExpired"
+    record = await saga.operator.deps.readmodel.get(name)
+    assert record is not None and record.expiry_scheduled and record.final_event_published
+    # The job was scheduled and is due, but nobody ran it: the operator's wake-up did.
+    status, result = await expiry_job(saga, name)
+    assert status is JobStatus.queued and result is None
+    await wait_stock(saga, p, (4, 0))
 
 
 async def test_operator_expires_overdue_checkouts_when_the_job_is_lost(saga: SagaEnv) -> None:
@@ -224,30 +281,83 @@ async def test_late_payment_is_refunded_and_flagged(saga: SagaEnv) -> None:
     assert "LatePayment" in reasons
 
 
+@dataclass(frozen=True)
+class Payment:
+    """What the buyer saw of one payment at Midtrans."""
+
+    name: str
+    accepted: bool  # Midtrans took the money
+    before_deadline: bool  # and said so before the checkout's expiresAt
+
+
+async def pay_around_the_deadline(saga: SagaEnv, name: str, offset: float | None) -> Payment:
+    """Pay ``offset`` seconds from the checkout's expiresAt (as soon as the page exists
+    if that has passed); ``None``: only once the checkout is seen Expired."""
+    body = await saga.wait_for(name, lambda b: bool((b.get("status") or {}).get("expiresAt")))
+    deadline = parse_timestamp(body["status"]["expiresAt"])
+    assert deadline is not None
+    order = await saga.midtrans_order(name)
+    if offset is None:
+        await saga.wait_phase(name, "Expired")
+    else:
+        moment = deadline + dt.timedelta(seconds=offset)
+        await asyncio.sleep(max(0.0, (moment - dt.datetime.now(dt.UTC)).total_seconds()))
+    reply = await saga.sandbox(order, "pay", payment_type="bank_transfer")
+    answered = dt.datetime.now(dt.UTC)
+    return Payment(name, reply.status_code == 200, reply.status_code == 200 and answered < deadline)
+
+
+def late_payment_flagged(body: dict[str, Any]) -> bool:
+    flag = condition(body, "LatePayment")
+    return flag is not None and flag["status"] == "True"
+
+
 async def test_settlement_racing_expiry_has_exactly_one_winner(saga: SagaEnv) -> None:
+    """Payments land across the expiry window, from as soon as the page exists to after
+    the checkout is seen expired. Midtrans decides the race: money it took before the
+    operator's expiry wins (Settled, sold, kept); money after is given back (Expired,
+    released, refunded and flagged). Both endings must occur, each consistent."""
     await saga.start_operator()
-    products = [await product(saga, stock=1) for _ in range(8)]
-    names = [await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=2) for p in products]
-    for name in names:
-        await saga.wait_phase(name, "AwaitingPayment")
-    await asyncio.sleep(1.7)
-    await asyncio.gather(*(saga.sandbox(n, "pay", payment_type="bank_transfer") for n in names))
-    for name, p in zip(names, products, strict=True):
-        body = await saga.wait_phase(name, "Settled", "Expired", within=30)
-        phase = body["status"]["phase"]
-        state = await saga.sandbox_state(name)
-        if phase == "Settled":
-            await wait_stock(saga, p, (0, 0))
-        else:
+    ttl = 4
+    offsets: list[float | None] = [-ttl, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, None]
+    products = [await product(saga, stock=1) for _ in offsets]
+    names = [await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=ttl) for p in products]
+    payments = await asyncio.gather(
+        *(pay_around_the_deadline(saga, n, o) for n, o in zip(names, offsets, strict=True))
+    )
+    phases = {}
+    for payment in payments:
+        body = await saga.wait_phase(payment.name, "Settled", "Expired", within=60)
+        phases[payment.name] = body["status"]["phase"]
+    assert set(phases.values()) == {"Settled", "Expired"}, (phases, payments)
+
+    for payment, p in zip(payments, products, strict=True):
+        name, phase = payment.name, phases[payment.name]
+        order = await saga.midtrans_order(name)
+        if phase == "Expired":
+            assert not payment.before_deadline, f"{name}: money taken in time lost to the expiry"
             await wait_stock(saga, p, (1, 0))
-            # If the money arrived anyway, it goes back.
-            if state.get("transaction_status") in ("settlement", "refund"):
-                await saga.wait_for(
-                    name,
-                    lambda b: any(
-                        c["type"] == "LatePayment" for c in b["status"].get("conditions", [])
-                    ),
-                )
+            state = await saga.sandbox_state(order)
+            if payment.accepted:  # the money arrived anyway: it goes back, and says so
+                await saga.wait_for(name, late_payment_flagged)
+                state = await saga.sandbox_state(order)
+                assert state["transaction_status"] == "refund", state
+            else:
+                assert state.get("transaction_status") != "settlement", state
+        else:
+            assert payment.accepted, f"{name}: settled without Midtrans taking the money"
+            await wait_stock(saga, p, (0, 0))
+        events = await store.events_for(saga.products.pool, name)
+        final = {"Settled": "settled", "Expired": "expired"}[phase]
+        applied = [(e["event_type"], e["outcome"]) for e in events if e["outcome"] == "applied"]
+        assert applied == [("committed", "applied"), (final, "applied")], events
+    # Every late payment has been refunded by now: a settled one was not.
+    for name, phase in phases.items():
+        if phase == "Settled":
+            body = await saga.wait_phase(name, "Settled")
+            state = await saga.sandbox_state(await saga.midtrans_order(name))
+            assert state["transaction_status"] == "settlement", state
+            assert condition(body, "LatePayment") is None, body
 
 
 async def test_finished_checkouts_are_deleted_after_their_ttl_and_kept_in_postgres(
