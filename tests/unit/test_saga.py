@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from checkout_operator.saga import (
     FAILURES,
     FINAL_EVENT,
     HISTORY_LIMIT,
     TERMINAL,
-    TRANSITIONS,
     Action,
     Amounts,
     Compensation,
@@ -44,164 +46,263 @@ NOW = dt.datetime(2025, 1, 15, 12, 0, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 
 
-def reachable(start: Phase) -> set[Phase]:
-    """Every phase reachable from ``start`` in one or more transitions."""
-    seen: set[Phase] = set()
-    frontier = [start]
-    while frontier:
-        for nxt in TRANSITIONS[frontier.pop()]:
-            if nxt not in seen:
-                seen.add(nxt)
-                frontier.append(nxt)
-    return seen
+# --- the saga along random paths -------------------------------------------------------
+#
+# A checkout is driven by ``plan()`` as the operator drives it (actions.reconcile), while
+# the world does what it may in between: the clock moves, the buyer cancels or pays,
+# Midtrans reports late, the Product service hears events late, twice or out of order.
+# Each step's effect follows actions.py (start, fail, settle); phases come from FAILURES
+# and FINAL_EVENT, the product side is product_service.domain.decide.
 
-
-# --- transitions -----------------------------------------------------------------------
-
-# The diagram in the saga module's docstring, edge by edge.
-DIAGRAM = {
-    (Phase.PENDING, Phase.AUTHORIZED),
-    (Phase.AUTHORIZED, Phase.RESERVED),
-    (Phase.RESERVED, Phase.AWAITING_PAYMENT),
-    (Phase.AWAITING_PAYMENT, Phase.SETTLED),
-    (Phase.AWAITING_PAYMENT, Phase.EXPIRED),
-    (Phase.AWAITING_PAYMENT, Phase.CANCELLED),
-    (Phase.RESERVED, Phase.CANCELLED),
-    (Phase.PENDING, Phase.CANCELLED),
-    (Phase.AUTHORIZED, Phase.CANCELLED),
-    (Phase.PENDING, Phase.REJECTED),
-    (Phase.AUTHORIZED, Phase.REJECTED),
-}
-
-
-def test_the_table_covers_every_phase() -> None:
-    assert set(TRANSITIONS) == set(Phase)
-    assert {Phase.SETTLED, Phase.EXPIRED, Phase.CANCELLED, Phase.REJECTED} == TERMINAL
-
-
-@pytest.mark.parametrize("phase", sorted(TERMINAL))
-def test_terminal_phases_have_no_exits(phase: Phase) -> None:
-    assert TRANSITIONS[phase] == frozenset()
-    assert not any(can_transition(phase, target) for target in Phase)
-
-
-@pytest.mark.parametrize("phase", sorted(set(Phase) - TERMINAL))
-def test_every_non_terminal_phase_can_reach_an_end(phase: Phase) -> None:
-    ends = reachable(phase) & TERMINAL
-    assert ends, f"{phase} can never finish"
-    # Whatever happens, a checkout in progress can always be cancelled.
-    assert Phase.CANCELLED in ends
-
-
-@pytest.mark.parametrize("phase", list(Phase))
-def test_the_saga_never_goes_back(phase: Phase) -> None:
-    assert phase not in reachable(phase)
-
-
-def test_the_happy_path_is_a_chain_of_transitions() -> None:
-    path = [
-        Phase.PENDING,
-        Phase.AUTHORIZED,
-        Phase.RESERVED,
-        Phase.AWAITING_PAYMENT,
-        Phase.SETTLED,
-    ]
-    for current, target in itertools.pairwise(path):
-        assert can_transition(current, target), f"{current} -> {target}"
-
-
-def test_rejected_only_before_stock_is_held() -> None:
-    sources = {p for p in Phase if Phase.REJECTED in TRANSITIONS[p]}
-    assert sources == {Phase.PENDING, Phase.AUTHORIZED}
-    assert not can_transition(Phase.AWAITING_PAYMENT, Phase.REJECTED)
-    assert not can_transition(Phase.RESERVED, Phase.REJECTED)
-    # Not even through the phases in between.
-    assert Phase.REJECTED not in reachable(Phase.RESERVED)
-    assert Phase.REJECTED not in reachable(Phase.AWAITING_PAYMENT)
-
-
-def test_settled_and_expired_only_from_awaiting_payment() -> None:
-    for end in (Phase.SETTLED, Phase.EXPIRED):
-        assert {p for p in Phase if can_transition(p, end)} == {Phase.AWAITING_PAYMENT}
-
-
-@pytest.mark.parametrize(("current", "target"), list(itertools.product(Phase, Phase)))
-def test_can_transition_agrees_with_the_table_and_the_diagram(
-    current: Phase, target: Phase
-) -> None:
-    assert can_transition(current, target) is (target in TRANSITIONS[current])
-    assert can_transition(current, target) is ((current, target) in DIAGRAM)
-
-
-# --- failures --------------------------------------------------------------------------
-
-BEFORE_STOCK = {
-    Reason.UNAUTHORIZED,
+# Refused before Reserve is called (voucher, user), and refused by Reserve itself.
+START_REFUSALS = (Reason.INVALID_VOUCHER, Reason.UNAUTHORIZED)
+RESERVE_REFUSALS = (
     Reason.PRODUCT_NOT_FOUND,
-    Reason.OUT_OF_STOCK,
-    Reason.INSUFFICIENT_STOCK,
     Reason.PRICE_MISMATCH,
-    Reason.INVALID_VOUCHER,
     Reason.INVALID_REQUEST,
     Reason.DUPLICATE_ORDER_ID,
-}
-AFTER_STOCK = {
-    Reason.PAYMENT_SETUP_FAILED,
-    Reason.CANCEL_REQUESTED,
-    Reason.PAYMENT_FAILED,
-    Reason.PAYMENT_EXPIRED,
-    Reason.DELETED,
-}
-RELEASES_STOCK = {
-    Compensation.RELEASE_STOCK,
-    Compensation.CANCEL_PAYMENT,
-    Compensation.EXPIRE_PAYMENT,
-}
+)
+# "ok" weighs most: the paths worth walking mostly get past the start.
+START_OUTCOMES = (
+    *("ok",) * 12,
+    "infra_error",
+    *("crash_after_reserve",) * 3,
+    "setup_fails",
+    *START_REFUSALS,
+    *RESERVE_REFUSALS,
+)
+WORLD = ("tick", "cancel", "choose", "pay", "pay", "deny", "midtrans_expires", "notify", "deliver")
+PAID_AT_MIDTRANS = "settlement"
 
 
-def test_every_reason_has_an_outcome() -> None:
-    assert set(FAILURES) == set(Reason) == BEFORE_STOCK | AFTER_STOCK
-    for reason, outcome in FAILURES.items():
-        assert outcome.phase in TERMINAL, reason
-        assert outcome.phase is not Phase.SETTLED, reason
+@dataclass
+class ProductSide:
+    """The Product service's stock and its reservation for the checkout's transaction id."""
+
+    quantity: int
+    available: int
+    reservation: ReservationStatus | None = None
+    sold: int = 0
+    released: int = 0
+
+    def reserve(self) -> bool:
+        """Reserve is idempotent per transaction id: a retry finds the reservation held."""
+        if self.reservation is None:
+            if self.quantity > self.available:
+                return False
+            self.available -= self.quantity
+            self.reservation = ReservationStatus.RESERVED
+        return True
+
+    def hear(self, event: EventType) -> None:
+        decision = decide(event, self.reservation)
+        if decision.outcome is not ProductOutcome.APPLIED:
+            return
+        self.reservation = decision.to_status
+        if decision.effect is StockEffect.FINALIZE:
+            self.sold += self.quantity
+        elif decision.effect is StockEffect.RELEASE:
+            self.released += self.quantity
+            self.available += self.quantity
 
 
-@pytest.mark.parametrize("reason", sorted(FAILURES))
-def test_rejections_have_nothing_to_undo(reason: Reason) -> None:
-    outcome = FAILURES[reason]
-    if outcome.phase is Phase.REJECTED:
-        assert outcome.compensation is Compensation.NONE
-        assert reason in BEFORE_STOCK
+@dataclass
+class Run:
+    product: ProductSide
+    phase: Phase = Phase.PENDING
+    history: list[dict[str, Any]] = field(default_factory=list)
+    cancel_requested: bool = False
+    expires_at: dt.datetime | None = None
+    reported: str | None = None  # status.payment.transactionStatus, as last heard
+    midtrans: str | None = None  # what Midtrans' status API answers now
+    reserve_attempted: bool = False
+    committed_published: bool = False
+    final_published: bool = False
+    outbox: list[EventType] = field(default_factory=list)  # published, not yet heard
+    now: dt.datetime = NOW
+    deleted: bool = False
+
+    def body(self) -> dict[str, Any]:
+        status: dict[str, Any] = {"phase": self.phase.value, "history": self.history}
+        if self.expires_at is not None:
+            status["expiresAt"] = timestamp(self.expires_at)
+        if self.reported is not None:
+            status["payment"] = {"transactionStatus": self.reported, "fraudStatus": "accept"}
+        return {"spec": {"cancelRequested": self.cancel_requested}, "status": status}
+
+    @property
+    def path(self) -> list[Phase]:
+        return [Phase.PENDING, *(Phase(h["phase"]) for h in self.history)]
+
+    def enter(self, *phases: Phase) -> None:
+        assert self.phase not in TERMINAL, f"{self.phase} left for {phases}"
+        self.history = with_history(self.history, [(p, "x") for p in phases], self.now)
+        self.phase = phases[-1]
+
+    def publish(self, event: EventType) -> None:
+        self.outbox.append(event)
+
+    def end(self, reason: Reason) -> None:
+        """actions.fail: stop the payment the failure says to, settle if it was paid."""
+        outcome = FAILURES[reason]
+        if outcome.compensation in (Compensation.CANCEL_PAYMENT, Compensation.EXPIRE_PAYMENT):
+            if self.midtrans == PAID_AT_MIDTRANS:
+                return self.finish(Phase.SETTLED)
+            if self.midtrans in ("pending", "deny"):
+                stopped = outcome.compensation is Compensation.EXPIRE_PAYMENT
+                self.midtrans = "expire" if stopped else "cancel"
+        self.finish(outcome.phase)
+
+    def finish(self, phase: Phase) -> None:
+        self.enter(phase)
+        self.publish_final()
+
+    def publish_final(self) -> None:
+        if self.reserve_attempted and not self.final_published:
+            self.publish(EventType(FINAL_EVENT[self.phase]))
+            self.final_published = True
+
+    def start(self, outcome: str) -> None:
+        if outcome == "infra_error":
+            return  # Retry: nothing written
+        if self.cancel_requested:
+            return self.end(Reason.CANCEL_REQUESTED)
+        if outcome in START_REFUSALS:
+            return self.end(Reason(outcome))
+        self.reserve_attempted = True
+        if outcome in RESERVE_REFUSALS and self.product.reservation is None:
+            if outcome == Reason.DUPLICATE_ORDER_ID:
+                self.reserve_attempted = False  # someone else's reservation under the id
+            return self.end(Reason(outcome))
+        if not self.product.reserve():
+            return self.end(Reason.INSUFFICIENT_STOCK)
+        if outcome == "crash_after_reserve":
+            return  # Reserve's answer lost: started again later
+        if outcome == "setup_fails":
+            return self.end(Reason.PAYMENT_SETUP_FAILED)
+        self.enter(Phase.AUTHORIZED, Phase.RESERVED, Phase.AWAITING_PAYMENT)
+        self.expires_at = self.now + dt.timedelta(minutes=15)
+        self.announce()
+
+    def announce(self) -> None:
+        if not self.committed_published:
+            self.publish(EventType.COMMITTED)
+            self.committed_published = True
+
+    def step(self, start_outcome: str) -> None:
+        """One reconciliation, as actions.reconcile takes it."""
+        step = plan(View.of(self.body()), self.now, HOUR)
+        if self.phase in TERMINAL:
+            assert step.action in (Action.FINISH, Action.DELETE), (self.phase, step)
+        match step.action:
+            case Action.START:
+                self.start(start_outcome)
+            case Action.SETTLE:
+                assert self.midtrans == PAID_AT_MIDTRANS  # settle_if_verified asks Midtrans
+                self.finish(Phase.SETTLED)
+            case Action.CANCEL:
+                cancelled = self.reported == "cancel" and not self.cancel_requested
+                self.end(Reason.PAYMENT_FAILED if cancelled else Reason.CANCEL_REQUESTED)
+            case Action.EXPIRE:
+                self.end(Reason.PAYMENT_EXPIRED)
+            case Action.WAIT:
+                self.announce()
+            case Action.FINISH | Action.DELETE:
+                self.publish_final()
+                self.deleted = step.action is Action.DELETE
+
+    def world(self, event: str, data: st.DataObject) -> None:
+        payable = self.phase is Phase.AWAITING_PAYMENT
+        match event:
+            case "tick":
+                self.now += dt.timedelta(seconds=data.draw(st.integers(0, 7200)))
+            case "cancel":
+                self.cancel_requested = True
+            case "choose" if payable and self.midtrans is None:
+                self.midtrans = "pending"
+            case "pay" if payable and self.midtrans in (None, "pending", "deny"):
+                self.midtrans = PAID_AT_MIDTRANS
+            case "deny" if self.midtrans == "pending":
+                self.midtrans = "deny"
+            case "midtrans_expires" if self.midtrans in ("pending", "deny"):
+                self.midtrans = "expire"
+            case "notify":
+                self.reported = self.midtrans
+            case "deliver" if self.outbox:
+                i = data.draw(st.integers(0, len(self.outbox) - 1))
+                heard = self.outbox[i]
+                if not data.draw(st.booleans()):  # heard twice: delivered again later
+                    del self.outbox[i]
+                self.product.hear(heard)
+
+
+@given(data=st.data(), quantity=st.integers(1, 5), stock=st.integers(0, 12))
+@settings(max_examples=300)
+def test_every_path_ends_once_and_sells_or_releases_exactly_what_was_reserved(
+    data: st.DataObject, quantity: int, stock: int
+) -> None:
+    """Along any path, the checkout changes phase only along allowed transitions, never
+    leaves a terminal phase, settles only money Midtrans holds, and once the Product
+    service heard its events (late, twice, out of order) the reservation is closed:
+    sold exactly if Settled, released exactly otherwise, and nothing is held."""
+    run = Run(ProductSide(quantity, stock))
+    for _ in range(data.draw(st.integers(0, 40))):
+        if data.draw(st.booleans()):
+            run.world(data.draw(st.sampled_from(WORLD)), data)
+        elif not run.deleted:
+            run.step(data.draw(st.sampled_from(START_OUTCOMES)))
+    # Quiet down: Midtrans is heard, time passes, the operator's steps go through.
+    for _ in range(6):
+        run.reported = run.midtrans
+        run.now += 2 * HOUR
+        if not run.deleted:
+            run.step("ok")
+    assert run.phase in TERMINAL, run.path
+    event(f"ended {run.phase}, reserved: {run.product.reservation is not None}")
+    for final in data.draw(st.permutations(run.outbox)):
+        run.product.hear(final)
+
+    for before, after in itertools.pairwise(run.path):
+        assert can_transition(before, after), run.path
+    assert (run.phase is Phase.SETTLED) is (run.midtrans == PAID_AT_MIDTRANS), run.path
+    product = run.product
+    assert product.reservation not in OUTSTANDING, (run.path, product)
+    if product.reservation is None:
+        assert product.sold == product.released == 0
     else:
-        assert outcome.compensation is not Compensation.NONE
+        assert run.reserve_attempted
+        assert product.sold == (quantity if run.phase is Phase.SETTLED else 0), run.path
+        assert product.released == (0 if run.phase is Phase.SETTLED else quantity), run.path
+    assert product.available == stock - product.sold
 
 
-@pytest.mark.parametrize("reason", sorted(BEFORE_STOCK))
-def test_refusals_before_stock_is_held_reject(reason: Reason) -> None:
-    assert FAILURES[reason].phase is Phase.REJECTED
-    assert FAILURES[reason].compensation is Compensation.NONE
+@given(
+    phase=st.sampled_from(sorted(TERMINAL)),
+    cancel=st.booleans(),
+    payment=st.sampled_from(PaymentState),
+    expires=st.none() | st.integers(-10_000, 10_000),
+    finished=st.none() | st.integers(-10_000, 10_000),
+    ttl=st.none() | st.integers(0, 10_000),
+)
+def test_a_terminal_phase_plans_only_to_finish_or_delete(
+    phase: Phase,
+    cancel: bool,
+    payment: PaymentState,
+    expires: int | None,
+    finished: int | None,
+    ttl: int | None,
+) -> None:
+    """Whatever else a finished checkout shows (a cancel request, money, an expiry past),
+    the only steps left are announcing its end and deleting it after the TTL."""
 
+    def at(seconds: int | None) -> dt.datetime | None:
+        return None if seconds is None else NOW + dt.timedelta(seconds=seconds)
 
-@pytest.mark.parametrize("reason", sorted(AFTER_STOCK))
-def test_failures_after_stock_is_held_release_it(reason: Reason) -> None:
-    outcome = FAILURES[reason]
-    assert outcome.compensation in RELEASES_STOCK
-    assert outcome.phase is not Phase.REJECTED
-    # The product side restores stock when it hears the final event.
-    assert FINAL_EVENT[outcome.phase] is not None
-
-
-def test_each_failure_undoes_what_exists() -> None:
-    # No payment page yet: only the stock.
-    assert FAILURES[Reason.PAYMENT_SETUP_FAILED].phase is Phase.CANCELLED
-    assert FAILURES[Reason.PAYMENT_SETUP_FAILED].compensation is Compensation.RELEASE_STOCK
-    for reason in (Reason.CANCEL_REQUESTED, Reason.PAYMENT_FAILED, Reason.DELETED):
-        assert FAILURES[reason].phase is Phase.CANCELLED
-        assert FAILURES[reason].compensation is Compensation.CANCEL_PAYMENT
-    assert FAILURES[Reason.PAYMENT_EXPIRED].phase is Phase.EXPIRED
-    assert FAILURES[Reason.PAYMENT_EXPIRED].compensation is Compensation.EXPIRE_PAYMENT
-    # A refund is for money that arrives after the end, never a failure's undo.
-    assert all(o.compensation is not Compensation.REFUND for o in FAILURES.values())
+    view = View(phase, cancel, at(expires), payment, at(finished))
+    step = plan(view, NOW, None if ttl is None else dt.timedelta(seconds=ttl))
+    assert step.action in (Action.FINISH, Action.DELETE)
+    deletable = ttl is not None and finished is not None and finished + ttl <= 0
+    assert (step.action is Action.DELETE) is deletable
 
 
 @pytest.mark.parametrize("phase", sorted(TERMINAL))
