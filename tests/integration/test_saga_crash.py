@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections import Counter
 from contextlib import AbstractContextManager
 
 import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from saga_kit.events import Topology, TransactionEvent
 from tests.helpers.processes import ModuleProcess, free_port, python_module
+from tests.helpers.waiting import eventually
 from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv
 
 
@@ -68,6 +71,71 @@ def operator_process(saga: SagaEnv) -> AbstractContextManager[ModuleProcess]:
     )
 
 
+async def announced(saga: SagaEnv, names: list[str], paid: set[str]) -> bool:
+    """Every checkout's `committed` published and expiry scheduled, and the paid
+    ones' `settled` published."""
+    conn = await asyncpg.connect(saga.platform.postgres_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT order_id, committed_published, expiry_scheduled, final_event_published"
+            f' FROM "{saga.settings.db_schema}".checkouts WHERE order_id = ANY($1)',
+            names,
+        )
+    finally:
+        await conn.close()
+    done = {
+        r["order_id"]
+        for r in rows
+        if r["committed_published"]
+        and r["expiry_scheduled"]
+        and (r["final_event_published"] or r["order_id"] not in paid)
+    }
+    return done == set(names)
+
+
+async def drained(saga: SagaEnv) -> bool:
+    """The Product consumer has acknowledged every message in the stream."""
+    topology = Topology.namespaced(saga.settings.events_namespace)
+    nc = await saga.platform.nats()
+    try:
+        js = nc.jetstream()
+        last = (await js.stream_info(topology.stream)).state.last_seq
+        info = await js.consumer_info(topology.stream, "products")
+    finally:
+        await nc.close()
+    return bool(info.ack_floor and info.ack_floor.stream_seq == last and not info.num_pending)
+
+
+async def stream_messages(saga: SagaEnv) -> Counter[tuple[str, str]]:
+    """The transaction events in the stream, counted by transaction and type (subject)."""
+    topology = Topology.namespaced(saga.settings.events_namespace)
+    nc = await saga.platform.nats()
+    counts: Counter[tuple[str, str]] = Counter()
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(topology.stream)).state
+        for seq in range(state.first_seq, state.last_seq + 1):
+            msg = await js.get_msg(topology.stream, seq)
+            assert msg.data is not None and msg.subject is not None
+            event = TransactionEvent.model_validate_json(msg.data)
+            assert msg.subject == topology.subject(event.type), msg
+            counts[(event.transaction_id, event.type.value)] += 1
+    finally:
+        await nc.close()
+    return counts
+
+
+async def consumer_outcomes(saga: SagaEnv, names: list[str]) -> Counter[tuple[str, str, str]]:
+    """What the Product consumer recorded (applied, duplicate, refused, unknown
+    transaction), counted by transaction, event type and outcome."""
+    rows = await saga.products.pool.fetch(
+        "SELECT transaction_id, event_type, outcome FROM reservation_events"
+        " WHERE transaction_id = ANY($1)",
+        names,
+    )
+    return Counter((r["transaction_id"], r["event_type"], r["outcome"]) for r in rows)
+
+
 async def test_sigkill_mid_saga_then_restart_completes_every_saga_once(saga: SagaEnv) -> None:
     products = [await saga.products.product(price=1_000, stock=5) for _ in range(3)]
     names: list[str] = []
@@ -84,31 +152,23 @@ async def test_sigkill_mid_saga_then_restart_completes_every_saga_once(saga: Sag
             await saga.wait_phase(name, "AwaitingPayment", within=60)
         for name in names[::2]:
             order = await saga.midtrans_order(name)
-            paid = await saga.sandbox(order, "pay", payment_type="bank_transfer")
-            assert paid.status_code == 200, paid.text
+            reply = await saga.sandbox(order, "pay", payment_type="bank_transfer")
+            assert reply.status_code == 200, reply.text
         for name in names[::2]:
             await saga.wait_phase(name, "Settled", within=60)
-        # Let announcements and events settle, then check nothing happened twice.
-        await asyncio.sleep(1.5)
-        conn = await asyncpg.connect(saga.platform.postgres_dsn)
-        try:
-            schema = saga.settings.db_schema
-            for name in names:
-                row = await conn.fetchrow(
-                    "SELECT committed_published, expiry_scheduled"
-                    f' FROM "{schema}".checkouts WHERE order_id = $1',
-                    name,
-                )
-                assert row is not None and row["committed_published"] and row["expiry_scheduled"]
-            applied = await saga.products.pool.fetch(
-                "SELECT transaction_id, event_type, count(*) AS n FROM reservation_events"
-                " WHERE outcome = 'applied' GROUP BY 1, 2"
-            )
-            assert all(r["n"] == 1 for r in applied), applied
-            committed = {r["transaction_id"] for r in applied if r["event_type"] == "committed"}
-            assert committed == set(names)
-        finally:
-            await conn.close()
+        # Every announcement was made (the journal says so) and the consumer has
+        # drained the stream: only then count what happened.
+        paid = set(names[::2])
+        await eventually(lambda: announced(saga, names, paid), within=60)
+        await eventually(lambda: drained(saga), within=60)
+        messages = await stream_messages(saga)
+        outcomes = await consumer_outcomes(saga, names)
+        # Exactly one message per transaction and event, and exactly one outcome of it,
+        # `applied`: no republish under a new id, no duplicate, refused or unknown, and
+        # no event of a type that did not happen (nothing expired or was cancelled).
+        expected = {(n, "committed"): 1 for n in names} | {(n, "settled"): 1 for n in paid}
+        assert messages == expected, messages
+        assert outcomes == {(n, t, "applied"): 1 for n, t in expected}, outcomes
         # Each product: 3 checkouts of 1 unit; the paid ones are sold, the others held.
         for p in products:
             stock, reserved = await saga.products.stock_of(p)
