@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from product_service import store
 from product_service.consumer import EventConsumer
-from saga_kit.events import EventType, TransactionEvent, ensure_streams, publish
+from saga_kit.events import EventType, Topology, TransactionEvent, ensure_streams, publish
+from saga_kit.nats_access import Role
+from saga_kit.supervise import Readiness
 from tests.conftest import Platform
-from tests.integration.product_event_fixtures import EventsEnv, consuming, eventually
+from tests.integration.product_event_fixtures import CONSUMER, EventsEnv, consuming, eventually
 from tests.integration.product_fixtures import ProductEnv
 
 
@@ -166,25 +170,87 @@ async def _restored(env: EventsEnv, product: str) -> bool:
     return await env.products.stock_of(product) == (10, 0)
 
 
-async def test_restart_keeps_streams_and_does_not_reprocess(events_env: EventsEnv) -> None:
-    tx, product = await events_env.reserved()
-    await events_env.send(tx, EventType.CANCELLED)
-
-    async def applied() -> bool:
-        return await events_env.outcomes(tx) == [("cancelled", "applied")]
-
-    await eventually(applied)
-    # A second instance (a restart) ensures streams again and resumes the durable consumer.
-    await ensure_streams(events_env.js, events_env.topology)
-    info = await events_env.js.stream_info(events_env.topology.stream)
-    assert info.state.messages >= 1
-    again = EventConsumer(
-        events_env.product_js, events_env.products.pool, events_env.topology, name="products"
-    )
+@contextlib.asynccontextmanager
+async def consumer_running(consumer: EventConsumer) -> AsyncIterator[asyncio.Task[None]]:
+    """``consumer`` bound to its durable and consuming until the block ends; its task
+    (done once it stopped)."""
+    await consumer.ensure()
     stop = asyncio.Event()
-    task = asyncio.create_task(again.run(stop, batch=16))
-    await asyncio.sleep(1.5)
-    stop.set()
-    await asyncio.wait_for(task, 10)
-    assert await events_env.outcomes(tx) == [("cancelled", "applied")]
-    assert await events_env.products.stock_of(product) == (10, 0)
+    task = asyncio.create_task(consumer.run(stop, batch=16))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_restart_keeps_streams_and_does_not_reprocess(
+    platform: Platform, product_env: ProductEnv
+) -> None:
+    """The first consumer stops; a second binds the same durable (a restart). It starts
+    past what the first acknowledged (nothing old is delivered or recorded again) and
+    applies what comes next."""
+    admin = await platform.nats()
+    topology = Topology.namespaced(f"r{uuid.uuid4().hex[:8]}")
+    await ensure_streams(admin.jetstream(), topology)
+    first_nc, second_nc = await platform.nats(Role.PRODUCT_SERVICE), None
+    first = EventConsumer(first_nc.jetstream(), product_env.pool, topology, name=CONSUMER)
+    env = EventsEnv(
+        product_env, admin.jetstream(), first_nc.jetstream(), topology, first, Readiness()
+    )
+    try:
+        released, released_product = await env.reserved()
+        sold, sold_product = await env.reserved()
+        async with consumer_running(first) as first_task:
+            await env.send(released, EventType.CANCELLED)
+            await env.send(sold, EventType.COMMITTED)
+
+            async def first_done() -> bool:
+                info = await env.consumer_info()
+                return info.ack_floor is not None and info.ack_floor.stream_seq == 2
+
+            await eventually(first_done)
+        assert first_task.done() and first_task.exception() is None
+        await first_nc.close()
+
+        # The restart: streams ensured again (their data kept), a new connection and
+        # consumer on the same durable.
+        await ensure_streams(env.js, topology)
+        assert (await env.js.stream_info(topology.stream)).state.messages == 2
+        second_nc = await platform.nats(Role.PRODUCT_SERVICE)
+        second = EventConsumer(second_nc.jetstream(), product_env.pool, topology, name=CONSUMER)
+        async with consumer_running(second):
+            await env.send(sold, EventType.SETTLED)  # stream sequence 3
+
+            async def second_done() -> bool:
+                info = await env.consumer_info()
+                return info.ack_floor is not None and info.ack_floor.stream_seq == 3
+
+            await eventually(second_done)
+            info = await env.consumer_info()
+        # Three deliveries in all (the consumer sequence counts every one): the second
+        # consumer was handed only the new message, and acknowledged it.
+        assert info.delivered is not None and info.ack_floor is not None
+        assert (info.delivered.stream_seq, info.delivered.consumer_seq) == (3, 3), info
+        assert (info.ack_floor.stream_seq, info.ack_floor.consumer_seq) == (3, 3), info
+        assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+        # Old messages were recorded once (by the first); the new one by the second.
+        seen = [
+            (e["event_type"], e["outcome"], e["stream_seq"])
+            for tx in (released, sold)
+            for e in await store.events_for(product_env.pool, tx)
+        ]
+        assert seen == [
+            ("cancelled", "applied", 1),
+            ("committed", "applied", 2),
+            ("settled", "applied", 3),
+        ]
+        assert await product_env.stock_of(released_product) == (10, 0)
+        assert await product_env.stock_of(sold_product) == (6, 0)
+    finally:
+        for name in topology.streams:
+            with contextlib.suppress(Exception):
+                await admin.jetstream().delete_stream(name)
+        for nc in (first_nc, second_nc, admin):
+            if nc is not None and not nc.is_closed:
+                await nc.close()
