@@ -17,6 +17,7 @@ from checkout_operator.clients.announcer import expiry_job_id
 from checkout_operator.saga import Action, PaymentState, Plan, View, parse_timestamp
 from checkout_operator.saga import plan as saga_plan
 from product_service import store
+from tests.helpers.waiting import eventually
 from tests.integration.saga_fixtures import SagaEnv, condition
 
 
@@ -164,9 +165,14 @@ async def test_the_expiry_job_alone_expires_an_unpaid_checkout(
     await saga.wait_phase(name, "AwaitingPayment")
     body = await saga.wait_phase(name, "Expired", within=30)
     assert body["status"]["failure"]["reason"] == "PaymentExpired"
-    # The worker's job did it: it ran, and its answer was the write that expired it.
-    status, result = await expiry_job(saga, name)
-    assert status is JobStatus.complete
+
+    # The worker's job did it: it ran, and its answer was the write that expired it
+    # (arq stores the result a moment after the job's write: wait for it).
+    async def job_done() -> bool:
+        return (await expiry_job(saga, name))[0] is JobStatus.complete
+
+    await eventually(job_done, within=30, interval=0.05)
+    _, result = await expiry_job(saga, name)
     assert result is not None and result.success and result.result == "Expired", result
     await wait_stock(saga, p, (4, 0))
     record = await saga.operator.deps.readmodel.get(name)
@@ -180,12 +186,16 @@ async def test_the_operators_deadline_alone_expires_an_unpaid_checkout(saga: Sag
     await saga.wait_phase(name, "AwaitingPayment")
     body = await saga.wait_phase(name, "Expired", within=30)
     assert body["status"]["failure"]["reason"] == "PaymentExpired"
-    record = await saga.operator.deps.readmodel.get(name)
-    assert record is not None and record.expiry_scheduled and record.final_event_published
+    await wait_stock(saga, p, (4, 0))  # the final event went out (published, then applied)
+
+    async def journaled() -> bool:  # the journal marks it right after the publish
+        record = await saga.operator.deps.readmodel.get(name)
+        return record is not None and record.expiry_scheduled and record.final_event_published
+
+    await eventually(journaled, within=30, interval=0.05)
     # The job was scheduled and is due, but nobody ran it: the operator's wake-up did.
     status, result = await expiry_job(saga, name)
     assert status is JobStatus.queued and result is None
-    await wait_stock(saga, p, (4, 0))
 
 
 async def test_operator_expires_overdue_checkouts_when_the_job_is_lost(saga: SagaEnv) -> None:
