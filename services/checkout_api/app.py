@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kubernetes_asyncio.client.exceptions import ApiException
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from checkout.product.v1 import product_pb2, product_pb2_grpc
 from checkout_operator.saga import TERMINAL
@@ -43,25 +44,36 @@ REJECTED_STATUS = {
 }
 
 
+def _plain_text(value: str) -> str:
+    """No control characters (NUL included) and no lone surrogates: such a string can't
+    be a product id, a voucher or a name, and breaks Kubernetes, Postgres and JSON."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValueError("must not contain control characters or lone surrogates")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_plain_text)]
+
+
 class Item(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=50, description="Product id")
+    id: Text = Field(min_length=1, max_length=50, description="Product id")
     price: int = Field(ge=0, le=10**12, description="Unit price seen by the buyer, in IDR")
     quantity: int = Field(ge=1, le=10_000)
 
 
 class Customer(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    first_name: str | None = Field(default=None, max_length=255)
-    last_name: str | None = Field(default=None, max_length=255)
-    email: str | None = Field(default=None, max_length=255)
-    phone: str | None = Field(default=None, max_length=32)
+    first_name: Text | None = Field(default=None, max_length=255)
+    last_name: Text | None = Field(default=None, max_length=255)
+    email: Text | None = Field(default=None, max_length=255)
+    phone: Text | None = Field(default=None, max_length=32)
 
 
 class CheckoutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     products: list[Item] = Field(min_length=1, max_length=50)
-    voucher: str | None = Field(default=None, min_length=1, max_length=64)
+    voucher: Text | None = Field(default=None, min_length=1, max_length=64)
     customer: Customer | None = None
     payment_ttl_seconds: int | None = Field(
         default=None,
@@ -376,6 +388,16 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def readyz() -> dict[str, str]:
         await deps.readmodel.fetchval("SELECT 1")
         return {"status": "ready"}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the input, and NaN, Infinity or a lone surrogate
+        # there can't be written as JSON (a 500): the same shape without the values.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:
