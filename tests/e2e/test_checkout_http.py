@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import System
+from tests.e2e.payment_stream import payment_stream
 from tests.helpers.waiting import eventually
 
 
@@ -76,7 +77,9 @@ def signed(
 
 
 async def test_pay_flow_reaches_settled_through_the_webhook(system: System) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
+    """Settled by Midtrans' notification through the listener and the operator's inbox,
+    not by the poller that would settle it too (a few seconds later) if either broke."""
+    async with httpx.AsyncClient(timeout=30) as http, payment_stream(system) as stream:
         [buyer], owner, product = await shop(system, http, price=20_000, stock=5)
         reply = await checkout(system, http, buyer, product, 2)
         assert reply.status_code == 201, reply.text
@@ -84,11 +87,22 @@ async def test_pay_flow_reaches_settled_through_the_webhook(system: System) -> N
         assert created["phase"] == "AwaitingPayment" and created["total"] == 40_000
         assert created["snap_token"] and created["redirect_url"] and created["expires_at"]
         assert await available(system, http, str(product["id"])) == 3
+        before = await stream.last_seq()
         paid = await http.post(
             f"{system.sandbox}/_sandbox/transactions/{created['id']}/pay", json={}
         )
         assert paid.status_code == 200, paid.text
-        await wait_phase(system, http, buyer, created["id"], "Settled")
+        sent = [n["payload"] for n in paid.json()["notifications"]]
+        assert [n["transaction_status"] for n in sent] == ["pending", "settlement"]
+        # The listener recorded what the sandbox sent, as sent.
+        recorded = await stream.wait_recorded(created["id"], before, count=len(sent))
+        assert [r.payload for r in recorded] == sent
+        # The inbox settles a checkout before it acknowledges the notification. One that
+        # acknowledged without settling leaves it AwaitingPayment here (the poller looks
+        # only seconds after the page was made); one that never acknowledges fails the wait.
+        await stream.wait_acked(recorded[0].seq)
+        shown = await http.get(f"{system.api}/api/v1/checkouts/{created['id']}", headers=buyer)
+        assert shown.json()["phase"] == "Settled", shown.json()
         listed = (await http.get(f"{system.api}/api/v1/checkouts", headers=buyer)).json()
         assert [c["id"] for c in listed["items"]] == [created["id"]]
         owner_view = await http.get(
@@ -96,8 +110,8 @@ async def test_pay_flow_reaches_settled_through_the_webhook(system: System) -> N
         )
         assert owner_view.status_code == 200
         assert [c["id"] for c in owner_view.json()["items"]] == [created["id"]]
-        out = system.platform.kubectl("get", "checkout", created["id"], namespace="default").stdout
-        assert "Settled" in out
+        payment = resource(system, created["id"])["status"]["payment"]
+        assert payment["transactionStatus"] == "settlement", payment
 
 
 async def test_unpaid_checkout_expires_and_the_stock_comes_back(system: System) -> None:
@@ -118,27 +132,25 @@ async def test_unpaid_checkout_expires_and_the_stock_comes_back(system: System) 
         assert await available(system, http, str(product["id"])) == 4
 
 
-async def inbox_drained(system: System) -> None:
-    """Every notification the listener recorded so far was processed (acknowledged) by
-    the operator's payment inbox: the positive signal before checking nothing changed."""
-    nc = await system.platform.nats()
-    try:
-        js = nc.jetstream()
+def resource(system: System, name: str) -> dict[str, Any]:
+    got = system.platform.kubectl("get", "checkout", name, "-o", "json", namespace="default")
+    return dict(json.loads(got.stdout))
 
-        async def drained() -> bool:
-            info = await js.consumer_info("PAYMENT_STATUS", "checkout-operator")
-            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
-        await eventually(drained, within=30, interval=0.05)
-    finally:
-        await nc.close()
+def unchanged(system: System, name: str, seen: dict[str, Any]) -> None:
+    """The checkout's phase and payment are as ``seen`` (after a positive signal)."""
+    now = resource(system, name)["status"]
+    assert (now["phase"], now.get("payment")) == (seen["phase"], seen.get("payment")), now
 
 
 async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(system: System) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30) as http, payment_stream(system) as stream:
         [buyer], _, product = await shop(system, http, price=15_000, stock=3)
         created = (await checkout(system, http, buyer, product, 1)).json()
         cid = created["id"]
+        waiting = resource(system, cid)["status"]
+        assert waiting["phase"] == "AwaitingPayment"
+        before = await stream.last_seq()
         forged = signed(system, cid, "settlement", "15000.00")
         forged["signature_key"] = "0" * 128
         assert (await http.post(system.listener, json=forged)).status_code == 401
@@ -147,10 +159,9 @@ async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(syst
         del missing["signature_key"]
         reply = await http.post(system.listener, json=missing)
         assert reply.status_code == 400 and "signature_key" in reply.text
-        await inbox_drained(system)
-        assert (await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=buyer)).json()[
-            "phase"
-        ] == "AwaitingPayment"
+        # Refused at the door, synchronously: nothing of them reached the operator.
+        assert await stream.recorded(cid, before) == []
+        unchanged(system, cid, waiting)
 
         # Signed with the server key but never paid at Midtrans: recorded, then checked
         # against the status API by the operator, which finds nothing paid.
@@ -163,10 +174,10 @@ async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(syst
         relabelled["transaction_status"] = "settlement"
         refused = await http.post(system.listener, json=relabelled)
         assert refused.status_code == 400 and refused.json()["reason"] == "INCONSISTENT_STATUS"
-        await inbox_drained(system)
-        assert (await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=buyer)).json()[
-            "phase"
-        ] == "AwaitingPayment"
+        [recorded] = await stream.recorded(cid, before)
+        assert recorded.payload["transaction_status"] == "settlement"
+        await stream.wait_acked(recorded.seq)  # the inbox asked Midtrans and was done
+        unchanged(system, cid, waiting)
 
         # The buyer pays for real; Midtrans' own notification, delivered twice, settles once.
         paid = await http.post(
@@ -180,14 +191,14 @@ async def test_forged_malformed_duplicate_and_stale_webhooks_change_nothing(syst
         assert first.status_code == again.status_code == 200
         assert again.json()["duplicate"] is True
         await wait_phase(system, http, buyer, cid, "Settled")
-        stale = await http.post(
-            system.listener, json=signed(system, cid, "pending", "15000.00", "201")
-        )
-        assert stale.status_code == 200
-        await inbox_drained(system)
-        assert (await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=buyer)).json()[
-            "phase"
-        ] == "Settled"
+        settled = resource(system, cid)["status"]
+        assert settled["payment"]["transactionStatus"] == "settlement", settled
+        after_settled = await stream.last_seq()
+        stale = signed(system, cid, "pending", "15000.00", "201")
+        assert (await http.post(system.listener, json=stale)).status_code == 200
+        [late] = [r for r in await stream.recorded(cid, after_settled) if r.payload == stale]
+        await stream.wait_acked(late.seq)
+        unchanged(system, cid, settled)
         unknown = await http.post(
             system.listener, json=signed(system, "no-such-order", "settlement", "1.00")
         )
