@@ -272,6 +272,7 @@ async def test_money_on_another_order_of_the_checkout_never_settles_it_and_goes_
     await wait_sandbox(saga, name, "refund")
     body = await saga.get(name)
     assert body is not None and body["status"]["phase"] == "AwaitingPayment"
+    assert "transactionStatus" not in body["status"]["payment"], body["status"]["payment"]
     assert await saga.products.stock_of(p) == (2, 1)
 
 
