@@ -26,6 +26,7 @@ from saga_devenv.cli import apply_crds
 from saga_devenv.config import DevConfig
 from saga_kit.nats_access import NatsCredentials, connect
 from saga_kit.settings import Secret
+from tests.helpers.marker_summary import pytest_configure  # noqa: F401  (the closing tally)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
