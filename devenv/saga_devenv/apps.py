@@ -10,15 +10,18 @@ environment; none is printed. ``status`` and ``stop`` create nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from saga_kit.nats_access import Role
 
-from .config import DevConfig
+from .config import REPO_ROOT, DevConfig
 from .process import Daemon, http_get, redis_command
 from .servers import nats_password_file, postgres_dsn
 
@@ -30,6 +33,7 @@ LISTENER = 18081
 SANDBOX = 18900
 SANDBOX_URL = f"http://127.0.0.1:{SANDBOX}"
 EXPIRY_HEALTH_KEY = "arq:queue:health-check"  # refreshed by the worker every 5 s
+SOURCE_ROOTS = ("operator", "services", "gen/python")  # what the apps import
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,19 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
     }
 
 
-def _daemon(cfg: DevConfig, app: App, env: dict[str, str]) -> Daemon:
+def code_fingerprint(root: Path = REPO_ROOT) -> str:
+    """Which code an app started now would run: the checkout's path and every file under
+    the source roots (any change restarts every app; which app imports what is not tracked)."""
+    digest = hashlib.sha256(str(root.resolve()).encode())
+    for base in SOURCE_ROOTS:
+        for path in sorted((root / base).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                with contextlib.suppress(FileNotFoundError):  # removed while we read
+                    digest.update(f"\0{path.relative_to(root)}\0".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _daemon(cfg: DevConfig, app: App, env: dict[str, str], code: str = "") -> Daemon:
     if app.health_path:
         url = f"http://127.0.0.1:{app.port}{app.health_path}"
 
@@ -145,8 +161,14 @@ def _daemon(cfg: DevConfig, app: App, env: dict[str, str]) -> Daemon:
         healthy=healthy,
         env=env,
         # A running app started with another environment (e.g. before NATS needed
-        # a user) is restarted rather than reused.
-        stamp=hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest() if env else "",
+        # a user) or from other code is restarted rather than reused.
+        stamp=(
+            hashlib.sha256(
+                json.dumps({"env": env, "code": code}, sort_keys=True).encode()
+            ).hexdigest()
+            if env
+            else ""
+        ),
     )
 
 
@@ -155,10 +177,28 @@ def daemons(cfg: DevConfig) -> list[Daemon]:
     return [_daemon(cfg, app, {}) for app in APPS]
 
 
-def start(cfg: DevConfig) -> list[str]:
+def _configured(cfg: DevConfig, code: str) -> list[Daemon]:
+    """The apps as they should run: this environment, this code."""
     shared = {"SERVICE_TOKENS": cfg.secret("service-token"), "PYTHONUNBUFFERED": "1"}
     envs = _env(cfg)
-    return [app.name for app in APPS if _daemon(cfg, app, {**shared, **envs[app.name]}).ensure()]
+    return [_daemon(cfg, app, {**shared, **envs[app.name]}, code) for app in APPS]
+
+
+def start(cfg: DevConfig, code: str | None = None) -> list[str]:
+    """Start what is not running, restart what runs other code or settings (``code``:
+    a :func:`code_fingerprint`, taken now if not given); the names of those started."""
+    daemons = _configured(cfg, code_fingerprint() if code is None else code)
+    return [d.name for d in daemons if d.ensure()]
+
+
+def not_current(cfg: DevConfig, code: str) -> list[str]:
+    """The apps not running, or running from other code or settings than ``code``."""
+    return outdated(_configured(cfg, code))
+
+
+def outdated(daemons: Iterable[Daemon]) -> list[str]:
+    """The names of those not running, or running with another stamp than their own."""
+    return [d.name for d in daemons if d.pid() is None or d.stale()]
 
 
 def stop(cfg: DevConfig) -> list[str]:

@@ -56,7 +56,14 @@ class System:
 
 @pytest.fixture(scope="session")
 def system(platform: Platform) -> Iterator[System]:
-    started = apps.start(platform.cfg)
+    # The apps must run the code under test, not what an earlier `scripts/up` started.
+    code = apps.code_fingerprint()
+    started = apps.start(platform.cfg, code)
+    if stale := apps.not_current(platform.cfg, code):
+        pytest.fail(
+            f"{', '.join(stale)} not running from this checkout's code and settings; "
+            "run `scripts/down && scripts/up`"
+        )
     yield System(platform)
     if os.environ.get("CHECKOUT_SAGA_KEEP_RUNNING") != "1":
         for daemon in reversed(apps.daemons(platform.cfg)):
