@@ -255,6 +255,17 @@ class SagaEnv:
         data: dict[str, Any] = reply.json()
         return data
 
+    def warning_reasons(self, name: str) -> list[str]:
+        """The reasons of the Warning Events about this Checkout."""
+        return self.platform.kubectl(
+            "get",
+            "events",
+            f"--field-selector=involvedObject.name={name},type=Warning",
+            "-o",
+            "jsonpath={.items[*].reason}",
+            namespace=self.namespace,
+        ).stdout.split()
+
     def api_writes(self, name: str) -> list[str]:
         """Successful writes to this Checkout recorded by the apiserver's audit log."""
         writes = []

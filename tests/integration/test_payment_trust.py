@@ -53,17 +53,6 @@ def signed(order_id: str, status: str, code: str, gross: str, **extra: str) -> d
     }
 
 
-def warnings(saga: SagaEnv, name: str) -> list[str]:
-    return saga.platform.kubectl(
-        "get",
-        "events",
-        f"--field-selector=involvedObject.name={name},type=Warning",
-        "-o",
-        "jsonpath={.items[*].reason}",
-        namespace=saga.namespace,
-    ).stdout.split()
-
-
 async def wait_sandbox(saga: SagaEnv, order: str, *statuses: str) -> dict[str, Any]:
     state: dict[str, Any] = {}
 
@@ -116,7 +105,7 @@ async def test_status_claiming_settlement_is_corrected_not_settled(saga: SagaEnv
     name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
     await saga.wait_phase(name, "AwaitingPayment")
     patch(saga, name, {"status": {"payment": {"transactionStatus": "settlement"}}}, "status")
-    body = await saga.wait_for(name, lambda b: "UnverifiedPayment" in warnings(saga, name))
+    body = await saga.wait_for(name, lambda b: "UnverifiedPayment" in saga.warning_reasons(name))
     body = await saga.wait_for(
         name, lambda b: "transactionStatus" not in (b["status"].get("payment") or {})
     )
@@ -130,7 +119,7 @@ async def test_phase_settled_written_by_hand_sells_nothing(saga: SagaEnv) -> Non
     name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
     await saga.wait_phase(name, "AwaitingPayment")
     patch(saga, name, {"status": {"phase": "Settled"}}, "status")
-    body = await saga.wait_for(name, lambda b: "UnverifiedSettlement" in warnings(saga, name))
+    body = await saga.wait_for(name, lambda b: "UnverifiedSettlement" in saga.warning_reasons(name))
     verified = condition(body, "PaymentVerified")
     assert verified is not None and verified["status"] == "False"
     await wait_stock(saga, p, (3, 0))  # released, not sold
@@ -224,7 +213,7 @@ async def test_refused_refund_is_retried_surfaced_and_then_done(saga: SagaEnv) -
     body = await saga.wait_for(name, lambda b: condition(b, "RefundFailed") is not None)
     failed = condition(body, "RefundFailed")
     assert failed is not None and failed["status"] == "True", failed
-    assert "RefundRefused" in warnings(saga, name)
+    assert "RefundRefused" in saga.warning_reasons(name)
     watched = await saga.operator.deps.returns.get(name)
     assert watched is not None and watched.state == "refused" and watched.attempts >= 1
 

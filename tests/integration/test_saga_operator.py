@@ -280,15 +280,7 @@ async def test_late_payment_is_refunded_and_flagged(saga: SagaEnv) -> None:
     state = await saga.sandbox_state(name)
     assert state["transaction_status"] == "refund", state
     await wait_stock(saga, p, (4, 0))
-    reasons = saga.platform.kubectl(
-        "get",
-        "events",
-        f"--field-selector=involvedObject.name={name},type=Warning",
-        "-o",
-        "jsonpath={.items[*].reason}",
-        namespace=saga.namespace,
-    ).stdout.split()
-    assert "LatePayment" in reasons
+    assert "LatePayment" in saga.warning_reasons(name)
 
 
 @dataclass(frozen=True)
