@@ -344,8 +344,8 @@ def _customer(customer: dict[str, Any] | None) -> dict[str, Any] | None:
 async def ensure_announced(deps: Deps, body: dict[str, Any]) -> None:
     """AwaitingPayment: `committed` published and the expiry job scheduled, once."""
     meta = body["metadata"]
-    record = await deps.readmodel.get(meta["name"])
-    if record is None or record.uid != meta["uid"]:
+    record = await _own_record(deps, body)
+    if record is None:
         return
     if record.phase != Phase.AWAITING_PAYMENT.value and record.finished_at is None:
         # The operator died (or lost the answer) between the status write and the
@@ -468,8 +468,6 @@ async def _end(
         extra["failure"] = {"reason": str(reason), "message": message[:1024]}
     # A finished checkout hands out no payment link (null removes it in a merge patch).
     extra["payment"] = {**(payment or {}), "snapToken": None, "redirectUrl": None}
-    if record is None:
-        record = await _own_record(deps, body)
     if failed and record is not None:
         # Before the write: once the checkout is seen ended, its page is watched.
         await watch_unsettled(deps, record)

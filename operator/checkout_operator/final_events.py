@@ -19,6 +19,8 @@ import logging
 
 import grpc
 
+from saga_kit.supervise import Backoff
+
 from . import metrics
 from .actions import Deps
 from .readmodel import Record
@@ -33,8 +35,8 @@ MAX_DELAY = dt.timedelta(minutes=10)
 
 def recheck_delay(attempts: int) -> dt.timedelta:
     """30 s, 1 min, 2 min, ... at most 10 min between looks at a reservation left open."""
-    factor: int = 2 ** max(0, min(attempts, 10))
-    return min(MAX_DELAY, GRACE * factor)
+    backoff = Backoff(GRACE.total_seconds(), MAX_DELAY.total_seconds())
+    return dt.timedelta(seconds=backoff.delay(attempts + 1))
 
 
 class FinalEvents:

@@ -267,8 +267,6 @@ class ReadModel:
         order_id: str,
         phases: Sequence[tuple[Phase, str]],
         *,
-        amounts: dict[str, int] | None = None,
-        expires_at: dt.datetime | None = None,
         payment: dict[str, Any] | None = None,
         failure: tuple[str, str] | None = None,
         deleted: bool = False,
@@ -279,26 +277,18 @@ class ReadModel:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE checkouts SET phase = $2, updated_at = now(),"
-                " subtotal = COALESCE($3, subtotal), fees = COALESCE($4, fees),"
-                " discount = COALESCE($5, discount), total = COALESCE($6, total),"
-                " expires_at = COALESCE($7, expires_at),"
-                " payment_status = COALESCE($8, payment_status),"
-                " fraud_status = COALESCE($9, fraud_status),"
-                " midtrans_transaction_id = COALESCE($10, midtrans_transaction_id),"
-                " paid_at = COALESCE($11, paid_at),"
-                " failure_reason = COALESCE($12, failure_reason),"
-                " failure_message = COALESCE($13, failure_message),"
-                " finished_at = CASE WHEN $14 THEN COALESCE(finished_at, now())"
+                " payment_status = COALESCE($3, payment_status),"
+                " fraud_status = COALESCE($4, fraud_status),"
+                " midtrans_transaction_id = COALESCE($5, midtrans_transaction_id),"
+                " paid_at = COALESCE($6, paid_at),"
+                " failure_reason = COALESCE($7, failure_reason),"
+                " failure_message = COALESCE($8, failure_message),"
+                " finished_at = CASE WHEN $9 THEN COALESCE(finished_at, now())"
                 " ELSE finished_at END,"
-                " deleted_at = CASE WHEN $15 THEN COALESCE(deleted_at, now()) ELSE deleted_at END"
+                " deleted_at = CASE WHEN $10 THEN COALESCE(deleted_at, now()) ELSE deleted_at END"
                 " WHERE order_id = $1",
                 order_id,
                 final.value,
-                (amounts or {}).get("subtotal"),
-                (amounts or {}).get("fees"),
-                (amounts or {}).get("discount"),
-                (amounts or {}).get("total"),
-                expires_at,
                 payment.get("transactionStatus"),
                 payment.get("fraudStatus"),
                 payment.get("transactionId"),

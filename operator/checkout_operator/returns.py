@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 from midtrans import MidtransClientError, MidtransError, TransactionStatus
+from saga_kit.supervise import Backoff
 
 from . import metrics
 from .actions import write_status
@@ -41,8 +42,8 @@ MAX_REFUND_BACKOFF = dt.timedelta(hours=1)
 
 def refund_backoff(attempts: int, base: dt.timedelta) -> dt.timedelta:
     """base, 2 base, 4 base, ... at most an hour between tries of a refused refund."""
-    factor: int = 2 ** max(0, min(attempts - 1, 20))
-    return min(MAX_REFUND_BACKOFF, base * factor)
+    backoff = Backoff(base.total_seconds(), MAX_REFUND_BACKOFF.total_seconds())
+    return dt.timedelta(seconds=backoff.delay(attempts))
 
 
 class PaymentReturns:
