@@ -29,6 +29,7 @@ from midtrans.errors import (
     MidtransServerError,
 )
 from midtrans.models import ItemDetail, SnapToken, TransactionStatus
+from midtrans.notification_urls import OVERRIDE_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,12 @@ class MidtransClient:
             order_id, gross_amount, item_details, customer_details, expiry_minutes, custom_fields
         )
         url = f"{self._config.snap_base_url}/snap/v1/transactions"
-        response, body = await self._call("POST", url, payload)
+        extra = (
+            {OVERRIDE_HEADER: ",".join(self._config.notification_urls)}
+            if self._config.notification_urls
+            else None
+        )
+        response, body = await self._call("POST", url, payload, extra_headers=extra)
         self._check(response, body, what=f"create Snap transaction {order_id}")
         token = body.get("token") if body else None
         redirect_url = body.get("redirect_url") if body else None
@@ -211,11 +217,17 @@ class MidtransClient:
         return self._parse_status(response, body, what=what)
 
     async def _call(
-        self, method: str, url: str, payload: dict[str, Any] | None
+        self,
+        method: str,
+        url: str,
+        payload: dict[str, Any] | None,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[httpx.Response, dict[str, Any] | None]:
+        headers = {**self._headers, **extra_headers} if extra_headers else self._headers
         try:
             response = await self._http.request(
-                method, url, json=payload, headers=self._headers, timeout=self._config.timeout
+                method, url, json=payload, headers=headers, timeout=self._config.timeout
             )
         except httpx.TransportError as exc:
             # The exception text holds the URL but never the headers, so it is safe to show.

@@ -21,6 +21,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from midtrans.notification_urls import APPEND_HEADER, OVERRIDE_HEADER
 from midtrans_sandbox.engine import Reply, Sandbox
 from midtrans_sandbox.settings import SandboxSettings
 
@@ -108,7 +109,14 @@ def create_app(
             body = await request.json()
         except ValueError:
             return JSONResponse({"error_messages": ["the body is not valid JSON"]}, 400)
-        return _json(await sandbox.create_snap(body, str(request.base_url)))
+        return _json(
+            await sandbox.create_snap(
+                body,
+                str(request.base_url),
+                override_notification=request.headers.get(OVERRIDE_HEADER),
+                append_notification=request.headers.get(APPEND_HEADER),
+            )
+        )
 
     @app.get("/snap/v3/redirection/{token}", response_class=HTMLResponse)
     async def payment_page(token: str) -> HTMLResponse:

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from midtrans.notification_urls import notification_targets
 from midtrans_sandbox.model import Notification, Transaction, amount_text, now_utc
 from midtrans_sandbox.notifier import Notifier
 from midtrans_sandbox.settings import SandboxSettings
@@ -104,11 +105,25 @@ class Sandbox:
 
     # --- Snap and Core API (the merchant's side) -----------------------------------------
 
-    async def create_snap(self, body: Any, base_url: str) -> Reply:
+    async def create_snap(
+        self,
+        body: Any,
+        base_url: str,
+        *,
+        override_notification: str | None = None,
+        append_notification: str | None = None,
+    ) -> Reply:
+        """``override_notification`` / ``append_notification``: the request's
+        X-Override-Notification / X-Append-Notification header, if sent."""
         try:
             request = validate_snap(body)
+            targets = notification_targets(
+                self.settings.notification_url, override_notification, append_notification
+            )
         except SnapValidationError as exc:
             return Reply(400, {"error_messages": exc.messages})
+        except ValueError as exc:  # a notification header
+            return Reply(400, {"error_messages": [str(exc)]})
         async with self._lock:
             if request.order_id in self._transactions:
                 return Reply(
@@ -127,6 +142,7 @@ class Sandbox:
                 item_details=request.item_details,
                 customer_details=request.customer_details,
                 custom_fields=request.custom_fields,
+                notification_urls=targets,
             )
             self._tokens[token] = request.order_id
             self._wakeup.set()  # the expiry task may have to wake earlier now
@@ -350,15 +366,19 @@ class Sandbox:
             tx.fraud_status = fraud_status
         if status == "settlement":
             tx.settlement_time = now_utc()
-        notification = Notification(
-            id=next(self._notification_ids),
-            order_id=tx.order_id,
-            payload=self._status_json(tx, NOTIFICATION_MESSAGE),
-            created_at=now_utc(),
-        )
-        tx.notifications.append(notification)
         log.info("order %s -> %s", tx.order_id, status)
-        self._notifier.submit(notification)
+        payload = self._status_json(tx, NOTIFICATION_MESSAGE)
+        # One notification per target URL, each delivered and retried on its own.
+        for url in tx.notification_urls or (None,):
+            notification = Notification(
+                id=next(self._notification_ids),
+                order_id=tx.order_id,
+                payload=payload,
+                created_at=now_utc(),
+                url=url,
+            )
+            tx.notifications.append(notification)
+            self._notifier.submit(notification)
 
     def _status_json(self, tx: Transaction, message: str) -> dict[str, str]:
         return tx.status_json(

@@ -60,6 +60,7 @@ class Notification:
     order_id: str
     payload: dict[str, str]
     created_at: datetime
+    url: str | None = None  # where it goes; None when nowhere is configured
     attempts: list[Attempt] = field(default_factory=list)
     # queued -> delivered | retrying -> delivered | failed; "unsent" without a notification URL
     state: str = "queued"
@@ -71,6 +72,7 @@ class Notification:
             "status_code": self.payload["status_code"],
             "created_at": self.created_at.isoformat(),
             "state": self.state,
+            "url": self.url,
             "payload": self.payload,
             "attempts": [a.to_json() for a in self.attempts],
         }
@@ -103,6 +105,9 @@ class Transaction:
     refunds_refused: bool = False
     refunds: list[dict[str, Any]] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+    # From the Snap request's X-Override/X-Append-Notification headers and the dashboard
+    # URL (the sandbox's setting); empty: notifications are recorded "unsent".
+    notification_urls: tuple[str, ...] = ()
 
     @property
     def chosen(self) -> bool:

@@ -52,7 +52,7 @@ def retry_delay(retry: int, time_scale: float, jitter: float) -> float:
 
 
 class Notifier:
-    """Delivers notifications to the configured URL; ``transport`` is for in-process tests."""
+    """Delivers notifications to their URLs; ``transport`` is for in-process tests."""
 
     def __init__(
         self,
@@ -62,20 +62,22 @@ class Notifier:
     ) -> None:
         self._settings = settings
         self._http = httpx.AsyncClient(transport=transport, timeout=settings.notification_timeout)
-        self._queues: dict[str, deque[Notification]] = {}
+        # One queue per order and target URL: in order for each receiver.
+        self._queues: dict[tuple[str, str], deque[Notification]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Jitter only spreads load; it needs no cryptographic quality.
         self._random = random.Random()  # noqa: S311
 
     def submit(self, notification: Notification) -> None:
         """Queue a notification; returns at once (delivery runs in the background)."""
-        if not self._settings.notification_url:
+        if not notification.url:
             notification.state = "unsent"
             return
-        queue = self._queues.get(notification.order_id)
+        key = (notification.order_id, notification.url)
+        queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[notification.order_id] = deque()
-            self._spawn(self._drain(notification.order_id, queue))
+            queue = self._queues[key] = deque()
+            self._spawn(self._drain(key, queue))
         queue.append(notification)
 
     async def aclose(self) -> None:
@@ -92,7 +94,7 @@ class Notifier:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _drain(self, order_id: str, queue: deque[Notification]) -> None:
+    async def _drain(self, key: tuple[str, str], queue: deque[Notification]) -> None:
         while queue:
             notification = queue.popleft()
             status = await self._attempt(notification)
@@ -100,7 +102,7 @@ class Notifier:
                 notification.state = "retrying"
                 self._spawn(self._retry(notification))
         # No await between the emptiness check and this removal: submit() cannot slip in.
-        del self._queues[order_id]
+        del self._queues[key]
 
     async def _retry(self, notification: Notification) -> None:
         retry = 0
@@ -123,7 +125,7 @@ class Notifier:
                 return
 
     async def _attempt(self, notification: Notification) -> int | None:
-        url = self._settings.notification_url
+        url = notification.url
         assert url is not None
         attempt = Attempt(number=len(notification.attempts) + 1, at=now_utc())
         notification.attempts.append(attempt)

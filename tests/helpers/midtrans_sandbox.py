@@ -31,6 +31,7 @@ class Received:
     at: float  # time.monotonic() on arrival
     headers: httpx.Headers
     payload: dict[str, Any]
+    url: str = NOTIFICATION_URL
 
 
 @dataclass
@@ -42,7 +43,9 @@ class Receiver:
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         payload = json.loads(request.content)
-        self.received.append(Received(time.monotonic(), request.headers, payload))
+        self.received.append(
+            Received(time.monotonic(), request.headers, payload, str(request.url))
+        )
         answers = self.script.get(payload["order_id"], [])
         status = answers.pop(0) if answers else 200
         if status == CONNECT_ERROR:

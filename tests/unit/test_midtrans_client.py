@@ -405,6 +405,37 @@ def test_config_from_env() -> None:
         MidtransConfig.from_env({})
 
 
+def test_config_reads_and_checks_the_notification_urls() -> None:
+    env = {"MIDTRANS_SERVER_KEY": "k", "MIDTRANS_NOTIFICATION_URL": "http://a.test/n, https://b/"}
+    assert MidtransConfig.from_env(env).notification_urls == ("http://a.test/n", "https://b/")
+    assert MidtransConfig.from_env({"MIDTRANS_SERVER_KEY": "k"}).notification_urls == ()
+    with pytest.raises(ValueError, match="MIDTRANS_NOTIFICATION_URL"):
+        MidtransConfig.from_env({**env, "MIDTRANS_NOTIFICATION_URL": "file:///etc/passwd"})
+    with pytest.raises(ValueError, match="at most 3"):
+        MidtransConfig(server_key="k", notification_urls=("http://a/",) * 4)
+
+
+async def test_notification_urls_override_the_dashboard_for_snap_requests_only() -> None:
+    recorder = Recorder()
+    cfg = MidtransConfig(
+        server_key=SERVER_KEY,
+        snap_base_url=BASE_URL,
+        core_base_url=BASE_URL,
+        notification_urls=("http://listener.test/n", "https://two.test/n"),
+    )
+    async with MidtransClient(cfg, transport=httpx.MockTransport(recorder)) as midtrans:
+        await midtrans.create_snap("order-1", 1000, [ItemDetail("p", "P", 1000, 1)])
+        recorder.status, recorder.body = 404, {"status_code": "404"}
+        await midtrans.status("order-1")
+    snap, status = recorder.requests
+    assert snap.headers["x-override-notification"] == "http://listener.test/n,https://two.test/n"
+    assert "x-override-notification" not in status.headers
+    plain_recorder = Recorder()
+    async with mocked(plain_recorder) as plain:  # no URLs: the dashboard's URL applies
+        await plain.create_snap("order-2", 1000, [ItemDetail("p", "P", 1000, 1)])
+    assert "x-override-notification" not in plain_recorder.requests[0].headers
+
+
 @pytest.mark.parametrize(
     ("status", "fraud", "paid", "pending", "failed", "refund"),
     [

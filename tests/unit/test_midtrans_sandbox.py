@@ -21,6 +21,7 @@ from midtrans_sandbox.notifier import RETRY_INTERVALS_MINUTES, max_retries, retr
 from tests.helpers.midtrans_sandbox import (
     BASE_URL,
     CONNECT_ERROR,
+    NOTIFICATION_URL,
     SERVER_KEY,
     Receiver,
     eventually,
@@ -627,3 +628,76 @@ async def test_force_capture_models_a_late_card_payment(sb: Sandbox) -> None:
     assert (state["transaction_status"], state["payment_type"]) == ("capture", "credit_card")
     assert (await sb.control("order-l", "force-capture")).status_code == 409
     assert (await sb.control("order-l", "force-capture", fraud="maybe")).status_code == 400
+
+
+# --- per-transaction notification URLs (X-Override-Notification / X-Append-Notification) --
+
+OTHER_URL = "http://listener.test/hook"
+THIRD_URL = "https://third.test/n"
+
+
+async def _paid_with_headers(sb: Sandbox, headers: dict[str, str]) -> httpx.Response:
+    created = await sb.http.post(
+        "/snap/v1/transactions", json=snap_body(), headers={**AUTH, **headers}
+    )
+    if created.status_code == 201:
+        await sb.control("order-1", "pay")
+    return created
+
+
+def _targets(sb: Sandbox) -> list[tuple[str, str]]:
+    return sorted((r.url, r.payload["transaction_status"]) for r in sb.receiver.received)
+
+
+async def test_override_header_sends_each_status_only_to_its_urls(sb: Sandbox) -> None:
+    created = await _paid_with_headers(
+        sb, {"X-Override-Notification": f"{OTHER_URL}, {THIRD_URL}"}
+    )
+    assert created.status_code == 201
+    await sb.wait_notifications("order-1", 4)
+    assert _targets(sb) == sorted(
+        (url, status) for url in (OTHER_URL, THIRD_URL) for status in ("pending", "settlement")
+    )
+    notes = (await sb.state())["notifications"]
+    assert {n["url"] for n in notes} == {OTHER_URL, THIRD_URL}
+
+
+async def test_append_header_adds_to_the_dashboard_url(sb: Sandbox) -> None:
+    await _paid_with_headers(sb, {"X-Append-Notification": OTHER_URL})
+    await sb.wait_notifications("order-1", 4)
+    assert {url for url, _ in _targets(sb)} == {NOTIFICATION_URL, OTHER_URL}
+
+
+async def test_override_wins_over_append(sb: Sandbox) -> None:
+    await _paid_with_headers(
+        sb, {"X-Override-Notification": OTHER_URL, "X-Append-Notification": THIRD_URL}
+    )
+    await sb.wait_notifications("order-1", 2)
+    assert _targets(sb) == [(OTHER_URL, "pending"), (OTHER_URL, "settlement")]
+    assert len((await sb.state())["notifications"]) == 2  # nothing else was queued
+
+
+async def test_override_works_without_a_dashboard_url() -> None:
+    async with open_sandbox(settings(notification_url=None)) as sb:
+        await _paid_with_headers(sb, {"X-Override-Notification": OTHER_URL})
+        await sb.wait_notifications("order-1", 2)
+        assert [n["state"] for n in (await sb.state())["notifications"]] == ["delivered"] * 2
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "ftp://x.test/n",
+        "not a url",
+        "http://a.test/1,http://a.test/2,http://a.test/3,http://a.test/4",
+        "http://a.test/" + "x" * 300,
+    ],
+)
+async def test_bad_notification_header_is_refused_and_creates_nothing(
+    sb: Sandbox, value: str
+) -> None:
+    created = await _paid_with_headers(sb, {"X-Override-Notification": value})
+    assert created.status_code == 400
+    assert "X-Override-Notification" in created.json()["error_messages"][0]
+    assert (await sb.http.get("/_sandbox/transactions/order-1")).status_code == 404
