@@ -43,9 +43,7 @@ class Receiver:
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         payload = json.loads(request.content)
-        self.received.append(
-            Received(time.monotonic(), request.headers, payload, str(request.url))
-        )
+        self.received.append(Received(time.monotonic(), request.headers, payload, str(request.url)))
         answers = self.script.get(payload["order_id"], [])
         status = answers.pop(0) if answers else 200
         if status == CONNECT_ERROR:

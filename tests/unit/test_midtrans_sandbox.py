@@ -650,9 +650,7 @@ def _targets(sb: Sandbox) -> list[tuple[str, str]]:
 
 
 async def test_override_header_sends_each_status_only_to_its_urls(sb: Sandbox) -> None:
-    created = await _paid_with_headers(
-        sb, {"X-Override-Notification": f"{OTHER_URL}, {THIRD_URL}"}
-    )
+    created = await _paid_with_headers(sb, {"X-Override-Notification": f"{OTHER_URL}, {THIRD_URL}"})
     assert created.status_code == 201
     await sb.wait_notifications("order-1", 4)
     assert _targets(sb) == sorted(
