@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from midtrans import MidtransConfig
 from saga_kit.logs import setup_logging
 from saga_kit.serving import stop_on_signals
 from saga_kit.supervise import Readiness, supervised
 
 from . import metrics
+from .actions import Deps
 from .app import build_deps, kube_api_client
 from .final_events import FinalEvents
 from .handlers import KopfWatcher
@@ -28,12 +30,16 @@ from .settings import OperatorSettings
 log = logging.getLogger("checkout_operator")
 
 
-async def sweep_deleted(reconciler: Reconciler, namespace: str, stop: asyncio.Event) -> None:
+async def sweep_deleted(
+    reconciler: Reconciler, settings: OperatorSettings, stop: asyncio.Event
+) -> None:
     """Periodically release checkouts deleted while nobody watched (e.g. during a restart)."""
-    await asyncio.sleep(5)  # let the first watch listing fill the cache
+    # Let the first watch listing fill the cache.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), min(5.0, settings.sweep_every))
     while not stop.is_set():
         try:
-            released = await reconciler.sweep(namespace, dt.timedelta(seconds=30))
+            released = await reconciler.sweep(settings.namespace, settings.sweep_min_age)
             if released:
                 log.info("%d checkouts deleted while unobserved: released or archived", released)
             counts = reconciler.phases()
@@ -42,7 +48,7 @@ async def sweep_deleted(reconciler: Reconciler, namespace: str, stop: asyncio.Ev
         except Exception:
             log.exception("sweep failed")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 60)
+            await asyncio.wait_for(stop.wait(), settings.sweep_every)
 
 
 async def watch_the_watcher(watcher: KopfWatcher, stop: asyncio.Event) -> None:
@@ -66,6 +72,39 @@ async def _supervised(
     await supervised(name, run, stop=stop, heartbeat=heartbeat)
 
 
+@dataclass
+class Prepared:
+    """Everything an operator sets up (passively) before it leads."""
+
+    deps: Deps
+    reconciler: Reconciler
+    inbox: PaymentInbox
+    elector: LeaderElector
+
+
+async def prepare(
+    settings: OperatorSettings,
+    stack: contextlib.AsyncExitStack,
+    midtrans_config: MidtransConfig | None = None,
+) -> Prepared:
+    """Connect and set up, without acting: leading starts with acting at once."""
+    deps = await build_deps(settings, stack, midtrans_config=midtrans_config)
+    reconciler = Reconciler(deps, workers=settings.workers)
+    inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
+    await inbox.ensure()
+    # Its own connection: lease renewals never queue behind the reconciler's calls.
+    lease_api = await kube_api_client()
+    stack.push_async_callback(lease_api.close)
+    elector = LeaderElector(
+        lease_api,
+        settings.lease_namespace,
+        settings.lease_name,
+        duration=settings.lease_duration,
+        renew_every=settings.lease_renew_every,
+    )
+    return Prepared(deps, reconciler, inbox, elector)
+
+
 async def main() -> None:
     setup_logging("checkout-operator")
     settings = OperatorSettings.from_env()
@@ -75,39 +114,23 @@ async def main() -> None:
     stop = stop_on_signals()
     lost = False
     async with contextlib.AsyncExitStack() as stack:
-        deps = await build_deps(settings, stack)
-        # Set up (passive) before leading, so that leading starts with acting at once.
-        reconciler = Reconciler(deps, workers=settings.workers)
-        inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
-        await inbox.ensure()
-        # Its own connection: lease renewals never queue behind the reconciler's calls.
-        lease_api = await kube_api_client()
-        stack.push_async_callback(lease_api.close)
-        elector = LeaderElector(
-            lease_api,
-            settings.lease_namespace,
-            settings.lease_name,
-            duration=settings.lease_duration,
-            renew_every=settings.lease_renew_every,
-        )
+        ready = await prepare(settings, stack)
         # Nothing acts before this instance holds the lease (see leader.py).
-        if not await elector.acquire(stop):
+        if not await ready.elector.acquire(stop):
             log.info("checkout operator stopped before it became the leader")
             return
         try:
-            lost = await act(reconciler, inbox, settings, elector, stop, stack, readiness)
+            lost = await act(ready, settings, stop, stack, readiness)
         finally:
-            await elector.release()  # after acting stopped: a successor may start now
+            await ready.elector.release()  # after acting stopped: a successor may start now
     log.info("checkout operator stopped")
     if lost:
         raise SystemExit(1)  # the Pod restarts and waits to lead again
 
 
 async def act(
-    reconciler: Reconciler,
-    inbox: PaymentInbox,
+    ready: Prepared,
     settings: OperatorSettings,
-    elector: LeaderElector,
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
     readiness: Readiness,
@@ -116,16 +139,64 @@ async def act(
 
     Returns True if the lease was lost or a task died (everything stopped at once).
     """
+    return await start_acting(ready, settings, stop, stack, readiness).finish()
+
+
+@dataclass
+class Acting:
+    """The running parts of a leading operator."""
+
+    watcher: KopfWatcher
+    elector: LeaderElector
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[None]]
+
+    async def finish(self) -> bool:
+        """Wait until acting ends; True if the lease was lost or a task died."""
+        done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+        lost = not self.elector.leading
+        if not self.stop.is_set():
+            # Each loop handles its own errors; one that ends anyway is a bug: stop all
+            # and exit non-zero, so the Pod restarts (nothing is lost: all state is durable).
+            for task in done:
+                error = None if task.cancelled() else task.exception()
+                log.error("task %s ended unexpectedly: %r", task.get_name(), error)
+            lost = True
+        self.stop.set()
+        if lost:
+            # Not the leader any more: stop acting now, without finishing work in flight.
+            log.error("lost the lease %s: stopping at once", self.elector.where)
+            for task in self.tasks:
+                task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return lost
+
+
+def start_acting(
+    ready: Prepared,
+    settings: OperatorSettings,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+    readiness: Readiness,
+) -> Acting:
+    """Start every part of acting; :meth:`Acting.finish` waits for them."""
+    reconciler, elector = ready.reconciler, ready.elector
     watcher = KopfWatcher(reconciler, settings.namespace)
     watcher.start()
     stack.push_async_callback(watcher.stop)
     poller = PaymentPoller(reconciler)  # its Midtrans budget is shared with the returns
+    returns = PaymentReturns(reconciler, poller.bucket, tick=settings.returns_tick)
+    final_events = FinalEvents(
+        ready.deps, tick=settings.final_event_tick, grace=settings.final_event_grace
+    )
     loops: dict[str, Callable[[], Awaitable[None]]] = {
-        "poller": lambda: poller.run(stop),
-        "payment-returns": lambda: PaymentReturns(reconciler, poller.bucket).run(stop),
-        "payment-inbox": lambda: inbox.run(stop),
-        "final-events": lambda: FinalEvents(reconciler.deps).run(stop),
-        "sweep": lambda: sweep_deleted(reconciler, settings.namespace, stop),
+        "poller": lambda: poller.run(stop, tick=settings.poll_tick),
+        "payment-returns": lambda: returns.run(stop),
+        "payment-inbox": lambda: ready.inbox.run(stop),
+        "final-events": lambda: final_events.run(stop),
+        "sweep": lambda: sweep_deleted(reconciler, settings, stop),
     }
     tasks = [
         # The lease, the watch and the reconciler end the operator if they end.
@@ -139,25 +210,7 @@ async def act(
         ),
     ]
     log.info("checkout operator started (namespace: %s)", settings.namespace or "all")
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    lost = not elector.leading
-    if not stop.is_set():
-        # Each loop handles its own errors; one that ends anyway is a bug: stop all
-        # and exit non-zero, so the Pod restarts (nothing is lost: all state is durable).
-        for task in done:
-            error = None if task.cancelled() else task.exception()
-            log.error("task %s ended unexpectedly: %r", task.get_name(), error)
-        lost = True
-    stop.set()
-    if lost:
-        # Not the leader any more: stop acting now, without finishing work in flight.
-        log.error("lost the lease %s: stopping at once", elector.where)
-        for task in tasks:
-            task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    return lost
+    return Acting(watcher, elector, stop, tasks)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,22 @@ class OperatorSettings:
     lease_name: str = "checkout-operator"
     lease_duration: float = 15.0  # seconds a lease holds without renewal
     lease_renew_every: float = 5.0
+    # How often the background loops look (seconds). The defaults suit production; tests
+    # shorten them to run the same wiring quickly (see docs/operator.md).
+    poll_tick: float = 0.2  # the poller looks for due checkouts
+    returns_tick: float = 1.0  # stray payments to void or refund
+    final_event_tick: float = 5.0  # endings whose event is unannounced or not yet applied
+    # An ending's event is republished if its reservation is still open this long after.
+    final_event_grace: dt.timedelta = dt.timedelta(seconds=30)
+    sweep_every: float = 60.0  # look for checkouts deleted while nobody watched
+    sweep_min_age: dt.timedelta = dt.timedelta(seconds=30)  # only those cached this long
+
+    def __post_init__(self) -> None:
+        for name in ("poll_tick", "returns_tick", "final_event_tick", "sweep_every"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
 
     def payment_ttl(self, spec: Mapping[str, Any]) -> int:
         """The checkout's payment TTL in seconds, never above the cap.
@@ -154,4 +170,12 @@ class OperatorSettings:
             lease_name=env_str("CHECKOUT_LEASE_NAME", "checkout-operator"),
             lease_duration=env_float("CHECKOUT_LEASE_DURATION_SECONDS", 15.0),
             lease_renew_every=env_float("CHECKOUT_LEASE_RENEW_SECONDS", 5.0),
+            poll_tick=env_float("CHECKOUT_POLL_TICK_SECONDS", 0.2),
+            returns_tick=env_float("CHECKOUT_RETURNS_TICK_SECONDS", 1.0),
+            final_event_tick=env_float("CHECKOUT_FINAL_EVENT_TICK_SECONDS", 5.0),
+            final_event_grace=dt.timedelta(
+                seconds=env_float("CHECKOUT_FINAL_EVENT_GRACE_SECONDS", 30.0)
+            ),
+            sweep_every=env_float("CHECKOUT_SWEEP_SECONDS", 60.0),
+            sweep_min_age=dt.timedelta(seconds=env_float("CHECKOUT_SWEEP_MIN_AGE_SECONDS", 30.0)),
         )

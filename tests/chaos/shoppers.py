@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from checkout_api.app import checkout_name
 
+from checkout_api.app import checkout_name
 from tests.chaos.notifications import Notifications
 from tests.chaos.seeding import seeded
 from tests.e2e.conftest import System

@@ -2,8 +2,10 @@
 
 Real apiserver (the platform), real Postgres/Redis/NATS, the real User and
 Product services (gRPC), the Product event consumer, the Midtrans sandbox as its
-own process, and the operator (kopf + reconciler + poller) and the arq expiry
-worker running in the test's event loop so tests can stop and start them.
+own process, the webhook listener app, and the operator (wired as
+``python -m checkout_operator`` wires it) and the arq expiry worker running in the
+test's event loop so tests can stop and start them. The sandbox notifies each test's
+own listener (Midtrans' X-Override-Notification), as Midtrans would.
 """
 
 from __future__ import annotations
@@ -24,28 +26,31 @@ import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
+from checkout_operator.__main__ import Acting, prepare, start_acting
 from checkout_operator.actions import Deps
-from checkout_operator.app import build_deps, kube_api_client
+from checkout_operator.app import kube_api_client
 from checkout_operator.clients.kube import KubeCheckouts
-from checkout_operator.final_events import FinalEvents
 from checkout_operator.handlers import KopfWatcher
-from checkout_operator.inbox import PaymentInbox
-from checkout_operator.poller import PaymentPoller
+from checkout_operator.leader import LeaderElector
 from checkout_operator.reconciler import Reconciler
-from checkout_operator.returns import PaymentReturns
 from checkout_operator.settings import OperatorSettings
 from checkout_operator.worker import expire_checkout
 from midtrans import MidtransConfig
+from payment_listener.app import create_app as create_listener
 from product_service.consumer import EventConsumer
 from saga_kit.events import Topology, ensure_streams
 from saga_kit.nats_access import Role
+from saga_kit.serving import http_server
 from saga_kit.settings import Secret
+from saga_kit.supervise import Readiness
 from tests.conftest import Platform
 from tests.helpers.processes import free_port, python_module
+from tests.helpers.waiting import eventually
 from tests.integration.product_fixtures import ProductEnv
 from tests.integration.user_fixtures import UserEnv
 
 SANDBOX_KEY = "SB-Mid-server-saga-tests"
+LOOPBACK = "127.0.0.1"
 EXPIRY_WORKER = "expiry-worker"  # the name of the arq worker's task
 
 
@@ -62,24 +67,41 @@ def midtrans_sandbox() -> Iterator[str]:
 
 @dataclass
 class Operator:
-    """One running operator (kopf watch + reconciler + poller) and expiry worker."""
+    """One running operator, wired as ``python -m checkout_operator`` wires it (lease,
+    kopf watch, reconciler, poller, payment inbox, returns, final events, sweep), and
+    the arq expiry worker (a process of its own in production)."""
 
     deps: Deps
     reconciler: Reconciler
-    stop: asyncio.Event
-    tasks: list[asyncio.Task[Any]]
+    acting: Acting
     stack: contextlib.AsyncExitStack
-    watcher: KopfWatcher
+    elector: LeaderElector
+    worker: asyncio.Task[Any] | None
+    finished: asyncio.Task[bool]
+
+    @property
+    def stop(self) -> asyncio.Event:
+        return self.acting.stop
+
+    @property
+    def watcher(self) -> KopfWatcher:
+        return self.acting.watcher
+
+    @property
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """The operator's own tasks (each loop, the lease, the watchdog), and the worker."""
+        return [*self.acting.tasks, *([self.worker] if self.worker else [])]
 
     async def shutdown(self) -> None:
         self.stop.set()
-        for task in self.tasks:
-            if task.get_name() == EXPIRY_WORKER:
-                task.cancel()  # the arq worker runs until cancelled
-        for task in self.tasks:
+        if self.worker is not None:
+            self.worker.cancel()  # the arq worker runs until cancelled
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 20)
+                await asyncio.wait_for(self.worker, 20)
+        lost = await asyncio.wait_for(self.finished, 20)
+        await self.elector.release()  # as main() does: a successor may lead at once
         await self.stack.aclose()
+        assert not lost, "the operator lost its lease or a task died while acting"
 
 
 @dataclass
@@ -91,6 +113,7 @@ class SagaEnv:
     users: UserEnv
     products: ProductEnv
     kube: KubeCheckouts
+    listener_url: str = ""  # this test's webhook listener (the real app, in-process)
     user_id: str = ""
     operators: list[Operator] = field(default_factory=list)
 
@@ -98,54 +121,53 @@ class SagaEnv:
     def operator(self) -> Operator:
         return self.operators[-1]
 
-    async def start_operator(self, *, worker: bool = True, **overrides: Any) -> Operator:
-        """Start an operator with ``overrides`` of the settings; ``worker=False`` runs
-        no arq expiry worker (expiry jobs stay queued: only the operator's own deadline
-        can expire a checkout)."""
+    async def start_operator(
+        self, *, worker: bool = True, notifications: bool = True, **overrides: Any
+    ) -> Operator:
+        """Start an operator as ``python -m checkout_operator`` does, with ``overrides``
+        of the settings.
+
+        ``notifications=False``: Midtrans notifies nobody about this operator's payment
+        pages, so payments arrive by polling alone (say why where a test needs that).
+        ``worker=False`` runs no arq expiry worker (expiry jobs stay queued: only the
+        operator's own deadline can expire a checkout).
+        """
         key = overrides.pop("midtrans_key", None) or SANDBOX_KEY
-        grace = overrides.pop("final_event_grace", dt.timedelta(seconds=2))
         midtrans_url = overrides.pop("midtrans_url", None) or self.midtrans_url
         settings = replace(self.settings, **overrides)
         stack = contextlib.AsyncExitStack()
-        deps = await build_deps(
+        ready = await prepare(
             settings,
             stack,
             midtrans_config=MidtransConfig(
-                server_key=key, snap_base_url=midtrans_url, core_base_url=midtrans_url
+                server_key=key,
+                snap_base_url=midtrans_url,
+                core_base_url=midtrans_url,
+                notification_urls=(self.listener_url,) if notifications else (),
             ),
         )
-        reconciler = Reconciler(deps, workers=4)
-        watcher = KopfWatcher(reconciler, self.namespace)
-        watcher.start()
-        stack.push_async_callback(watcher.stop)
         stop = asyncio.Event()
-        poller = PaymentPoller(reconciler)
-        inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
-        await inbox.ensure()
-        tasks = [
-            asyncio.create_task(reconciler.run(stop), name="reconciler"),
-            asyncio.create_task(poller.run(stop, tick=0.05), name="poller"),
-            asyncio.create_task(inbox.run(stop), name="inbox"),
-            asyncio.create_task(
-                PaymentReturns(reconciler, poller.bucket, tick=0.1).run(stop), name="returns"
-            ),
-            asyncio.create_task(
-                FinalEvents(deps, tick=0.2, grace=grace).run(stop), name="final-events"
-            ),
-        ]
+        within = 2 * settings.lease_duration  # a predecessor that did not release expires
+        if not await asyncio.wait_for(ready.elector.acquire(stop), within):
+            raise AssertionError("the operator could not take the lease")
+        acting = start_acting(ready, settings, stop, stack, Readiness())
+        finished = asyncio.create_task(acting.finish(), name="acting")
+        arq_task = None
         if worker:
             arq_worker = Worker(
                 functions=[expire_checkout],
                 redis_settings=RedisSettings.from_dsn(settings.redis_url.value),
                 queue_name=settings.arq_queue,
-                ctx={"deps": deps},
+                ctx={"deps": ready.deps},
                 handle_signals=False,
                 poll_delay=0.1,
                 max_tries=20,
             )
             stack.push_async_callback(arq_worker.close)
-            tasks.append(asyncio.create_task(arq_worker.async_run(), name=EXPIRY_WORKER))
-        operator = Operator(deps, reconciler, stop, tasks, stack, watcher)
+            arq_task = asyncio.create_task(arq_worker.async_run(), name=EXPIRY_WORKER)
+        operator = Operator(
+            ready.deps, ready.reconciler, acting, stack, ready.elector, arq_task, finished
+        )
         self.operators.append(operator)
         return operator
 
@@ -295,6 +317,24 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
+@contextlib.asynccontextmanager
+async def webhook_listener(platform: Platform, topology: Topology) -> AsyncIterator[str]:
+    """The real webhook listener app for this test's streams; its notification URL."""
+    nc = await platform.nats(Role.PAYMENT_LISTENER)
+    port = free_port()
+    server = http_server(create_listener(SANDBOX_KEY, nc.jetstream(), topology), LOOPBACK, port)
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started or serving.done(), within=10)
+        if serving.done():
+            serving.result()
+        yield f"http://{LOOPBACK}:{port}/midtrans/notifications"
+    finally:
+        server.should_exit = True
+        await serving
+        await nc.close()
+
+
 @pytest.fixture
 async def saga(
     platform: Platform,
@@ -326,6 +366,16 @@ async def saga(
         poll_min_age=0.0,
         arq_queue=f"arq:test:{tag}",
         payment_setup_deadline=dt.timedelta(seconds=3),
+        workers=4,
+        lease_namespace=namespace,
+        lease_duration=6.0,
+        lease_renew_every=2.0,
+        # The production loops, looking more often.
+        poll_tick=0.05,
+        returns_tick=0.1,
+        final_event_tick=0.2,
+        final_event_grace=dt.timedelta(seconds=2),
+        sweep_every=1.0,
     )
     api = await kube_api_client()
     env = SagaEnv(
@@ -334,6 +384,8 @@ async def saga(
     env.user_id, _ = await user_env.token_for(f"buyer{tag}")
     admin = await platform.nats()  # creates the streams the way the operator would
     await ensure_streams(admin.jetstream(), topology)
+    listener = webhook_listener(platform, topology)
+    env.listener_url = await listener.__aenter__()
     nc = await platform.nats(Role.PRODUCT_SERVICE)
     consumer = EventConsumer(nc.jetstream(), product_env.pool, topology, name="products")
     await consumer.ensure()
@@ -343,6 +395,7 @@ async def saga(
     for operator in env.operators:
         if not operator.stop.is_set():
             await operator.shutdown()
+    await listener.__aexit__(None, None, None)
     consumer_stop.set()
     await asyncio.wait_for(consumer_task, 10)
     js = admin.jetstream()

@@ -70,6 +70,21 @@ def nats_env(deployment: dict[str, Any]) -> tuple[str | None, list[tuple[str, st
     return user, refs
 
 
+def test_chart_passes_the_notification_url_to_the_operator(platform: Platform) -> None:
+    def operator_env(*args: str) -> dict[str, str]:
+        (deployment,) = [
+            d
+            for d in render(platform, *args)
+            if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("checkout-operator")
+        ]
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        return {e["name"]: e.get("value", "") for e in env}
+
+    url = "https://shop.example/midtrans/notifications"
+    assert operator_env(f"--set=midtrans.notificationUrl={url}")["MIDTRANS_NOTIFICATION_URL"] == url
+    assert "MIDTRANS_NOTIFICATION_URL" not in operator_env()
+
+
 def test_chart_nats_permissions_are_saga_kits() -> None:
     """The chart's NATS users are rendered from the same table as the local server's."""
     assert (CHART / "files" / "nats-permissions.json").read_text() == chart_permissions()

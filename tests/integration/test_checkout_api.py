@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import redis.asyncio as aioredis
+
+from checkout.product.v1 import product_pb2_grpc
 from checkout_api.app import ApiDeps, create_app
 from checkout_api.kube import Checkouts
 from checkout_api.limits import Limits
 from checkout_api.quota import Quota
-
-from checkout.product.v1 import product_pb2_grpc
 from checkout_operator.app import kube_api_client, open_database
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.user_auth import UserServiceAuthenticator

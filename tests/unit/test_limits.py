@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
-from checkout_api import limits
-from checkout_api.config import CheckoutApiConfig
-from checkout_api.limits import Limits, Refused
 from hypothesis import given
 from hypothesis import strategies as st
 
+from checkout_api import limits
+from checkout_api.config import CheckoutApiConfig
+from checkout_api.limits import Limits, Refused
 from checkout_operator import settings as operator_settings
 from checkout_operator.settings import OperatorSettings
 from saga_kit.settings import ConfigError, Secret

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from payment_listener.app import create_app, message_id
 
+from payment_listener.app import create_app, message_id
 from saga_kit.events import Topology
 
 KEY = "SB-Mid-server-unit"
