@@ -4,11 +4,14 @@ Tests under ``tests/unit`` are marked ``unit`` and need no server; tests under
 ``tests/integration`` are marked ``integration`` and get the real control plane
 and servers, started (or reused when already healthy) the first time a test asks
 for them. What this run started is stopped at the end, unless
-``CHECKOUT_SAGA_KEEP_RUNNING=1``.
+``CHECKOUT_SAGA_KEEP_RUNNING=1``. Each test's namespace is removed for good when it
+ends, and the run fails if a namespace or stream it made is still there at the end
+(tests/helpers/leaks.py). How long tests wait: tests/helpers/waiting.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import uuid
@@ -26,7 +29,9 @@ from saga_devenv.cli import apply_crds
 from saga_devenv.config import DevConfig
 from saga_kit.nats_access import NatsCredentials, connect
 from saga_kit.settings import Secret
+from tests.helpers import leaks
 from tests.helpers.marker_summary import pytest_configure  # noqa: F401  (the closing tally)
+from tests.helpers.namespaces import remove_namespace
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,6 +54,11 @@ class Platform:
     @property
     def kubeconfig(self) -> Path:
         return self.cfg.kubeconfig
+
+    @property
+    def audit_log(self) -> Path:
+        """The apiserver's audit log (read it with tests.helpers.audit_log)."""
+        return self.cfg.run_dir / "logs" / "audit.log"
 
     @property
     def postgres_dsn(self) -> str:
@@ -81,11 +91,46 @@ def platform() -> Iterator[Platform]:
     cfg = DevConfig.from_env()
     started = controlplane.start(cfg) + servers.start(cfg)
     apply_crds(cfg)
-    yield Platform(cfg)
-    if os.environ.get("CHECKOUT_SAGA_KEEP_RUNNING") != "1":
-        for daemon in reversed(controlplane.daemons(cfg) + servers.daemons(cfg)):
-            if daemon.name in started:
-                daemon.stop()
+    running = Platform(cfg)
+    yield running
+    try:
+        assert_nothing_left(running)
+    finally:
+        if os.environ.get("CHECKOUT_SAGA_KEEP_RUNNING") != "1":
+            for daemon in reversed(controlplane.daemons(cfg) + servers.daemons(cfg)):
+                if daemon.name in started:
+                    daemon.stop()
+
+
+def assert_nothing_left(platform: Platform) -> None:
+    """The run fails if a namespace or stream a test made outlived it (then removed)."""
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(platform.kubeconfig)
+    )
+    core = client.CoreV1Api(api)
+    namespaces = sorted(n for n in leaks.namespaces() if _exists(core, n))
+    for name in namespaces:
+        remove_namespace(api, name)
+
+    async def streams() -> list[str]:
+        nc = await platform.nats()
+        try:
+            return await leaks.leftover_streams(nc)
+        finally:
+            await nc.close()
+
+    left = asyncio.run(streams())
+    assert not namespaces and not left, f"left behind: namespaces {namespaces}, streams {left}"
+
+
+def _exists(core: client.CoreV1Api, namespace: str) -> bool:
+    try:
+        core.read_namespace(namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -98,12 +143,13 @@ def kube_client(platform: Platform) -> client.ApiClient:
 
 @pytest.fixture
 def namespace(platform: Platform, kube_client: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace for one test (left Terminating: there is no namespace controller)."""
+    """A fresh namespace for one test, gone with all it holds when the test ends."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     core = client.CoreV1Api(kube_client)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    leaks.made_namespace(name)
     yield name
-    core.delete_namespace(name)
+    remove_namespace(kube_client, name)
 
 
 @pytest.fixture

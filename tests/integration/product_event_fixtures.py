@@ -28,6 +28,7 @@ from saga_kit.nats_access import Role
 from saga_kit.settings import Secret
 from saga_kit.supervise import Backoff, Readiness, supervised
 from tests.conftest import Platform
+from tests.helpers.leaks import own_events_namespace, own_topology
 from tests.helpers.processes import free_port
 from tests.helpers.waiting import eventually as wait_until
 from tests.integration.product_fixtures import ProductEnv
@@ -87,7 +88,7 @@ async def consuming(
     :class:`EventConsumer` (retries are fast: ``backoff_scale`` 0.01 unless given)."""
     nc = await platform.nats()
     js = nc.jetstream()
-    topology = Topology.namespaced(f"t{uuid.uuid4().hex[:8]}")
+    topology = own_topology("t")
     await ensure_streams(js, topology)  # the operator's part
     product_nc = await platform.nats(Role.PRODUCT_SERVICE)
     product_js = product_nc.jetstream()
@@ -133,7 +134,7 @@ class ServiceProcess:
 def service_process(
     platform: Platform, db_schema: str, service_token: Secret, user_env: UserEnv
 ) -> ServiceProcess:
-    namespace = f"p{uuid.uuid4().hex[:8]}"
+    namespace = own_events_namespace("p")
     http_port, grpc_port = free_port(), free_port()
     env = {
         "PRODUCT_DATABASE_URL": platform.postgres_dsn,

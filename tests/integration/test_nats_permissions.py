@@ -21,6 +21,7 @@ from saga_kit.events import EventType, Topology, TransactionEvent, ensure_stream
 from saga_kit.nats_access import NatsCredentials, NatsRefused, Role, connect
 from saga_kit.settings import Secret
 from tests.conftest import Platform
+from tests.helpers.leaks import own_topology
 from tests.helpers.waiting import eventually
 
 REFUSED_WITHIN = 0.5  # seconds a refused JetStream request waits for its (absent) answer
@@ -36,7 +37,7 @@ async def admin(platform: Platform) -> AsyncIterator[NATS]:
 
 @pytest.fixture
 async def topology(admin: NATS) -> AsyncIterator[Topology]:
-    topology = Topology.namespaced(f"n{uuid.uuid4().hex[:8]}")
+    topology = own_topology("n")
     await ensure_streams(admin.jetstream(), topology)
     yield topology
     for name in topology.streams:

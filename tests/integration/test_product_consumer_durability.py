@@ -19,11 +19,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from checkout.product.v1 import product_pb2_grpc
 from product_service.consumer import EventConsumer
-from saga_kit.events import EventType, Topology, TransactionEvent, ensure_streams, publish
+from saga_kit.events import EventType, TransactionEvent, ensure_streams, publish
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.nats_access import Role
 from saga_kit.settings import Secret
 from tests.conftest import Platform
+from tests.helpers.leaks import own_topology
 from tests.helpers.processes import python_module
 from tests.integration.product_event_fixtures import (
     CONSUMER,
@@ -164,7 +165,7 @@ async def test_a_durable_with_a_delivery_limit_is_updated_in_place(
 ) -> None:
     admin = await platform.nats()
     js = admin.jetstream()
-    topology = Topology.namespaced(f"t{uuid.uuid4().hex[:8]}")
+    topology = own_topology("t")
     await ensure_streams(js, topology)
     product_nc = await platform.nats(Role.PRODUCT_SERVICE)
     product_js = product_nc.jetstream()

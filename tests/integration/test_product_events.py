@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from product_service import store
 from product_service.consumer import EventConsumer
-from saga_kit.events import EventType, Topology, TransactionEvent, ensure_streams, publish
+from saga_kit.events import EventType, TransactionEvent, ensure_streams, publish
 from saga_kit.nats_access import Role
 from saga_kit.supervise import Readiness
 from tests.conftest import Platform
+from tests.helpers.leaks import own_topology
 from tests.integration.product_event_fixtures import CONSUMER, EventsEnv, consuming, eventually
 from tests.integration.product_fixtures import ProductEnv
 
@@ -191,7 +191,7 @@ async def test_restart_keeps_streams_and_does_not_reprocess(
     past what the first acknowledged (nothing old is delivered or recorded again) and
     applies what comes next."""
     admin = await platform.nats()
-    topology = Topology.namespaced(f"r{uuid.uuid4().hex[:8]}")
+    topology = own_topology("r")
     await ensure_streams(admin.jetstream(), topology)
     first_nc, second_nc = await platform.nats(Role.PRODUCT_SERVICE), None
     first = EventConsumer(first_nc.jetstream(), product_env.pool, topology, name=CONSUMER)

@@ -10,6 +10,7 @@ from nats.js.api import StreamConfig
 
 from saga_devenv import controlplane, servers
 from tests.conftest import Platform
+from tests.helpers.leaks import made_streams
 
 
 async def test_postgres_accepts_the_dsn_and_refuses_a_wrong_password(platform: Platform) -> None:
@@ -41,6 +42,7 @@ async def test_nats_jetstream_persists_and_deduplicates(platform: Platform) -> N
     nc = await platform.nats()
     js = nc.jetstream()
     stream = f"TEST_{uuid.uuid4().hex[:8]}"
+    made_streams(stream)
     info = await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"]))
     assert info.config.name == stream
     first = await js.publish(f"{stream}.a", b"x", headers={"Nats-Msg-Id": "m-1"})
