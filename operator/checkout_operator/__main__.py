@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from midtrans import MidtransConfig
 from saga_kit.logs import setup_logging
 from saga_kit.serving import stop_on_signals
-from saga_kit.supervise import Readiness, supervised
+from saga_kit.supervise import Readiness, every, supervised
 
 from . import metrics
 from .actions import Deps
@@ -37,18 +37,16 @@ async def sweep_deleted(
     # Let the first watch listing fill the cache.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), min(5.0, settings.sweep_every))
-    while not stop.is_set():
-        try:
-            released = await reconciler.sweep(settings.namespace, settings.sweep_min_age)
-            if released:
-                log.info("%d checkouts deleted while unobserved: released or archived", released)
-            counts = reconciler.phases()
-            for phase in Phase:  # a phase nobody is in any more reads 0, not its last count
-                metrics.CHECKOUTS.labels(phase.value).set(counts.get(phase.value, 0))
-        except Exception:
-            log.exception("sweep failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.sweep_every)
+
+    async def sweep() -> None:
+        released = await reconciler.sweep(settings.namespace, settings.sweep_min_age)
+        if released:
+            log.info("%d checkouts deleted while unobserved: released or archived", released)
+        counts = reconciler.phases()
+        for phase in Phase:  # a phase nobody is in any more reads 0, not its last count
+            metrics.CHECKOUTS.labels(phase.value).set(counts.get(phase.value, 0))
+
+    await every(settings.sweep_every, sweep, stop, "sweep")
 
 
 async def watch_the_watcher(watcher: KopfWatcher, stop: asyncio.Event) -> None:

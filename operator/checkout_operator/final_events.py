@@ -13,13 +13,12 @@ closed or was never made.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 
 import grpc
 
-from saga_kit.supervise import Backoff
+from saga_kit.supervise import Backoff, every
 
 from . import metrics
 from .actions import Deps
@@ -46,13 +45,7 @@ class FinalEvents:
         self.grace = grace
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.check_due()
-            except Exception:  # a database outage: try again on the next tick
-                log.exception("checking final events failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.tick)
+        await every(self.tick, self.check_due, stop, "checking final events")
 
     async def check_due(self) -> int:
         due = await self.deps.readmodel.final_events_due(self.grace, BATCH)

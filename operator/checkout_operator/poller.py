@@ -12,7 +12,6 @@ their Snap page can no longer be paid (``returns``, sharing this budget).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -20,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from midtrans import MidtransError
+from saga_kit.supervise import every
 
 from . import metrics
 from .actions import apply_payment
@@ -84,13 +84,7 @@ class PaymentPoller:
         return keys
 
     async def run(self, stop: asyncio.Event, tick: float = 0.2) -> None:
-        while not stop.is_set():
-            try:
-                await self.poll_due()
-            except Exception:  # the journal or the apiserver away: next tick
-                log.exception("polling Midtrans failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), tick)
+        await every(tick, self.poll_due, stop, "polling Midtrans")
 
     async def poll_due(self) -> None:
         now = time.monotonic()

@@ -14,16 +14,15 @@ row in ``payment_returns`` (see docs/trust-model.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from typing import Any
 
 from midtrans import MidtransClientError, MidtransError, TransactionStatus
-from saga_kit.supervise import Backoff
+from saga_kit.supervise import Backoff, every
 
 from . import metrics
-from .actions import write_status
+from .actions import Retry, confirmed_status, write_status
 from .breaker import CircuitOpen
 from .payments import ReturnStep, refundable_amount, return_step
 from .poller import TokenBucket
@@ -52,15 +51,10 @@ class PaymentReturns:
         self.deps = reconciler.deps
         self.bucket = bucket
         self.tick = tick
+        self._counted = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.check_due()
-            except Exception:  # a database outage: try again on the next tick
-                log.exception("checking payments to return failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.tick)
+        await every(self.tick, self.check_due, stop, "checking payments to return")
 
     async def check_due(self) -> int:
         store = self.deps.returns
@@ -72,7 +66,9 @@ class PaymentReturns:
             except Exception:
                 log.exception("payment return of %s failed", row.midtrans_order_id)
                 await store.recheck_in(row.midtrans_order_id, RECHECK_AFTER_ERROR)
-        metrics.REFUNDS_FAILING.set(await store.count_refused())
+        if due or not self._counted:  # the count changes only when rows are handled
+            metrics.REFUNDS_FAILING.set(await store.count_refused())
+            self._counted = True
         return len(due)
 
     async def check(self, row: Watched) -> None:
@@ -93,8 +89,8 @@ class PaymentReturns:
             # (expiry, cancel): the checkout did not sell by it, so the money goes back.
             await deps.readmodel.unmark_paid(record.order_id, order)
         try:
-            ts = await deps.breaker.call(lambda: deps.midtrans.status(order))
-        except (MidtransError, CircuitOpen) as exc:
+            ts = await confirmed_status(deps, order)
+        except Retry as exc:
             log.info("status of %s (to return): %s", order, exc)
             await store.recheck_in(order, RECHECK_AFTER_ERROR)
             return

@@ -22,6 +22,20 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 
+async def every(
+    seconds: float, work: Callable[[], Awaitable[object]], stop: asyncio.Event, what: str
+) -> None:
+    """Run ``work`` every ``seconds`` until ``stop``; a failed round is logged and the
+    next one comes on time (a database outage must not end a background loop)."""
+    while not stop.is_set():
+        try:
+            await work()
+        except Exception:
+            log.exception("%s failed", what)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Delays between restarts: ``first``, then times ``factor``, at most ``cap``."""

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from saga_kit.supervise import Backoff, Readiness, supervised
+from saga_kit.supervise import Backoff, Readiness, every, supervised
 from tests.helpers.waiting import eventually
 
 FAST = Backoff(first=0.01, cap=0.05)
@@ -94,3 +94,18 @@ def test_a_heartbeat_goes_stale_without_progress() -> None:
     assert readiness.problems() == {"consumer": "restart 1 in 0.5s"}
     with pytest.raises(ValueError, match="already registered"):
         readiness.heartbeat("consumer")
+
+
+async def test_every_keeps_going_after_a_failed_round_and_ends_on_stop() -> None:
+    stop = asyncio.Event()
+    rounds: list[int] = []
+
+    async def work() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) == 1:
+            raise ConnectionError("the database is away")
+        if len(rounds) == 3:
+            stop.set()
+
+    await asyncio.wait_for(every(0.001, work, stop, "test round"), 5)
+    assert rounds == [0, 1, 2]  # the failure did not end it; the stop did
