@@ -16,6 +16,7 @@ import httpx
 
 from midtrans import compute_signature
 from tests.helpers.waiting import eventually
+from tests.integration.payment_signals import wait_sandbox
 from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv, condition
 from tests.integration.test_saga_operator import product, wait_stock
 
@@ -51,17 +52,6 @@ def signed(order_id: str, status: str, code: str, gross: str, **extra: str) -> d
         "currency": "IDR",
         **extra,
     }
-
-
-async def wait_sandbox(saga: SagaEnv, order: str, *statuses: str) -> dict[str, Any]:
-    state: dict[str, Any] = {}
-
-    async def reached() -> bool:
-        state.update(await saga.sandbox_state(order))
-        return state.get("transaction_status") in statuses
-
-    await eventually(reached, within=30, interval=0.05)
-    return state
 
 
 def patch(saga: SagaEnv, name: str, body: dict[str, Any], subresource: str = "") -> None:

@@ -18,6 +18,7 @@ from checkout_operator.saga import Action, PaymentState, Plan, View, parse_times
 from checkout_operator.saga import plan as saga_plan
 from product_service import store
 from tests.helpers.waiting import eventually
+from tests.integration.payment_signals import midtrans_quiet
 from tests.integration.saga_fixtures import SagaEnv, condition
 
 
@@ -46,17 +47,8 @@ async def test_happy_path_to_settled_with_few_writes(saga: SagaEnv) -> None:
     assert body["status"]["payment"]["transactionStatus"] == "settlement"
     assert body["status"]["payment"]["paidAt"]
 
-    async def sold() -> bool:
-        return await saga.products.stock_of(a) == (3, 0) and await saga.products.stock_of(b) == (
-            4,
-            0,
-        )
-
-    for _ in range(200):
-        if await sold():
-            break
-        await asyncio.sleep(0.05)
-    assert await sold()
+    await wait_stock(saga, a, (3, 0))
+    await wait_stock(saga, b, (4, 0))
     record = await saga.operator.deps.readmodel.get(name)
     assert record is not None and record.phase == "Settled"
     assert record.committed_published and record.final_event_published
@@ -109,11 +101,16 @@ async def test_rejected_before_stock_is_held(saga: SagaEnv, case: str) -> None:
 
 
 async def wait_stock(saga: SagaEnv, product_id: str, expected: tuple[int, int]) -> None:
-    for _ in range(300):
-        if await saga.products.stock_of(product_id) == expected:
-            return
-        await asyncio.sleep(0.05)
-    assert await saga.products.stock_of(product_id) == expected
+    """Until the product's (stock, reserved) is ``expected``."""
+    seen: list[tuple[int, int]] = []
+
+    async def there() -> bool:
+        seen.append(await saga.products.stock_of(product_id))
+        return seen[-1] == expected
+
+    await eventually(
+        there, within=15, interval=0.05, failure=lambda: f"{product_id}: {seen[-1]} != {expected}"
+    )
 
 
 async def test_payment_page_failure_cancels_and_restores_stock(saga: SagaEnv) -> None:
@@ -203,11 +200,12 @@ async def test_operator_expires_overdue_checkouts_when_the_job_is_lost(saga: Sag
     p = await product(saga, stock=2)
     name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=3)
     body = await saga.wait_phase(name, "AwaitingPayment")
-    for _ in range(100):
+
+    async def scheduled() -> bool:
         record = await saga.operator.deps.readmodel.get(name)
-        if record is not None and record.expiry_scheduled:
-            break
-        await asyncio.sleep(0.05)
+        return record is not None and record.expiry_scheduled
+
+    await eventually(scheduled, within=15, interval=0.05)
     # Redis loses the job (and the whole queue).
     redis = aioredis.Redis.from_url(saga.settings.redis_url.value)
     assert await redis.delete(f"arq:job:{expiry_job_id(body['metadata']['uid'])}") == 1
@@ -269,18 +267,17 @@ async def test_late_payment_is_refunded_and_flagged(saga: SagaEnv) -> None:
     await saga.wait_phase(name, "Expired", within=20)
     forced = await saga.sandbox(name, "force-settle")
     assert forced.status_code == 200, forced.text
-    body = await saga.wait_for(
-        name,
-        lambda b: any(
-            c["type"] == "LatePayment" and c["status"] == "True"
-            for c in b["status"].get("conditions", [])
-        ),
-    )
-    assert body["status"]["phase"] == "Expired"
-    state = await saga.sandbox_state(name)
-    assert state["transaction_status"] == "refund", state
+    body = await saga.wait_for(name, late_payment_flagged)
+    assert (condition(body, "LatePayment") or {}).get("reason") == "Refunded", body
+    await eventually(lambda: "LatePayment" in saga.warning_reasons(name), within=15)
+    # Midtrans' last word (the refund, notified) taken in: the money is back, the
+    # checkout still Expired and nothing on it says paid.
+    state = await midtrans_quiet(saga, name)
+    assert state["transaction_status"] == "refund" and state["refunded_amount"] == 10_000, state
+    seen = await saga.get(name)
+    assert seen is not None and seen["status"]["phase"] == "Expired", seen
+    assert not paid_on(seen), seen
     await wait_stock(saga, p, (4, 0))
-    assert "LatePayment" in saga.warning_reasons(name)
 
 
 @dataclass(frozen=True)
@@ -314,6 +311,15 @@ def late_payment_flagged(body: dict[str, Any]) -> bool:
     return flag is not None and flag["status"] == "True"
 
 
+def paid_on(body: dict[str, Any]) -> bool:
+    """Whether the Checkout's status.payment says Midtrans holds money for it."""
+    payment = (body.get("status") or {}).get("payment") or {}
+    return bool(payment.get("paidAt")) or payment.get("transactionStatus") in (
+        "settlement",
+        "capture",
+    )
+
+
 async def test_settlement_racing_expiry_has_exactly_one_winner(saga: SagaEnv) -> None:
     """Payments land across the expiry window, from as soon as the page exists to after
     the checkout is seen expired. Midtrans decides the race: money it took before the
@@ -339,13 +345,21 @@ async def test_settlement_racing_expiry_has_exactly_one_winner(saga: SagaEnv) ->
         if phase == "Expired":
             assert not payment.before_deadline, f"{name}: money taken in time lost to the expiry"
             await wait_stock(saga, p, (1, 0))
-            state = await saga.sandbox_state(order)
             if payment.accepted:  # the money arrived anyway: it goes back, and says so
                 await saga.wait_for(name, late_payment_flagged)
                 state = await saga.sandbox_state(order)
                 assert state["transaction_status"] == "refund", state
             else:
-                assert state.get("transaction_status") != "settlement", state
+                # Midtrans refused the money: once its last word is delivered and taken
+                # in, nothing was paid, on either side.
+                state = await midtrans_quiet(saga, order)
+                assert state["token_expired"] or state["transaction_status"] in (
+                    "expire",
+                    "cancel",
+                ), state
+                seen = await saga.get(name)
+                assert seen is not None and seen["status"]["phase"] == "Expired", seen
+                assert not paid_on(seen) and condition(seen, "LatePayment") is None, seen
         else:
             assert payment.accepted, f"{name}: settled without Midtrans taking the money"
             await wait_stock(saga, p, (0, 0))
@@ -371,11 +385,11 @@ async def test_finished_checkouts_are_deleted_after_their_ttl_and_kept_in_postgr
     await saga.wait_phase(name, "AwaitingPayment")
     await saga.sandbox(name, "pay", payment_type="bank_transfer")
     await saga.wait_phase(name, "Settled")
-    for _ in range(200):
-        if await saga.get(name) is None:
-            break
-        await asyncio.sleep(0.05)
-    assert await saga.get(name) is None
+
+    async def deleted() -> bool:
+        return await saga.get(name) is None
+
+    await eventually(deleted, within=15, interval=0.05)
     # The whole life of a paid checkout: 4 writes to the Checkout object.
     assert saga.api_writes(name) == ["create", "patch/status", "patch/status", "delete"]
     record = await saga.operator.deps.readmodel.get(name)
