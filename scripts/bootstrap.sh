@@ -3,15 +3,30 @@
 # Debian packages (PostgreSQL, Redis), the Python virtualenv with the project and
 # its dev tools, and the Go-built binaries (kube-apiserver, kubectl, etcd,
 # nats-server, helm; cached under ~/.cache/checkout-saga). A second run is fast.
+# With --node also what the local node needs (docs/node.md): containerd, runc and
+# iptables from Debian, kubelet and the other node binaries from Go modules.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+node=""
+for arg in "$@"; do
+  case "$arg" in
+    --node) node=1 ;;
+    *) log "unknown argument $arg (usage: scripts/bootstrap.sh [--node])"; exit 2 ;;
+  esac
+done
 
 PY="${PYTHON:-python3}"
 need_apt=()
 "$PY" -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if [[ -n "$node" ]]; then
+  command -v containerd >/dev/null 2>&1 || need_apt+=(containerd)
+  command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+  command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+fi
 if ((${#need_apt[@]})); then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
@@ -45,3 +60,4 @@ site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pu
 printf '%s\n' "$ROOT/operator" "$ROOT/services" "$ROOT/devenv" "$ROOT/gen/python" >"$site/checkout-saga-src.pth"
 
 "$ROOT/scripts/build-binaries.sh"
+[[ -z "$node" ]] || "$ROOT/scripts/build-binaries.sh" node

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the Go-based development binaries from the Go module proxy, once per
-# version: kube-apiserver + kubectl (k8s.io/kubernetes), etcd, nats-server, helm.
+# version: kube-apiserver + kubectl (k8s.io/kubernetes), etcd, nats-server, helm;
+# with the `node` target also kubelet, kube-controller-manager, kube-scheduler,
+# kube-proxy, the CNI plugins, CoreDNS and crictl (docs/node.md).
 # Results are cached in ${CHECKOUT_SAGA_CACHE:-~/.cache/checkout-saga}/bin keyed by
 # version, so only the first run on a machine builds anything.
 #
-# usage: scripts/build-binaries.sh [kube|etcd|nats|helm ...]   (default: all)
+# usage: scripts/build-binaries.sh [kube|etcd|nats|helm|node ...]   (default: all but node)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,10 +36,10 @@ prepare_module() {
   echo "$dir"
 }
 
-build_kube() {
+# The k8s.io/kubernetes module, shared by every Kubernetes binary so they compile
+# from one Go build cache. Prints "DIR<TAB>LDFLAGS".
+kube_module() {
   local v="$KUBE_VERSION"
-  if have "kube-apiserver-$v" && have "kubectl-$v"; then return; fi
-  log "building kube-apiserver and kubectl $v (first run only; ~5-10 min on 2 cores)"
   local dir; dir="$(prepare_module kube checkout-saga.dev/gotools/kube)"
   local info; info="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$v")"
   local gomod; gomod="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])' <<<"$info")"
@@ -59,9 +61,20 @@ build_kube() {
     ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitCommit=$commit -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
   done
-  (cd "$dir" && go build -trimpath -ldflags "$ld" -o "$dir/out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
-  mv "$dir/out/kube-apiserver" "$BIN/kube-apiserver-$v"
-  mv "$dir/out/kubectl" "$BIN/kubectl-$v"
+  printf '%s\t%s\n' "$dir" "$ld"
+}
+
+# Builds the named k8s.io/kubernetes commands that are not cached yet, in one
+# `go build` so packages they share compile once.
+build_kube_cmds() {
+  local v="$KUBE_VERSION" missing=() cmd
+  for cmd in "$@"; do have "$cmd-$v" || missing+=("$cmd"); done
+  ((${#missing[@]})) || return 0
+  log "building ${missing[*]} $v (first run only; several minutes on 2 cores)"
+  local mod dir ld; mod="$(kube_module)"; dir="${mod%%$'\t'*}"; ld="${mod#*$'\t'}"
+  local pkgs=(); for cmd in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
+  (cd "$dir" && nice -n 10 go build -trimpath -ldflags "$ld" -o "$dir/out/" "${pkgs[@]}")
+  for cmd in "${missing[@]}"; do mv "$dir/out/$cmd" "$BIN/$cmd-$v"; done
 }
 
 build_etcd() {
@@ -70,7 +83,7 @@ build_etcd() {
   log "building etcd $v (first run only)"
   local dir; dir="$(prepare_module etcd checkout-saga.dev/gotools/etcd)"
   (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$v" >/dev/null 2>&1 && go mod tidy >/dev/null)
-  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/etcd-$v" .)
+  (cd "$dir" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/etcd-$v" .)
 }
 
 build_simple() {  # name module cmd-package version [extra ldflags]
@@ -79,17 +92,40 @@ build_simple() {  # name module cmd-package version [extra ldflags]
   log "building $name $v (first run only)"
   local dir; dir="$(prepare_module "$name" "checkout-saga.dev/gotools/$name")"
   (cd "$dir" && go get "$module@$v" >/dev/null 2>&1 && go mod tidy >/dev/null)
-  (cd "$dir" && go build -trimpath -ldflags "-s -w $extra" -o "$BIN/$name-$v" "$pkg")
+  (cd "$dir" && nice -n 10 go build -trimpath -ldflags "-s -w $extra" -o "$BIN/$name-$v" "$pkg")
+}
+
+# CNI plugins: several commands of one module, cached together in a directory that
+# containerd's CRI plugin uses as its CNI bin_dir.
+build_cni() {
+  local v="$CNI_PLUGINS_VERSION" out="$BIN/cni-plugins-$CNI_PLUGINS_VERSION"
+  [[ -x "$out/portmap" ]] && return
+  log "building CNI plugins $v (first run only)"
+  local dir; dir="$(prepare_module cni-plugins checkout-saga.dev/gotools/cni-plugins)"
+  (cd "$dir" && go get "github.com/containernetworking/plugins@$v" >/dev/null 2>&1 && go mod tidy >/dev/null)
+  local m=github.com/containernetworking/plugins
+  (cd "$dir" && nice -n 10 go build -trimpath -ldflags "-s -w -X $m/pkg/utils/buildversion.BuildVersion=$v" \
+    -o "$dir/out/" $m/plugins/main/bridge $m/plugins/main/loopback $m/plugins/ipam/host-local $m/plugins/meta/portmap)
+  rm -rf "$out.tmp"; mv "$dir/out" "$out.tmp"; rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
 targets=("$@"); [[ ${#targets[@]} -eq 0 ]] && targets=(kube etcd nats helm)
 for t in "${targets[@]}"; do
   case "$t" in
-    kube) build_kube ;;
+    kube) build_kube_cmds kube-apiserver kubectl ;;
     etcd) build_etcd ;;
     nats) build_simple nats-server github.com/nats-io/nats-server/v2 github.com/nats-io/nats-server/v2 "$NATS_SERVER_VERSION" ;;
     helm) build_simple helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
             "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
+    # What `saga-devenv up --node` runs besides the control plane (not built by default).
+    node)
+      build_kube_cmds kubelet kube-controller-manager kube-scheduler kube-proxy
+      build_cni
+      build_simple coredns github.com/coredns/coredns . "$COREDNS_VERSION" \
+        "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+      build_simple crictl sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION" \
+        "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+      ;;
     *) log "unknown target $t"; exit 2 ;;
   esac
 done

@@ -1,0 +1,12 @@
+//go:build tools
+
+// Package tools pins the CNI plugins the local node uses (bridge, loopback,
+// host-local, portmap); scripts/build-binaries.sh generates go.mod.
+package tools
+
+import (
+	_ "github.com/containernetworking/plugins/plugins/ipam/host-local"
+	_ "github.com/containernetworking/plugins/plugins/main/bridge"
+	_ "github.com/containernetworking/plugins/plugins/main/loopback"
+	_ "github.com/containernetworking/plugins/plugins/meta/portmap"
+)
