@@ -45,13 +45,14 @@ if ((${#need_apt[@]})); then
 fi
 
 VENV="$ROOT/.venv"
-stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+# requirements.lock (scripts/lock) pins every package: a new machine installs what was tested.
+stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/requirements.lock" | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
   log "creating the Python virtualenv in .venv"
   # A venv whose creation failed half-way has a python but no pip: start over.
   [[ -x "$VENV/bin/pip" ]] || { rm -rf "$VENV"; "$PY" -m venv "$VENV"; }
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e "$ROOT[dev]"
+  "$VENV/bin/pip" install -q -c "$ROOT/requirements.lock" -e "$ROOT[dev]"
   rm -f "$VENV"/.installed-*; touch "$stamp"
 fi
 # Put the source roots on sys.path, so a package added under operator/, services/,
