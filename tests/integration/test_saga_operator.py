@@ -18,7 +18,7 @@ from checkout_operator.saga import Action, PaymentState, Plan, View, parse_times
 from checkout_operator.saga import plan as saga_plan
 from product_service import store
 from tests.helpers.waiting import eventually
-from tests.integration.payment_signals import midtrans_quiet
+from tests.integration.payment_signals import midtrans_quiet, wait_sandbox
 from tests.integration.saga_fixtures import SagaEnv, condition
 
 
@@ -291,13 +291,17 @@ class Payment:
 
 async def pay_around_the_deadline(saga: SagaEnv, name: str, offset: float | None) -> Payment:
     """Pay ``offset`` seconds from the checkout's expiresAt (as soon as the page exists
-    if that has passed); ``None``: only once the checkout is seen Expired."""
+    if that has passed); ``None``: a bank transfer chosen at once, paid only once the
+    checkout is seen Expired and Midtrans closed the transaction (so it refuses)."""
     body = await saga.wait_for(name, lambda b: bool((b.get("status") or {}).get("expiresAt")))
     deadline = parse_timestamp(body["status"]["expiresAt"])
     assert deadline is not None
     order = await saga.midtrans_order(name)
     if offset is None:
+        chosen = await saga.sandbox(order, "choose", payment_type="bank_transfer")
+        assert chosen.status_code == 200, chosen.text
         await saga.wait_phase(name, "Expired")
+        await wait_sandbox(saga, order, "expire", "cancel")
     else:
         moment = deadline + dt.timedelta(seconds=offset)
         await asyncio.sleep(max(0.0, (moment - dt.datetime.now(dt.UTC)).total_seconds()))
@@ -324,7 +328,8 @@ async def test_settlement_racing_expiry_has_exactly_one_winner(saga: SagaEnv) ->
     """Payments land across the expiry window, from as soon as the page exists to after
     the checkout is seen expired. Midtrans decides the race: money it took before the
     operator's expiry wins (Settled, sold, kept); money after is given back (Expired,
-    released, refunded and flagged). Both endings must occur, each consistent."""
+    released, refunded and flagged); a transaction Midtrans closed takes none. Both
+    endings must occur, each consistent."""
     await saga.start_operator()
     ttl = 4
     offsets: list[float | None] = [-ttl, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, None]
@@ -338,6 +343,7 @@ async def test_settlement_racing_expiry_has_exactly_one_winner(saga: SagaEnv) ->
         body = await saga.wait_phase(payment.name, "Settled", "Expired", within=60)
         phases[payment.name] = body["status"]["phase"]
     assert set(phases.values()) == {"Settled", "Expired"}, (phases, payments)
+    assert not payments[-1].accepted, payments[-1]  # a closed transaction takes no money
 
     for payment, p in zip(payments, products, strict=True):
         name, phase = payment.name, phases[payment.name]
@@ -353,6 +359,7 @@ async def test_settlement_racing_expiry_has_exactly_one_winner(saga: SagaEnv) ->
                 # Midtrans refused the money: once its last word is delivered and taken
                 # in, nothing was paid, on either side.
                 state = await midtrans_quiet(saga, order)
+                assert not state["settlement_time"] and not state["refunds"], state
                 assert state["token_expired"] or state["transaction_status"] in (
                     "expire",
                     "cancel",
