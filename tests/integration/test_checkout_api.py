@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -67,12 +68,14 @@ async def test_a_slow_saga_answers_202_with_a_status_url(
     assert reply.headers["location"] == reply.json()["status_url"]
     cid = reply.json()["id"]
     await saga.start_operator()
-    for _ in range(200):
-        got = (await http.get(reply.json()["status_url"], headers=auth)).json()
-        if got["phase"] == "AwaitingPayment":
-            break
-        await asyncio.sleep(0.05)
-    assert got["phase"] == "AwaitingPayment" and got["snap_token"]
+    got: dict[str, Any] = {}
+
+    async def waiting_for_payment() -> bool:
+        got.update((await http.get(reply.json()["status_url"], headers=auth)).json())
+        return bool(got["phase"] == "AwaitingPayment")
+
+    await eventually(waiting_for_payment, within=15, interval=0.05, failure=lambda: str(got))
+    assert got["snap_token"]
     assert got["id"] == cid
 
 
@@ -92,11 +95,11 @@ async def test_archived_checkouts_are_still_listed_and_readable(
     assert reply.status_code == 201, reply.text
     cid = reply.json()["id"]
     await http.post(f"/api/v1/checkouts/{cid}/cancel", headers=auth)
-    for _ in range(200):  # Cancelled, then deleted one second later
-        if await saga.get(cid) is None:
-            break
-        await asyncio.sleep(0.05)
-    assert await saga.get(cid) is None
+
+    async def deleted() -> bool:  # Cancelled, then deleted one second later
+        return await saga.get(cid) is None
+
+    await eventually(deleted, within=15, interval=0.05)
     one = await http.get(f"/api/v1/checkouts/{cid}", headers=auth)
     assert one.status_code == 200 and one.json()["phase"] == "Cancelled"
     assert one.json()["items"] == [{"product_id": product, "unit_price": 3_000, "quantity": 2}]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import httpx
@@ -14,6 +13,7 @@ from saga_kit.nats_access import Role
 from saga_kit.settings import Secret
 from tests.conftest import Platform
 from tests.helpers.processes import python_module
+from tests.helpers.waiting import eventually
 from tests.integration.product_event_fixtures import listed_and_reserved, service_process
 from tests.integration.user_fixtures import UserEnv
 
@@ -42,14 +42,14 @@ async def test_the_service_process_end_to_end(
                 topology,
                 TransactionEvent(transaction_id="order-proc-1", type=EventType.EXPIRED),
             )
-            for _ in range(200):
+
+            async def expired() -> bool:
                 reservation = await stub.GetReservation(
                     product_pb2.GetReservationRequest(transaction_id="order-proc-1")
                 )
-                if reservation.status == product_pb2.RESERVATION_STATUS_EXPIRED:
-                    break
-                await asyncio.sleep(0.05)
-            assert reservation.status == product_pb2.RESERVATION_STATUS_EXPIRED
+                return bool(reservation.status == product_pb2.RESERVATION_STATUS_EXPIRED)
+
+            await eventually(expired, within=15, interval=0.05)
             assert (await http.get(f"/api/v1/products/{pid}")).json()["available"] == 3
             await channel.close()
             await nc.close()

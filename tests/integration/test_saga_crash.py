@@ -30,13 +30,14 @@ async def metric(proc: ModuleProcess, name: str) -> float:
     )
 
 
-async def wait_leading(proc: ModuleProcess, within: float = 30.0) -> None:
+async def wait_leading(proc: ModuleProcess) -> None:
     """Until the operator holds its Lease (it acts only then)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while await metric(proc, "checkout_operator_leader") != 1:
+
+    async def leading() -> bool:
         assert proc.process.poll() is None, proc.log()
-        assert asyncio.get_running_loop().time() < deadline, proc.log()
-        await asyncio.sleep(0.05)
+        return await metric(proc, "checkout_operator_leader") == 1
+
+    await eventually(leading, within=30, interval=0.05, failure=proc.log)
 
 
 def operator_process(saga: SagaEnv) -> AbstractContextManager[ModuleProcess]:
