@@ -28,6 +28,7 @@ from saga_kit.grpc_errors import ErrorDetails, error_details
 from saga_kit.settings import Secret
 from tests.conftest import Platform
 from tests.helpers.processes import free_port, python_module
+from tests.helpers.waiting import budget
 from user_service.app import (
     RunningGrpcServer,
     UserServiceRuntime,
@@ -502,10 +503,9 @@ async def test_the_process_serves_both_apis_and_stops_cleanly_on_sigterm(
             )
             assert reply.user.username == "alice"
 
-        started = time.monotonic()
-        code = await asyncio.to_thread(proc.stop, 15.0)
+        # 0: it stopped by itself on SIGTERM (a SIGKILL after the budget would be -9).
+        code = await asyncio.to_thread(proc.stop, budget(15.0))
         assert code == 0, proc.log()
-        assert time.monotonic() - started < 10
     log = proc.log_path
 
     output = await asyncio.to_thread(log.read_text)
