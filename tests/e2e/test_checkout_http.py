@@ -35,12 +35,16 @@ async def wait_phase(
     system: System, http: httpx.AsyncClient, auth: dict[str, str], cid: str, *phases: str
 ) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    for _ in range(600):
-        body = (await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=auth)).json()
-        if body.get("phase") in phases:
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{cid} never reached {phases}: {body}")
+
+    async def reached() -> bool:
+        body.clear()
+        body.update((await http.get(f"{system.api}/api/v1/checkouts/{cid}", headers=auth)).json())
+        return body.get("phase") in phases
+
+    await eventually(
+        reached, within=60, interval=0.1, failure=lambda: f"{cid} not {phases}: {body}"
+    )
+    return body
 
 
 async def shop(
@@ -125,11 +129,11 @@ async def test_unpaid_checkout_expires_and_the_stock_comes_back(system: System) 
         # A finished checkout hands out no payment link any more.
         shown = (await http.get(f"{system.api}{reply.json()['status_url']}", headers=buyer)).json()
         assert shown["redirect_url"] is None and shown["snap_token"] is None
-        for _ in range(100):
-            if await available(system, http, str(product["id"])) == 4:
-                break
-            await asyncio.sleep(0.1)
-        assert await available(system, http, str(product["id"])) == 4
+
+        async def released() -> bool:
+            return await available(system, http, str(product["id"])) == 4
+
+        await eventually(released, within=15, interval=0.1)
 
 
 def resource(system: System, name: str) -> dict[str, Any]:
