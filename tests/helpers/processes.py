@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from saga_devenv.process import free_port
+from tests.helpers.waiting import budget, deadline
 
 __all__ = ["ModuleProcess", "free_port", "python_module", "wait_healthy"]
 
@@ -53,7 +54,7 @@ class ModuleProcess:
 
 
 def wait_healthy(proc: ModuleProcess, health_url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    until = deadline(timeout)  # the suite's budget: scaled like every other wait
     while True:
         if proc.process.poll() is not None:
             raise RuntimeError(
@@ -65,8 +66,10 @@ def wait_healthy(proc: ModuleProcess, health_url: str, timeout: float) -> None:
                 return
         except httpx.TransportError:
             pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.module} not healthy after {timeout}s:\n{proc.log()}")
+        if until.passed:
+            raise RuntimeError(
+                f"{proc.module} not healthy after {budget(timeout):.0f}s:\n{proc.log()}"
+            )
         time.sleep(0.05)
 
 

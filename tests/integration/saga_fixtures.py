@@ -44,6 +44,8 @@ from saga_kit.serving import http_server
 from saga_kit.settings import Secret
 from saga_kit.supervise import Readiness
 from tests.conftest import Platform
+from tests.helpers.audit_log import NamespaceAudit
+from tests.helpers.leaks import made_streams
 from tests.helpers.processes import free_port, python_module
 from tests.helpers.waiting import eventually
 from tests.integration.product_fixtures import ProductEnv
@@ -113,6 +115,7 @@ class SagaEnv:
     users: UserEnv
     products: ProductEnv
     kube: KubeCheckouts
+    audit: NamespaceAudit | None = None  # this test's apiserver writes, read incrementally
     listener_url: str = ""  # this test's webhook listener (the real app, in-process)
     user_id: str = ""
     operators: list[Operator] = field(default_factory=list)
@@ -228,14 +231,21 @@ class SagaEnv:
     async def wait_for(
         self, name: str, check: Callable[[dict[str, Any]], bool], within: float = 30.0
     ) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + within
-        body: dict[str, Any] | None = None
-        while asyncio.get_running_loop().time() < deadline:
-            body = await self.get(name)
-            if body is not None and check(body):
-                return body
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{name} did not get there in {within}s; last seen: {body}")
+        seen: dict[str, Any] | None = None
+
+        async def there() -> bool:
+            nonlocal seen
+            seen = await self.get(name)
+            return seen is not None and check(seen)
+
+        await eventually(
+            there,
+            within=within,
+            interval=0.05,
+            failure=lambda: f"{name} did not get there; last seen: {seen}",
+        )
+        assert seen is not None
+        return seen
 
     async def wait_phase(self, name: str, *phases: str, within: float = 30.0) -> dict[str, Any]:
         return await self.wait_for(
@@ -290,23 +300,8 @@ class SagaEnv:
 
     def api_writes(self, name: str) -> list[str]:
         """Successful writes to this Checkout recorded by the apiserver's audit log."""
-        writes = []
-        log = self.platform.cfg.run_dir / "logs" / "audit.log"
-        for line in log.read_text().splitlines():
-            entry = json.loads(line)
-            ref = entry.get("objectRef") or {}
-            if (
-                ref.get("resource") == "checkouts"
-                and ref.get("namespace") == self.namespace
-                and ref.get("name") == name
-                and entry.get("stage") == "ResponseComplete"
-                and 200 <= (entry.get("responseStatus") or {}).get("code", 0) < 300
-                and entry.get("verb") in ("create", "update", "patch", "delete")
-            ):
-                writes.append(
-                    f"{entry['verb']}{'/' + ref['subresource'] if ref.get('subresource') else ''}"
-                )
-        return writes
+        assert self.audit is not None
+        return self.audit.writes_to("checkouts", name)
 
 
 def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -349,6 +344,7 @@ async def saga(
     monkeypatch.setenv("KUBECONFIG", str(platform.kubeconfig))
     tag = uuid.uuid4().hex[:8]
     topology = Topology.namespaced(f"s{tag}")
+    made_streams(*topology.streams)
     settings = OperatorSettings(
         database_url=Secret(platform.postgres_dsn),
         db_schema=f"{db_schema}_op",
@@ -381,6 +377,7 @@ async def saga(
     env = SagaEnv(
         platform, namespace, settings, midtrans_sandbox, user_env, product_env, KubeCheckouts(api)
     )
+    env.audit = NamespaceAudit(platform.audit_log, namespace)
     env.user_id, _ = await user_env.token_for(f"buyer{tag}")
     admin = await platform.nats()  # creates the streams the way the operator would
     await ensure_streams(admin.jetstream(), topology)
