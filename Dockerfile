@@ -7,6 +7,9 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
+# Behind a TLS-inspecting proxy, mount its CA bundle into the build and name it here
+# (build-time only: it does not reach the final image).
+ARG PIP_CERT=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml requirements.lock README.md ./
