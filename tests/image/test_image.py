@@ -38,6 +38,8 @@ except OSError:
 print(json.dumps({{"uid": os.getuid(), "migrations": migrations, "writable": writable}}))
 """
 
+LIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
+
 pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
 
 
@@ -51,10 +53,9 @@ def image() -> str:
 
 
 def run(image: str, *argv: str) -> str:
-    limits = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
+    sandboxed = ("--rm", "--read-only", "--network", "none", *LIMITS)
     result = subprocess.run(
-        ["podman", "run", "--rm", "--read-only", "--network", "none", *limits]
-        + ["--entrypoint", argv[0], image, *argv[1:]],
+        ["podman", "run", *sandboxed, "--entrypoint", argv[0], image, *argv[1:]],
         capture_output=True,
         text=True,
         timeout=120,
