@@ -109,6 +109,16 @@ build_cni() {
   rm -rf "$out.tmp"; mv "$dir/out" "$out.tmp"; rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# nodebox (devenv/gotools/nodebox): the program inside the node's local images, keyed
+# by a hash of its source rather than a version.
+build_nodebox() {
+  local v; v="$(sha256sum "$ROOT/devenv/gotools/nodebox/main.go" | cut -c1-12)"
+  have "nodebox-$v" && return
+  log "building nodebox $v"
+  local dir; dir="$(prepare_module nodebox checkout-saga.dev/gotools/nodebox)"
+  (cd "$dir" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/nodebox-$v" .)
+}
+
 targets=("$@"); [[ ${#targets[@]} -eq 0 ]] && targets=(kube etcd nats helm)
 for t in "${targets[@]}"; do
   case "$t" in
@@ -125,6 +135,7 @@ for t in "${targets[@]}"; do
         "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
       build_simple crictl sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION" \
         "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+      build_nodebox
       ;;
     *) log "unknown target $t"; exit 2 ;;
   esac

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from . import apps, controlplane, servers
+from . import apps, controlplane, node, servers
 from .config import REPO_ROOT, DevConfig
 from .process import DaemonError
 
@@ -68,10 +68,13 @@ def write_env_file(cfg: DevConfig) -> None:
     path.chmod(0o600)  # holds the local database and NATS admin passwords
 
 
-def up(cfg: DevConfig) -> None:
+def up(cfg: DevConfig, with_node: bool = False) -> None:
     began = time.monotonic()
-    started = controlplane.start(cfg)
+    started = controlplane.start(cfg, node.node_ip() if with_node else None)
     plane_ready = time.monotonic() - began
+    if with_node:
+        started += node.start(cfg)
+        print(f"node {node.NODE_NAME} Ready, CoreDNS up in {time.monotonic() - began:.1f}s")
     started += servers.start(cfg)
     apply_crds(cfg)
     write_env_file(cfg)
@@ -93,7 +96,8 @@ def up(cfg: DevConfig) -> None:
         f"  midtrans sandbox http://127.0.0.1:{apps.SANDBOX}\n"
         f"  operator        metrics http://127.0.0.1:{apps.OPERATOR_METRICS}/metrics\n"
         f"  expiry worker   arq on {cfg.redis_url}\n"
-        f"  logs            {cfg.run_dir / 'logs'}\n"
+        + (f"  node            {node.NODE_NAME} (docs/node.md)\n" if with_node else "")
+        + f"  logs            {cfg.run_dir / 'logs'}\n"
         "\nUse it:\n"
         f"  source {cfg.run_dir / 'env.sh'}    # KUBECONFIG, kubectl {cfg.kube_version}, DSNs\n"
         "  kubectl get --raw /readyz\n"
@@ -110,6 +114,9 @@ def status(cfg: DevConfig) -> int:
         state = "stopped" if pid is None else ("healthy" if daemon.is_healthy() else "UNHEALTHY")
         unhealthy += state != "healthy"
         print(f"{daemon.name:18} {state:10} pid={pid or '-'} port={daemon.port}")
+    for daemon, state in node.status(cfg):
+        unhealthy += state != "healthy"
+        print(f"{daemon.name:18} {state:10} pid={daemon.pid() or '-'} port={daemon.port}")
     return 1 if unhealthy else 0
 
 
@@ -149,16 +156,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="saga-devenv", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("command", choices=["up", "down", "status", "env", "clean", "audit"])
+    parser.add_argument(
+        "--node", action="store_true", help="up: also a real node (kubelet, pods; docs/node.md)"
+    )
     args = parser.parse_args(argv)
     cfg = DevConfig.from_env()
     try:
         if args.command == "up":
-            up(cfg)
+            up(cfg, with_node=args.node)
         elif args.command == "down":
-            stopped = apps.stop(cfg) + servers.stop(cfg) + controlplane.stop(cfg)
+            stopped = apps.stop(cfg) + node.stop(cfg) + servers.stop(cfg) + controlplane.stop(cfg)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         elif args.command == "clean":
             apps.stop(cfg)
+            node.stop(cfg)
             servers.stop(cfg)
             controlplane.stop(cfg)
             for folder in (servers.postgres_root(cfg), cfg.run_dir):

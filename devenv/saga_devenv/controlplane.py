@@ -5,6 +5,9 @@ validates objects (CRDs, CEL rules, RBAC, admission) exactly as a real cluster
 does, which is all an operator and its tests talk to. ServiceAccount admission
 is disabled because nothing here would create the service-account tokens it
 expects; namespaces stay Terminating after deletion (no namespace controller).
+
+``up --node`` starts the apiserver with a few more flags (:func:`node_flags`) and
+adds a real node (saga_devenv.node); a bare start reuses such an apiserver.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from . import node_pki
 from .config import DevConfig
 from .pki import Pki
 from .process import Daemon, DaemonError, http_get
@@ -61,46 +65,72 @@ def etcd_daemon(cfg: DevConfig) -> Daemon:
     )
 
 
-def apiserver_daemon(cfg: DevConfig) -> Daemon:
+def node_flags(cfg: DevConfig, node_ip: str) -> dict[str, str | None]:
+    """What a node needs of the apiserver (None drops a flag): reachable from pods at
+    the node's address (the `kubernetes` Service's endpoint), the Node authorizer for
+    kubelets, ServiceAccount admission, and a client certificate towards kubelets."""
+    keys = pki(cfg)
+    client_cert, client_key = node_pki.apiserver_kubelet_client(keys)
+    return {
+        "--bind-address": "0.0.0.0",  # noqa: S104  (pods reach it at the node's address)
+        "--advertise-address": node_ip,
+        "--authorization-mode": "Node,RBAC",
+        "--enable-admission-plugins": "NodeRestriction",
+        "--disable-admission-plugins": None,
+        "--endpoint-reconciler-type": "lease",
+        "--kubelet-client-certificate": str(client_cert),
+        "--kubelet-client-key": str(client_key),
+        "--kubelet-certificate-authority": str(keys.ca_cert),
+        "--kubelet-preferred-address-types": "InternalIP",
+    }
+
+
+def apiserver_daemon(cfg: DevConfig, node_ip: str | None = None) -> Daemon:
     keys = pki(cfg)
 
     def healthy() -> bool:
         return http_get(f"{cfg.apiserver_url}/readyz", admin_ssl_context(cfg)) == b"ok"
 
     audit_policy = cfg.run_dir / "audit-policy.yaml"
+    argv = [
+        f"--etcd-servers=http://127.0.0.1:{cfg.etcd_port}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={cfg.apiserver_port}",
+        f"--cert-dir={cfg.run_dir / 'apiserver-certs'}",
+        f"--tls-cert-file={keys.serving_cert}",
+        f"--tls-private-key-file={keys.serving_key}",
+        f"--client-ca-file={keys.ca_cert}",
+        "--authorization-mode=RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={keys.sa_pub}",
+        f"--service-account-signing-key-file={keys.sa_key}",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--disable-admission-plugins=ServiceAccount",
+        "--allow-privileged=true",
+        # The advertise address is loopback, which the kubernetes Endpoints refuse.
+        "--endpoint-reconciler-type=none",
+        # Metadata-level audit of writes: how the project counts API writes per
+        # checkout (see docs); reads are left out to keep the log small.
+        f"--audit-policy-file={audit_policy}",
+        f"--audit-log-path={cfg.run_dir / 'logs' / 'audit.log'}",
+        "--audit-log-maxsize=100",
+        "--audit-log-maxbackup=2",
+        "--v=1",
+    ]
+    if node_ip is not None:
+        override = node_flags(cfg, node_ip)
+        argv = [a for a in argv if a.split("=", 1)[0] not in override]
+        argv += [f"{flag}={value}" for flag, value in override.items() if value is not None]
     return Daemon(
         name="kube-apiserver",
-        argv=[
-            str(cfg.binary("kube-apiserver")),
-            f"--etcd-servers=http://127.0.0.1:{cfg.etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={cfg.apiserver_port}",
-            f"--cert-dir={cfg.run_dir / 'apiserver-certs'}",
-            f"--tls-cert-file={keys.serving_cert}",
-            f"--tls-private-key-file={keys.serving_key}",
-            f"--client-ca-file={keys.ca_cert}",
-            "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={keys.sa_pub}",
-            f"--service-account-signing-key-file={keys.sa_key}",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--disable-admission-plugins=ServiceAccount",
-            "--allow-privileged=true",
-            # The advertise address is loopback, which the kubernetes Endpoints refuse.
-            "--endpoint-reconciler-type=none",
-            # Metadata-level audit of writes: how the project counts API writes per
-            # checkout (see docs); reads are left out to keep the log small.
-            f"--audit-policy-file={audit_policy}",
-            f"--audit-log-path={cfg.run_dir / 'logs' / 'audit.log'}",
-            "--audit-log-maxsize=100",
-            "--audit-log-maxbackup=2",
-            "--v=1",
-        ],
+        argv=[str(cfg.binary("kube-apiserver")), *argv],
         run_dir=cfg.run_dir,
         port=cfg.apiserver_port,
         healthy=healthy,
         start_timeout=60.0,
+        # A bare apiserver is restarted with the node's flags by `up --node`.
+        stamp=f"node {node_ip}" if node_ip else "",
     )
 
 
@@ -168,8 +198,11 @@ def daemons(cfg: DevConfig) -> list[Daemon]:
     return [etcd_daemon(cfg), apiserver_daemon(cfg)]
 
 
-def start(cfg: DevConfig) -> list[str]:
-    """Start (or reuse) etcd and kube-apiserver; return the names started now."""
+def start(cfg: DevConfig, node_ip: str | None = None) -> list[str]:
+    """Start (or reuse) etcd and kube-apiserver; return the names started now.
+
+    With ``node_ip`` the apiserver serves a node (:func:`node_flags`); without, any
+    running one is reused, a node's included."""
     for name in ("etcd", "kube-apiserver"):
         if not cfg.binary(name).exists():
             raise DaemonError(f"{cfg.binary(name)} missing: run scripts/build-binaries.sh")
@@ -177,7 +210,10 @@ def start(cfg: DevConfig) -> list[str]:
     pki(cfg).ensure()
     (cfg.run_dir / "audit-policy.yaml").write_text(yaml.safe_dump(_AUDIT_POLICY))
     (cfg.run_dir / "logs").mkdir(exist_ok=True)
-    started = [d.name for d in daemons(cfg) if d.ensure()]
+    apiserver = apiserver_daemon(cfg, node_ip)
+    if apiserver.pid() is None:  # what starts now has no node flags unless asked
+        apiserver.stampfile.unlink(missing_ok=True)
+    started = [d.name for d in (etcd_daemon(cfg), apiserver) if d.ensure()]
     write_kubeconfig(cfg)
     link_kubectl(cfg)
     return started
