@@ -69,6 +69,11 @@ class NodeLayout:
         return self.runtime_state / "containerd.sock"
 
     @property
+    def containerd_socket_link(self) -> Path:
+        """A stable path to the socket inside the run folder (scripts/build-image)."""
+        return self.root / "containerd" / "containerd.sock"
+
+    @property
     def cni_conf_dir(self) -> Path:
         return self.root / "cni" / "net.d"
 

@@ -114,6 +114,11 @@ def prepare(layout: NodeLayout, sandbox_image: str) -> None:
     layout.runtime_state.mkdir(parents=True, exist_ok=True)
     layout.runtime_state.chmod(0o700)
     (layout.root / "containerd.toml").write_text(containerd_config(layout, sandbox_image))
+    link = layout.containerd_socket_link
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink() or link.readlink() != layout.containerd_socket:
+        link.unlink(missing_ok=True)
+        link.symlink_to(layout.containerd_socket)
     layout.cni_conf_dir.mkdir(parents=True, exist_ok=True)
     conflist = layout.cni_conf_dir / "10-checkout-saga.conflist"
     conflist.write_text(json.dumps(cni_conflist(layout), indent=2) + "\n")
