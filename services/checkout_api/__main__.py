@@ -15,10 +15,11 @@ from saga_kit.logs import setup_logging
 from saga_kit.serving import http_server, stop_on_signals
 from saga_kit.user_auth import UserServiceAuthenticator
 
-from .app import ApiDeps, create_app
+from .app import READY, ApiDeps, create_app
 from .config import CheckoutApiConfig
 from .kube import Checkouts
 from .quota import Quota
+from .watch import CheckoutWatch
 
 
 async def main() -> None:
@@ -37,6 +38,10 @@ async def main() -> None:
             cfg.redis_url.value, socket_timeout=2, socket_connect_timeout=2
         )
         stack.push_async_callback(redis.aclose)
+        # Its own connection: a watch holds one open for minutes at a time.
+        watch_api = await kube_api_client()
+        stack.push_async_callback(watch_api.close)
+        checkout_watch = CheckoutWatch(watch_api, cfg.namespace, READY)
         app = create_app(
             ApiDeps(
                 checkouts=Checkouts(api, cfg.namespace),
@@ -45,15 +50,18 @@ async def main() -> None:
                 products=product_pb2_grpc.ProductServiceStub(products),
                 wait_seconds=cfg.wait_seconds,
                 quota=Quota(cfg.limits, redis, pool),
+                watch=checkout_watch,
             )
         )
         server = http_server(app, cfg.host, cfg.port)
         stop = stop_on_signals()
+        watching = asyncio.create_task(checkout_watch.run(stop))
         serving = asyncio.create_task(server.serve())
         await stop.wait()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await serving
+        await watching
 
 
 if __name__ == "__main__":

@@ -1,10 +1,8 @@
 """Routes of the checkout API (``/api/v1``); OpenAPI at ``/docs``."""
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -25,6 +23,7 @@ from . import store
 from .kube import AlreadyExists, Checkouts, Invalid
 from .limits import Refused, payment_ttl
 from .quota import Quota
+from .watch import CheckoutWatch
 
 READY = TERMINAL | {"AwaitingPayment"}
 REQUEST_HASH = "checkout.saga.dev/request-hash"
@@ -189,6 +188,7 @@ class ApiDeps:
     products: "product_pb2_grpc.ProductServiceAsyncStub"  # the type exists in the stubs only
     wait_seconds: float
     quota: Quota  # payment TTL cap, open checkouts per user, POST rate
+    watch: CheckoutWatch  # wakes waiting POSTs (run it: CheckoutWatch.run)
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -277,28 +277,32 @@ def create_app(deps: ApiDeps) -> FastAPI:
             "spec": spec,
         }
         replayed = False
-        try:
-            async with deps.quota.open_slot(user.user_id, name):
-                created = await deps.checkouts.create(resource)
-        except Invalid as exc:
-            raise HTTPException(422, {"reason": "INVALID_CHECKOUT", "message": str(exc)}) from exc
-        except AlreadyExists:
-            existing = await deps.checkouts.get(name)
-            if existing is None:  # archived already: answer from the read model
-                _, out = await own(user, name)
-                response.status_code = 200
-                response.headers["Idempotent-Replayed"] = "true"
-                return out
-            if existing["metadata"].get("annotations", {}).get(REQUEST_HASH) != fingerprint:
+        # Waiting starts before the Checkout exists: the watch cannot miss its change.
+        async with deps.watch.waiter(name) as ready:
+            try:
+                async with deps.quota.open_slot(user.user_id, name):
+                    created = await deps.checkouts.create(resource)
+            except Invalid as exc:
                 raise HTTPException(
-                    422,
-                    {
-                        "reason": "IDEMPOTENCY_KEY_REUSED",
-                        "message": "this Idempotency-Key was used for a different checkout",
-                    },
-                ) from None
-            created, replayed = existing, True
-        settled = await _wait(deps, created)
+                    422, {"reason": "INVALID_CHECKOUT", "message": str(exc)}
+                ) from exc
+            except AlreadyExists:
+                existing = await deps.checkouts.get(name)
+                if existing is None:  # archived already: answer from the read model
+                    _, out = await own(user, name)
+                    response.status_code = 200
+                    response.headers["Idempotent-Replayed"] = "true"
+                    return out
+                if existing["metadata"].get("annotations", {}).get(REQUEST_HASH) != fingerprint:
+                    raise HTTPException(
+                        422,
+                        {
+                            "reason": "IDEMPOTENCY_KEY_REUSED",
+                            "message": "this Idempotency-Key was used for a different checkout",
+                        },
+                    ) from None
+                created, replayed = existing, True
+            settled = await deps.watch.wait(ready, created, deps.wait_seconds, deps.checkouts.get)
         out = _from_resource(settled)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -416,21 +420,6 @@ def create_app(deps: ApiDeps) -> FastAPI:
         )
 
     return app
-
-
-async def _wait(deps: ApiDeps, body: dict[str, Any]) -> dict[str, Any]:
-    """Until the saga has a payment page or an answer, or the wait runs out."""
-    deadline = time.monotonic() + deps.wait_seconds
-    delay = 0.05
-    name = body["metadata"]["name"]
-    while (body.get("status") or {}).get("phase") not in READY and time.monotonic() < deadline:
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
-        fresh = await deps.checkouts.get(name)
-        if fresh is None:
-            break
-        body = fresh
-    return body
 
 
 def _label(value: str) -> str:

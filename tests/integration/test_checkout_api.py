@@ -14,10 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from checkout.product.v1 import product_pb2_grpc
-from checkout_api.app import ApiDeps, create_app
+from checkout_api.app import READY, ApiDeps, create_app
 from checkout_api.kube import Checkouts
 from checkout_api.limits import Limits
 from checkout_api.quota import Quota
+from checkout_api.watch import CheckoutWatch
 from checkout_operator.app import kube_api_client, open_database
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.user_auth import UserServiceAuthenticator
@@ -35,6 +36,10 @@ async def api(saga: SagaEnv) -> AsyncIterator[tuple[httpx.AsyncClient, ApiDeps]]
     users = authenticated_channel(s.user_service, s.service_token)
     products = authenticated_channel(s.product_service, s.service_token)
     redis = aioredis.Redis.from_url(s.redis_url.value)
+    watch_api = await kube_api_client()
+    watch = CheckoutWatch(watch_api, saga.namespace, READY)
+    stop = asyncio.Event()
+    watching = asyncio.create_task(watch.run(stop))
     deps = ApiDeps(
         checkouts=Checkouts(kube, saga.namespace),
         readmodel=pool,
@@ -42,10 +47,14 @@ async def api(saga: SagaEnv) -> AsyncIterator[tuple[httpx.AsyncClient, ApiDeps]]
         products=product_pb2_grpc.ProductServiceStub(products),
         wait_seconds=10,
         quota=Quota(Limits(), redis, pool),
+        watch=watch,
     )
     transport = httpx.ASGITransport(app=create_app(deps))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
         yield http, deps
+    stop.set()
+    await watching
+    await watch_api.close()
     await redis.aclose()
     await users.close()
     await products.close()
@@ -267,3 +276,53 @@ async def test_without_redis_posts_fail_closed_and_reads_still_work(
     assert _checkouts(saga) == []
     assert (await http.get("/api/v1/checkouts", headers=auth)).status_code == 200
     await down.aclose()
+
+
+async def _post_counting_gets(
+    saga: SagaEnv, http: httpx.AsyncClient, deps: ApiDeps, monkeypatch: pytest.MonkeyPatch
+) -> tuple[httpx.Response, list[str]]:
+    _, token = await saga.users.token_for(f"b{uuid.uuid4().hex[:8]}")
+    product = await saga.products.product(price=3_000, stock=5)
+    body = {"products": [{"id": product, "price": 3_000, "quantity": 1}]}
+    reads: list[str] = []
+    get = deps.checkouts.get
+
+    async def counted(name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return await get(name)
+
+    monkeypatch.setattr(deps.checkouts, "get", counted)
+    reply = await http.post(
+        "/api/v1/checkouts", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    return reply, reads
+
+
+async def test_a_post_waits_on_the_watch_without_reading_the_checkout(
+    saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http, deps = api
+    await saga.start_operator()
+    await eventually(lambda: deps.watch.connected)
+    reply, reads = await _post_counting_gets(saga, http, deps, monkeypatch)
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["phase"] == "AwaitingPayment" and reply.json()["redirect_url"]
+    assert reads == []  # woken by the watch: no GET of the Checkout
+
+
+async def test_without_the_watch_a_post_still_gets_its_answer(
+    saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http, deps = api
+    await saga.start_operator()
+    # A watch that never connects (the apiserver refusing watches, say): the POST looks
+    # for itself, as it did before the watch.
+    kube = await kube_api_client()
+    try:
+        monkeypatch.setattr(deps, "watch", CheckoutWatch(kube, saga.namespace, READY))
+        reply, reads = await _post_counting_gets(saga, http, deps, monkeypatch)
+    finally:
+        await kube.close()
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["phase"] == "AwaitingPayment"
+    assert reads  # it polled
