@@ -19,6 +19,7 @@ from .config import REPO_ROOT, DevConfig
 from .process import DaemonError
 
 CRD_NAME = "checkouts.checkout.saga.dev"
+CRD_READY_SECONDS = 180
 
 
 def kubectl(cfg: DevConfig, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -32,13 +33,22 @@ def kubectl(cfg: DevConfig, *args: str, check: bool = True) -> subprocess.Comple
 
 def apply_crds(cfg: DevConfig) -> None:
     kubectl(cfg, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
-    kubectl(cfg, "wait", "--for=condition=Established", "--timeout=30s", f"crd/{CRD_NAME}")
+    # Generous: a fresh apiserver on a loaded 2-core machine may take a while.
+    kubectl(
+        cfg,
+        "wait",
+        "--for=condition=Established",
+        f"--timeout={CRD_READY_SECONDS}s",
+        f"crd/{CRD_NAME}",
+    )
     # Established comes before the resource's storage is ready (429 "storage is
     # (re)initializing" meanwhile): wait until a list succeeds.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + CRD_READY_SECONDS
     while kubectl(cfg, "get", "checkouts", "-A", check=False).returncode != 0:
         if time.monotonic() > deadline:
-            raise DaemonError("the Checkout resource is not served 30 s after its CRD")
+            raise DaemonError(
+                f"the Checkout resource is not served {CRD_READY_SECONDS} s after its CRD"
+            )
         time.sleep(0.2)
 
 

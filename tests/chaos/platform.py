@@ -58,12 +58,17 @@ _PORTS = (
 
 def private_config() -> DevConfig:
     """The shared config with its own run folder and free ports for every server."""
+    shared = DevConfig.from_env()
+    # Not one the shared platform is configured to take later in the run, either.
+    taken = {getattr(shared, name) for name in _PORTS}
     ports: set[int] = set()
     while len(ports) < len(_PORTS):
-        ports.add(free_port())
+        port = free_port()
+        if port not in taken:
+            ports.add(port)
     etcd, peer, apiserver, postgres, redis, nats, monitor = sorted(ports)
     return dataclasses.replace(
-        DevConfig.from_env(),
+        shared,
         run_dir=RUN_DIR,
         etcd_port=etcd,
         etcd_peer_port=peer,
