@@ -66,6 +66,9 @@ from .saga import (
 )
 from .settings import OperatorSettings
 
+# The phase changes that get a Kubernetes Event by default (CHECKOUT_EVENTS=milestones).
+MILESTONES = TERMINAL | {Phase.AWAITING_PAYMENT}
+
 log = logging.getLogger(__name__)
 
 _RESERVE_REASONS = {
@@ -832,7 +835,13 @@ async def _announce_transitions(
     entered: Sequence[tuple[Phase, str]],
     message: str = "",
 ) -> None:
-    """One Kubernetes Event per phase change."""
+    """Kubernetes Events for the phase changes (``CHECKOUT_EVENTS``): by default only the
+    milestones a person looks for (the payment page, the ending); every one with "all".
+    Each Event is a write to the apiserver, so the default keeps a paid checkout at two."""
+    if deps.settings.events == "milestones":
+        entered = [(phase, reason) for phase, reason in entered if phase in MILESTONES]
+    elif deps.settings.events == "none":
+        entered = []
     for phase, reason in entered:
         warning = phase in (Phase.REJECTED, Phase.CANCELLED, Phase.EXPIRED)
         text = f"{phase.value}: {message or reason}"

@@ -31,6 +31,9 @@ from .saga import Voucher
 __all__ = ["CRD_MAX_PAYMENT_TTL_SECONDS", "DEFAULT_PAYMENT_TTL_SECONDS", "OperatorSettings"]
 
 
+EVENT_MODES = ("milestones", "all", "none")
+
+
 def _asked_ttl(spec: Mapping[str, Any]) -> int:
     return int(spec.get("paymentTTLSeconds", DEFAULT_PAYMENT_TTL_SECONDS))
 
@@ -80,6 +83,9 @@ class OperatorSettings:
     refund_retry_base: dt.timedelta = dt.timedelta(seconds=30)  # doubles per refusal, max 1 h
     arq_queue: str = "arq:queue"
     workers: int = 8
+    # Kubernetes Events for phase changes: "milestones" (the payment page and the
+    # ending: 2 per paid checkout), "all" (one per phase change) or "none".
+    events: str = "milestones"
     metrics_port: int = 0  # 0 = no metrics server
     # One acting operator (leader.py). Operators sharing a lease are replicas of each
     # other; shards watching different namespaces need different lease names.
@@ -101,6 +107,8 @@ class OperatorSettings:
         for name in ("poll_tick", "returns_tick", "final_event_tick", "sweep_every"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.events not in EVENT_MODES:
+            raise ConfigError(f"CHECKOUT_EVENTS must be one of {', '.join(EVENT_MODES)}")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
 
@@ -163,6 +171,7 @@ class OperatorSettings:
             ),
             arq_queue=env_str("CHECKOUT_EXPIRY_QUEUE", "arq:queue"),
             workers=env_int("CHECKOUT_WORKERS", 8),
+            events=env_str("CHECKOUT_EVENTS", "milestones"),
             metrics_port=env_int("CHECKOUT_METRICS_PORT", 0),
             lease_namespace=env_optional("CHECKOUT_LEASE_NAMESPACE")
             or env_optional("CHECKOUT_NAMESPACE")

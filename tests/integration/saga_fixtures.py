@@ -289,10 +289,15 @@ class SagaEnv:
 
     def warning_reasons(self, name: str) -> list[str]:
         """The reasons of the Warning Events about this Checkout."""
+        return self.events(name, "Warning")
+
+    def events(self, name: str, type_: str | None = None) -> list[str]:
+        """The reasons of the Events (of this type) about this Checkout."""
+        selector = f"involvedObject.name={name}" + (f",type={type_}" if type_ else "")
         return self.platform.kubectl(
             "get",
             "events",
-            f"--field-selector=involvedObject.name={name},type=Warning",
+            f"--field-selector={selector}",
             "-o",
             "jsonpath={.items[*].reason}",
             namespace=self.namespace,

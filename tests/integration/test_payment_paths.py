@@ -64,3 +64,16 @@ async def test_polling_alone_settles_when_midtrans_notifies_nobody(saga: SagaEnv
         topology.payment_stream, "checkout-operator"
     )
     assert inbox.delivered.consumer_seq == 0
+
+
+async def test_every_phase_change_gets_an_event_when_asked(saga: SagaEnv) -> None:
+    await saga.start_operator(events="all")
+    _, name = await awaiting_payment(saga)
+    await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    await saga.wait_phase(name, "Settled")
+
+    def reasons() -> list[str]:
+        return sorted(saga.events(name))
+
+    await eventually(lambda: len(reasons()) >= 4)
+    assert reasons() == ["Paid", "PaymentPageReady", "StockReserved", "UserAuthorized"]

@@ -53,6 +53,7 @@ def test_loop_timings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPa
         ("CHECKOUT_FINAL_EVENT_TICK_SECONDS", "0"),
         ("CHECKOUT_SWEEP_SECONDS", "0"),
         ("CHECKOUT_WORKERS", "0"),
+        ("CHECKOUT_EVENTS", "some"),
     ],
 )
 def test_a_loop_that_would_spin_is_refused_at_start(
