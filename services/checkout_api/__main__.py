@@ -19,6 +19,7 @@ from .app import READY, ApiDeps, create_app
 from .config import CheckoutApiConfig
 from .kube import Checkouts
 from .quota import Quota
+from .soldout import SoldOutGate
 from .watch import CheckoutWatch
 
 
@@ -42,15 +43,17 @@ async def main() -> None:
         watch_api = await kube_api_client()
         stack.push_async_callback(watch_api.close)
         checkout_watch = CheckoutWatch(watch_api, cfg.namespace, READY)
+        product_stub = product_pb2_grpc.ProductServiceStub(products)
         app = create_app(
             ApiDeps(
                 checkouts=Checkouts(api, cfg.namespace),
                 readmodel=pool,
                 authenticator=UserServiceAuthenticator(users),
-                products=product_pb2_grpc.ProductServiceStub(products),
+                products=product_stub,
                 wait_seconds=cfg.wait_seconds,
                 quota=Quota(cfg.limits, redis, pool),
                 watch=checkout_watch,
+                soldout=SoldOutGate(product_stub),
             )
         )
         server = http_server(app, cfg.host, cfg.port)

@@ -23,6 +23,7 @@ from . import store
 from .kube import AlreadyExists, Checkouts, Invalid
 from .limits import Refused, payment_ttl
 from .quota import Quota
+from .soldout import SoldOutGate, Wanted
 from .watch import CheckoutWatch
 
 READY = TERMINAL | {"AwaitingPayment"}
@@ -189,6 +190,7 @@ class ApiDeps:
     wait_seconds: float
     quota: Quota  # payment TTL cap, open checkouts per user, POST rate
     watch: CheckoutWatch  # wakes waiting POSTs (run it: CheckoutWatch.run)
+    soldout: SoldOutGate  # refuses at once what could not be reserved
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -227,6 +229,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
             404, {"reason": "CHECKOUT_NOT_FOUND", "message": f"no checkout {checkout_id}"}
         )
 
+    async def exists(name: str) -> bool:
+        if await deps.checkouts.get(name) is not None:
+            return True
+        return await store.get(deps.readmodel, name) is not None
+
     @api.post(
         "/checkouts",
         status_code=201,
@@ -246,6 +253,13 @@ def create_app(deps: ApiDeps) -> FastAPI:
         ttl = payment_ttl(body.payment_ttl_seconds, deps.quota.limits)
         await deps.quota.throttle(user.user_id)
         name = checkout_name(user.user_id, idempotency_key)
+        wanted = [Wanted(i.id, i.quantity) for i in body.products]
+        refusal = await deps.soldout.refusal(wanted)
+        if refusal is not None and not (idempotency_key and await exists(name)):
+            # Nothing is created: the saga could only have rejected it (a retried POST
+            # whose checkout exists is answered from it below, sold out or not).
+            detail = {"reason": refusal.reason, "message": refusal.message, "checkout": None}
+            return JSONResponse({"detail": detail}, status_code=REJECTED_STATUS[refusal.reason])
         fingerprint = request_hash(user.user_id, body)
         spec: dict[str, Any] = {
             "userId": user.user_id,
@@ -304,6 +318,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 created, replayed = existing, True
             settled = await deps.watch.wait(ready, created, deps.wait_seconds, deps.checkouts.get)
         out = _from_resource(settled)
+        if out.phase == "AwaitingPayment" and not replayed:
+            deps.soldout.reserved(wanted)
+        elif out.failure_reason in ("OutOfStock", "InsufficientStock"):
+            deps.soldout.forget(wanted)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         if out.phase not in READY:

@@ -18,6 +18,7 @@ from checkout_api.app import READY, ApiDeps, create_app
 from checkout_api.kube import Checkouts
 from checkout_api.limits import Limits
 from checkout_api.quota import Quota
+from checkout_api.soldout import SoldOutGate
 from checkout_api.watch import CheckoutWatch
 from checkout_operator.app import kube_api_client, open_database
 from saga_kit.grpc_auth import authenticated_channel
@@ -40,14 +41,16 @@ async def api(saga: SagaEnv) -> AsyncIterator[tuple[httpx.AsyncClient, ApiDeps]]
     watch = CheckoutWatch(watch_api, saga.namespace, READY)
     stop = asyncio.Event()
     watching = asyncio.create_task(watch.run(stop))
+    product_stub = product_pb2_grpc.ProductServiceStub(products)
     deps = ApiDeps(
         checkouts=Checkouts(kube, saga.namespace),
         readmodel=pool,
         authenticator=UserServiceAuthenticator(users),
-        products=product_pb2_grpc.ProductServiceStub(products),
+        products=product_stub,
         wait_seconds=10,
         quota=Quota(Limits(), redis, pool),
         watch=watch,
+        soldout=SoldOutGate(product_stub),
     )
     transport = httpx.ASGITransport(app=create_app(deps))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
@@ -326,3 +329,37 @@ async def test_without_the_watch_a_post_still_gets_its_answer(
     assert reply.status_code == 201, reply.text
     assert reply.json()["phase"] == "AwaitingPayment"
     assert reads  # it polled
+
+
+async def test_a_sold_out_product_is_refused_without_creating_a_checkout(
+    saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
+) -> None:
+    http, _ = api
+    await saga.start_operator()
+    _, token = await saga.users.token_for(f"b{uuid.uuid4().hex[:8]}")
+    auth = {"Authorization": f"Bearer {token}"}
+    product = await saga.products.product(price=3_000, stock=1)
+    body = {"products": [{"id": product, "price": 3_000, "quantity": 1}]}
+    first = await http.post(
+        "/api/v1/checkouts", json=body, headers={**auth, "Idempotency-Key": "k1"}
+    )
+    assert first.status_code == 201, first.text  # holds the only unit now
+
+    def checkouts() -> int:
+        listed = saga.platform.kubectl("get", "checkouts", "-o", "name", namespace=saga.namespace)
+        return len(listed.stdout.split())
+
+    assert checkouts() == 1
+    for attempt in range(3):
+        late = await http.post("/api/v1/checkouts", json=body, headers=auth)
+        assert late.status_code == 409, late.text
+        assert late.json()["detail"]["reason"] == "OutOfStock", attempt
+        assert product in late.json()["detail"]["message"]
+    assert checkouts() == 1  # nothing was created for the late buyers
+    # The first buyer retrying its POST gets its checkout back, sold out or not.
+    again = await http.post(
+        "/api/v1/checkouts", json=body, headers={**auth, "Idempotency-Key": "k1"}
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
