@@ -5,12 +5,16 @@ Names outside ``cluster.local`` go to the host's resolvers."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import subprocess
+import time
 from typing import Any
 
 import yaml
 
 from .node_layout import CLUSTER_DNS
+from .process import DaemonError
 
 COREFILE = """.:53 {
     errors
@@ -118,18 +122,41 @@ def manifests(image: str) -> list[dict[str, Any]]:
     ]
 
 
-def install(kubectl: list[str], image: str, timeout_s: int = 120) -> None:
-    """Apply CoreDNS (idempotent) and wait until it answers (its readiness probe)."""
+def install(kubectl: list[str], image: str, timeout: float = 120.0) -> None:
+    """Apply CoreDNS (idempotent) and wait until it answers at the cluster DNS address.
+
+    The answer itself is the signal: after a node restart the Deployment still
+    reports its old pod available while the kubelet is recreating it."""
     documents = yaml.safe_dump_all(manifests(image), sort_keys=False)
-    for args in (
-        ["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        ["-n", "kube-system", "rollout", "status", "deployment/coredns", f"--timeout={timeout_s}s"],
-    ):
-        subprocess.run(
-            [*kubectl, *args],
-            input=documents,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=timeout_s + 30,
-        )
+    subprocess.run(
+        [*kubectl, "apply", "--server-side", "--force-conflicts", "-f", "-"],
+        input=documents,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    deadline = time.monotonic() + timeout
+    while not resolves("kubernetes.default.svc.cluster.local"):
+        if time.monotonic() > deadline:
+            raise DaemonError(f"CoreDNS does not answer at {CLUSTER_DNS} after {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def resolves(name: str, server: str = CLUSTER_DNS) -> bool:
+    """Whether ``server`` answers an A query for ``name`` with an address (one UDP
+    query through kube-proxy's rules, as a pod's resolver sends it)."""
+    query_id = 0x5A6A
+    question = b"".join(bytes([len(label)]) + label.encode() for label in name.split("."))
+    packet = struct.pack(">6H", query_id, 0x0100, 1, 0, 0, 0) + question + b"\0\0\1\0\1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.sendto(packet, (server, 53))
+            answer = sock.recv(512)
+        except OSError:
+            return False
+    if len(answer) < 12:
+        return False
+    answer_id, flags, _, answers = struct.unpack(">4H", answer[:8])
+    return bool(answer_id == query_id and flags & 0x000F == 0 and answers > 0)

@@ -242,7 +242,7 @@ def kubelet_cleanup() -> None:
         for table in ("filter", "nat", "mangle"):
             for chain in ("INPUT", "OUTPUT"):
                 _iptables(tool, "-t", table, "-D", chain, "-j", "KUBE-FIREWALL")
-            for own in ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"):
+            for own in ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"):
                 _iptables(tool, "-t", table, "-F", own)
                 _iptables(tool, "-t", table, "-X", own)
     for hierarchy in Path("/sys/fs/cgroup").glob("*/kubepods"):

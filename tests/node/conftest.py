@@ -73,7 +73,9 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace; deleted afterwards (the namespace controller empties it)."""
     name = f"node-test-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
-    # The service-account controller makes `default`; pods are refused until then.
-    cluster.wait(name, "create", "serviceaccount/default", seconds=30)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    try:
+        # The service-account controller makes `default`; pods are refused until then.
+        cluster.wait(name, "create", "serviceaccount/default", seconds=30)
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false")

@@ -9,6 +9,7 @@ inside a pod, a NodePort answering on the host.
 from __future__ import annotations
 
 import urllib.request
+import uuid
 
 import pytest
 
@@ -64,7 +65,7 @@ def test_a_deployment_scales_up_and_down(cluster: Cluster, namespace: str) -> No
 
 
 def test_a_deleted_namespace_is_emptied_and_goes(cluster: Cluster) -> None:
-    name = "node-test-deleted"
+    name = f"node-test-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     cluster.wait(name, "create", "serviceaccount/default", seconds=30)
     cluster.apply(
