@@ -15,6 +15,7 @@ from saga_kit.logs import setup_logging
 from saga_kit.serving import http_server, stop_on_signals
 from saga_kit.user_auth import UserServiceAuthenticator
 
+from .admission import Admission
 from .app import READY, ApiDeps, create_app
 from .config import CheckoutApiConfig
 from .kube import Checkouts
@@ -54,6 +55,7 @@ async def main() -> None:
                 quota=Quota(cfg.limits, redis, pool),
                 watch=checkout_watch,
                 soldout=SoldOutGate(product_stub),
+                admission=Admission(cfg.max_in_flight),
             )
         )
         server = http_server(app, cfg.host, cfg.port)

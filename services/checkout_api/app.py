@@ -20,6 +20,7 @@ from saga_kit.pagination import InvalidPageToken
 from saga_kit.user_auth import Authenticator, AuthError, Identity
 
 from . import store
+from .admission import Admission
 from .kube import AlreadyExists, Checkouts, Invalid
 from .limits import Refused, payment_ttl
 from .quota import Quota
@@ -191,6 +192,7 @@ class ApiDeps:
     quota: Quota  # payment TTL cap, open checkouts per user, POST rate
     watch: CheckoutWatch  # wakes waiting POSTs (run it: CheckoutWatch.run)
     soldout: SoldOutGate  # refuses at once what could not be reserved
+    admission: Admission  # POSTs in flight at most; the rest 503 at once
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -241,7 +243,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
         responses={
             202: {"description": "Still in progress: poll status_url"},
             429: {"description": "RateLimited or TooManyOpenCheckouts (see Retry-After)"},
-            503: {"description": "Limits cannot be checked (Redis down): retry after Retry-After"},
+            503: {
+                "description": "Overloaded (too many POSTs at once) or limits cannot be "
+                "checked (Redis down): retry after Retry-After"
+            },
         },
     )
     async def create(
@@ -249,6 +254,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
         user: User,
         response: Response,
         idempotency_key: Annotated[str | None, Header(pattern=KEY_PATTERN)] = None,
+    ) -> Any:
+        with deps.admission.admit():  # overload is refused now, not queued
+            return await open_checkout(body, user, response, idempotency_key)
+
+    async def open_checkout(
+        body: CheckoutRequest, user: Identity, response: Response, idempotency_key: str | None
     ) -> Any:
         ttl = payment_ttl(body.payment_ttl_seconds, deps.quota.limits)
         await deps.quota.throttle(user.user_id)

@@ -28,6 +28,7 @@ class CheckoutApiConfig:
     service_token: Secret
     redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
     wait_seconds: float = 10.0
+    max_in_flight: int = 32  # POSTs at once; more are refused 503 (admission.py)
     limits: Limits = field(default_factory=Limits)
     host: str = "127.0.0.1"
     port: int = 18080
@@ -43,6 +44,7 @@ class CheckoutApiConfig:
             service_token=env_service_tokens()[0],
             redis_url=env_secret("CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0"),
             wait_seconds=env_float("CHECKOUT_API_WAIT_SECONDS", 10.0),
+            max_in_flight=env_int("CHECKOUT_API_MAX_IN_FLIGHT", 32),
             limits=_limits(),
             host=env_str("CHECKOUT_API_HOST", "127.0.0.1"),
             port=env_int("CHECKOUT_API_PORT", 18080),

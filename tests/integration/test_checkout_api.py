@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from checkout.product.v1 import product_pb2_grpc
+from checkout_api.admission import Admission
 from checkout_api.app import READY, ApiDeps, create_app
 from checkout_api.kube import Checkouts
 from checkout_api.limits import Limits
@@ -51,6 +52,7 @@ async def api(saga: SagaEnv) -> AsyncIterator[tuple[httpx.AsyncClient, ApiDeps]]
         quota=Quota(Limits(), redis, pool),
         watch=watch,
         soldout=SoldOutGate(product_stub),
+        admission=Admission(32),
     )
     transport = httpx.ASGITransport(app=create_app(deps))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
@@ -363,3 +365,22 @@ async def test_a_sold_out_product_is_refused_without_creating_a_checkout(
     assert again.status_code == 200, again.text
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_a_post_beyond_the_in_flight_limit_is_refused_at_once(
+    saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http, deps = api
+    _, token = await saga.users.token_for(f"b{uuid.uuid4().hex[:8]}")
+    product = await saga.products.product(price=3_000, stock=5)
+    body = {"products": [{"id": product, "price": 3_000, "quantity": 1}]}
+    monkeypatch.setattr(deps, "admission", Admission(1))
+    with deps.admission.admit():  # another POST is being served
+        reply = await http.post(
+            "/api/v1/checkouts", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["detail"]["reason"] == "Overloaded"
+    assert reply.headers["Retry-After"] == "1"
+    listed = saga.platform.kubectl("get", "checkouts", "-o", "name", namespace=saga.namespace)
+    assert listed.stdout.split() == []  # nothing was created
