@@ -123,10 +123,10 @@ def status(cfg: DevConfig) -> int:
         pid = daemon.pid()
         state = "stopped" if pid is None else ("healthy" if daemon.is_healthy() else "UNHEALTHY")
         unhealthy += state != "healthy"
-        print(f"{daemon.name:18} {state:10} pid={pid or '-'} port={daemon.port}")
+        print(f"{daemon.name:23} {state:10} pid={pid or '-'} port={daemon.port}")
     for daemon, state in node.status(cfg):
         unhealthy += state != "healthy"
-        print(f"{daemon.name:18} {state:10} pid={daemon.pid() or '-'} port={daemon.port}")
+        print(f"{daemon.name:23} {state:10} pid={daemon.pid() or '-'} port={daemon.port}")
     return 1 if unhealthy else 0
 
 
