@@ -13,7 +13,6 @@ from saga_kit.logs import setup_logging
 from saga_kit.serving import stop_on_signals
 from saga_kit.supervise import Readiness, every, supervised
 
-from . import metrics
 from .actions import Deps
 from .app import build_deps, kube_api_client
 from .final_events import FinalEvents
@@ -24,7 +23,6 @@ from .poller import PaymentPoller
 from .probes import serve_probes
 from .reconciler import Reconciler
 from .returns import PaymentReturns
-from .saga import Phase
 from .settings import OperatorSettings
 
 log = logging.getLogger("checkout_operator")
@@ -42,9 +40,6 @@ async def sweep_deleted(
         released = await reconciler.sweep(settings.namespace, settings.sweep_min_age)
         if released:
             log.info("%d checkouts deleted while unobserved: released or archived", released)
-        counts = reconciler.phases()
-        for phase in Phase:  # a phase nobody is in any more reads 0, not its last count
-            metrics.CHECKOUTS.labels(phase.value).set(counts.get(phase.value, 0))
 
     await every(settings.sweep_every, sweep, stop, "sweep")
 

@@ -35,6 +35,7 @@ class Reconciler:
     def __init__(self, deps: Deps, workers: int = 8) -> None:
         self.deps = deps
         self.cache: dict[Key, dict[str, Any]] = {}
+        self._counts: dict[str, int] = {}  # checkouts in the cache by phase (the gauge)
         self._workers = workers
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
@@ -56,7 +57,7 @@ class Reconciler:
 
     def _forget(self, key: Key, last: dict[str, Any]) -> None:
         """The resource is gone: release what it held (in the background)."""
-        self.cache.pop(key, None)
+        self._uncache(key)
         self._cancel_timer(key)
         task = asyncio.create_task(self._deleted(key, last["metadata"]["uid"], last))
         self._background.add(task)
@@ -171,7 +172,9 @@ class Reconciler:
         key = key_of(body)
         known = self.cache.get(key)
         if known is None or _newer(body, known):
-            self.cache[key] = body
+            self._count(known, -1)
+            self.cache[key] = slim(body)
+            self._count(body, +1)
 
     def _backoff(self, key: Key) -> None:
         failures = self._failures.get(key, 0) + 1
@@ -208,7 +211,7 @@ class Reconciler:
                 continue
             last = self.cache.get(key)
             if last is not None and last["metadata"]["uid"] == record.uid:
-                self.cache.pop(key, None)
+                self._uncache(key)
                 self._cancel_timer(key)
             else:
                 last = None
@@ -225,11 +228,37 @@ class Reconciler:
             timer.cancel()
 
     def phases(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for body in self.cache.values():
-            phase = (body.get("status") or {}).get("phase") or "Pending"
-            counts[phase] = counts.get(phase, 0) + 1
-        return counts
+        """Checkouts in the cache by phase."""
+        return {phase: n for phase, n in self._counts.items() if n}
+
+    def _uncache(self, key: Key) -> None:
+        self._count(self.cache.pop(key, None), -1)
+
+    def _count(self, body: dict[str, Any] | None, change: int) -> None:
+        """Keep the ``checkouts{phase}`` gauge current as bodies come and go."""
+        if body is None:
+            return
+        phase = (body.get("status") or {}).get("phase") or "Pending"
+        self._counts[phase] = self._counts.get(phase, 0) + change
+        metrics.CHECKOUTS.labels(phase).set(self._counts[phase])
+
+
+# Metadata nothing in the operator reads, and most of a Checkout's size: the server's
+# field ownership (one entry per writer) and kubectl's copy of what was applied.
+UNREAD_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+def slim(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as the cache keeps it: without metadata the operator never reads."""
+    meta = body.get("metadata") or {}
+    if "managedFields" not in meta and not any(
+        a in (meta.get("annotations") or {}) for a in UNREAD_ANNOTATIONS
+    ):
+        return body
+    kept = {k: v for k, v in meta.items() if k != "managedFields"}
+    if annotations := meta.get("annotations"):
+        kept["annotations"] = {k: v for k, v in annotations.items() if k not in UNREAD_ANNOTATIONS}
+    return {**body, "metadata": kept}
 
 
 def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:

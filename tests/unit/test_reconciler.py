@@ -150,3 +150,53 @@ async def test_deleted_checkouts_are_released(monkeypatch: pytest.MonkeyPatch) -
     await run_until(lambda: released == ["a"], rec)
     await asyncio.sleep(0.05)
     assert released == ["a"] and ("ns", "a") not in rec.cache
+
+
+def test_the_cache_keeps_no_field_ownership_or_applied_copies() -> None:
+    full = body("a", 7)
+    full["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    full["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": "{...}" * 1000,
+        "checkout.saga.dev/request-hash": "abc",
+    }
+    slim = module.slim(full)
+    assert "managedFields" not in slim["metadata"]
+    assert slim["metadata"]["annotations"] == {"checkout.saga.dev/request-hash": "abc"}
+    assert slim["metadata"]["resourceVersion"] == "7" and slim["metadata"]["uid"] == "u1"
+    assert "managedFields" in full["metadata"]  # the event's own body is left alone
+
+
+async def test_the_phase_gauge_follows_each_change_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import REGISTRY
+
+    async def released(deps: Any, record: Any, last: dict[str, Any] | None = None) -> None:
+        return None
+
+    class NoRecords:
+        async def get(self, order_id: str) -> None:
+            return None
+
+    monkeypatch.setattr(module, "release_deleted", released)
+    deps = FakeDeps()
+    deps.readmodel = NoRecords()  # type: ignore[assignment]
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+
+    def gauge(phase: str) -> float | None:
+        return REGISTRY.get_sample_value("checkouts", {"phase": phase})
+
+    def at(name: str, rv: int, phase: str) -> dict[str, Any]:
+        b = body(name, rv)
+        b["status"] = {"phase": phase}
+        return b
+
+    rec.observe("ADDED", at("g1", 1, "GaugeA"))
+    rec.observe("ADDED", at("g2", 1, "GaugeA"))
+    assert gauge("GaugeA") == 2
+    rec.observe("MODIFIED", at("g1", 2, "GaugeB"))
+    assert (gauge("GaugeA"), gauge("GaugeB")) == (1, 1)
+    rec.observe("MODIFIED", at("g1", 1, "GaugeA"))  # an older body changes nothing
+    assert (gauge("GaugeA"), gauge("GaugeB")) == (1, 1)
+    rec.observe("DELETED", at("g2", 2, "GaugeA"))
+    assert (gauge("GaugeA"), gauge("GaugeB")) == (0, 1)
+    assert rec.phases() == {"GaugeB": 1}
+    await asyncio.sleep(0)  # let the deletion's background task run
