@@ -13,7 +13,8 @@ from saga_kit import db
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.logs import setup_logging
 from saga_kit.serving import http_server, stop_on_signals
-from saga_kit.user_auth import UserServiceAuthenticator
+from saga_kit.settings import env_float
+from saga_kit.user_auth import RememberingAuthenticator, UserServiceAuthenticator
 
 from .admission import Admission
 from .app import READY, ApiDeps, create_app
@@ -49,7 +50,9 @@ async def main() -> None:
             ApiDeps(
                 checkouts=Checkouts(api, cfg.namespace),
                 readmodel=pool,
-                authenticator=UserServiceAuthenticator(users),
+                authenticator=RememberingAuthenticator(
+                    UserServiceAuthenticator(users), ttl=env_float("USER_AUTH_CACHE_SECONDS", 5.0)
+                ),
                 products=product_stub,
                 wait_seconds=cfg.wait_seconds,
                 quota=Quota(cfg.limits, redis, pool),

@@ -18,8 +18,9 @@ from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.logs import setup_logging
 from saga_kit.nats_access import connect as connect_nats
 from saga_kit.serving import http_server, stop_on_signals
+from saga_kit.settings import env_float
 from saga_kit.supervise import Readiness, supervised
-from saga_kit.user_auth import UserServiceAuthenticator
+from saga_kit.user_auth import RememberingAuthenticator, UserServiceAuthenticator
 
 from .app import open_database, report_health, start_grpc_server
 from .config import ProductServiceConfig
@@ -68,7 +69,10 @@ async def main() -> None:
         backoff_scale=cfg.consumer_backoff_scale,
         heartbeat=consumer_beat,
     )
-    app = create_rest_app(pool, UserServiceAuthenticator(user_channel), readiness)
+    authenticator = RememberingAuthenticator(
+        UserServiceAuthenticator(user_channel), ttl=env_float("USER_AUTH_CACHE_SECONDS", 5.0)
+    )
+    app = create_rest_app(pool, authenticator, readiness)
     tasks = [
         asyncio.create_task(
             supervised(
