@@ -231,6 +231,15 @@ def create_app(deps: ApiDeps) -> FastAPI:
             404, {"reason": "CHECKOUT_NOT_FOUND", "message": f"no checkout {checkout_id}"}
         )
 
+    async def archived_original(name: str, user: Identity) -> dict[str, Any] | None:
+        """The journal's record of this checkout if its resource is gone."""
+        row = await store.get(deps.readmodel, name)
+        if row is None or row["user_id"] != user.user_id:
+            return None
+        if await deps.checkouts.get(name) is not None:
+            return None  # still there: the create below answers from it
+        return row
+
     async def exists(name: str) -> bool:
         if await deps.checkouts.get(name) is not None:
             return True
@@ -264,6 +273,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
         ttl = payment_ttl(body.payment_ttl_seconds, deps.quota.limits)
         await deps.quota.throttle(user.user_id)
         name = checkout_name(user.user_id, idempotency_key)
+        if idempotency_key and (archived := await archived_original(name, user)) is not None:
+            # Its Checkout was deleted after it ended (TTL): creating it again would be a
+            # second saga under the same order id. The original is the answer.
+            if not _same_lines(archived, body):
+                raise _key_reused()
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+            return _from_record(archived)
         wanted = [Wanted(i.id, i.quantity) for i in body.products]
         refusal = await deps.soldout.refusal(wanted)
         if refusal is not None and not (idempotency_key and await exists(name)):
@@ -319,13 +336,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                     response.headers["Idempotent-Replayed"] = "true"
                     return out
                 if existing["metadata"].get("annotations", {}).get(REQUEST_HASH) != fingerprint:
-                    raise HTTPException(
-                        422,
-                        {
-                            "reason": "IDEMPOTENCY_KEY_REUSED",
-                            "message": "this Idempotency-Key was used for a different checkout",
-                        },
-                    ) from None
+                    raise _key_reused() from None
                 created, replayed = existing, True
             settled = await deps.watch.wait(ready, created, deps.wait_seconds, deps.checkouts.get)
         out = _from_resource(settled)
@@ -449,6 +460,22 @@ def create_app(deps: ApiDeps) -> FastAPI:
         )
 
     return app
+
+
+def _same_lines(row: dict[str, Any], body: CheckoutRequest) -> bool:
+    """Whether an archived checkout is what this request asks for (its lines)."""
+    had = sorted((i["product_id"], i["unit_price"], i["quantity"]) for i in row["items"])
+    return had == sorted((i.id, i.price, i.quantity) for i in body.products)
+
+
+def _key_reused() -> HTTPException:
+    return HTTPException(
+        422,
+        {
+            "reason": "IDEMPOTENCY_KEY_REUSED",
+            "message": "this Idempotency-Key was used for a different checkout",
+        },
+    )
 
 
 def _label(value: str) -> str:

@@ -122,6 +122,35 @@ async def test_archived_checkouts_are_still_listed_and_readable(
     assert listed.json()["next_page_token"] is None
 
 
+async def test_a_retry_after_the_checkout_was_archived_returns_the_original(
+    saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
+) -> None:
+    http, _ = api
+    await saga.start_operator(ttl_after_finished=dt.timedelta(seconds=1))
+    _, token = await saga.users.token_for(f"b{uuid.uuid4().hex[:8]}")
+    keyed = {"Authorization": f"Bearer {token}", "Idempotency-Key": "order-2026-11-28-a"}
+    product = await saga.products.product(price=3_000, stock=5)
+    cart = {"products": [{"id": product, "price": 3_000, "quantity": 2}]}
+    first = await http.post("/api/v1/checkouts", json=cart, headers=keyed)
+    assert first.status_code == 201, first.text
+    cid = first.json()["id"]
+    await http.post(f"/api/v1/checkouts/{cid}/cancel", headers=keyed)
+
+    async def archived() -> bool:  # Cancelled, then deleted one second later
+        return await saga.get(cid) is None
+
+    await eventually(archived, within=15, interval=0.05)
+    again = await http.post("/api/v1/checkouts", json=cart, headers=keyed)
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == cid and again.json()["phase"] == "Cancelled"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = {"products": [{"id": product, "price": 3_000, "quantity": 1}]}
+    reused = await http.post("/api/v1/checkouts", json=other, headers=keyed)
+    assert reused.status_code == 422 and "IDEMPOTENCY_KEY_REUSED" in reused.text
+    assert await saga.get(cid) is None  # no second saga under the same order id
+    assert await saga.products.stock_of(product) == (5, 0)
+
+
 # --- limits against stock hoarding -------------------------------------------------------
 
 
