@@ -93,6 +93,19 @@ async def test_a_slow_saga_answers_202_with_a_status_url(
     assert got["id"] == cid
 
 
+async def cancel_until_archived(
+    saga: SagaEnv, http: httpx.AsyncClient, cid: str, auth: dict[str, str]
+) -> None:
+    """Cancel the checkout and wait until its Checkout is deleted (an operator with a
+    short TTL after finishing): only the journal knows it then."""
+    await http.post(f"/api/v1/checkouts/{cid}/cancel", headers=auth)
+
+    async def deleted() -> bool:
+        return await saga.get(cid) is None
+
+    await eventually(deleted, within=15, interval=0.05)
+
+
 async def test_archived_checkouts_are_still_listed_and_readable(
     saga: SagaEnv, api: tuple[httpx.AsyncClient, ApiDeps]
 ) -> None:
@@ -108,12 +121,7 @@ async def test_archived_checkouts_are_still_listed_and_readable(
     )
     assert reply.status_code == 201, reply.text
     cid = reply.json()["id"]
-    await http.post(f"/api/v1/checkouts/{cid}/cancel", headers=auth)
-
-    async def deleted() -> bool:  # Cancelled, then deleted one second later
-        return await saga.get(cid) is None
-
-    await eventually(deleted, within=15, interval=0.05)
+    await cancel_until_archived(saga, http, cid, auth)
     one = await http.get(f"/api/v1/checkouts/{cid}", headers=auth)
     assert one.status_code == 200 and one.json()["phase"] == "Cancelled"
     assert one.json()["items"] == [{"product_id": product, "unit_price": 3_000, "quantity": 2}]
@@ -134,12 +142,7 @@ async def test_a_retry_after_the_checkout_was_archived_returns_the_original(
     first = await http.post("/api/v1/checkouts", json=cart, headers=keyed)
     assert first.status_code == 201, first.text
     cid = first.json()["id"]
-    await http.post(f"/api/v1/checkouts/{cid}/cancel", headers=keyed)
-
-    async def archived() -> bool:  # Cancelled, then deleted one second later
-        return await saga.get(cid) is None
-
-    await eventually(archived, within=15, interval=0.05)
+    await cancel_until_archived(saga, http, cid, keyed)
     again = await http.post("/api/v1/checkouts", json=cart, headers=keyed)
     assert again.status_code == 200, again.text
     assert again.json()["id"] == cid and again.json()["phase"] == "Cancelled"
