@@ -17,9 +17,9 @@ import time
 from . import controlplane, node_dns, node_images, node_kube, node_runtime
 from .config import DevConfig
 from .node_layout import NODE_NAME, NodeLayout, node_ip
+from .process import Daemon, DaemonError
 
 __all__ = ["NODE_NAME", "enabled", "node_ip", "start", "status", "stop"]
-from .process import Daemon, DaemonError
 
 
 def daemons(layout: NodeLayout, ip: str) -> list[Daemon]:
@@ -111,13 +111,10 @@ def status(cfg: DevConfig) -> list[tuple[Daemon, str]]:
         return []
     layout = NodeLayout(cfg)
     ip = layout.enabled_marker.read_text().strip()
-    states = []
-    for daemon in daemons(layout, ip):
-        pid = daemon.pid()
-        states.append(
-            (
-                daemon,
-                "stopped" if pid is None else ("healthy" if daemon.is_healthy() else "UNHEALTHY"),
-            )
-        )
-    return states
+    return [(daemon, _state(daemon)) for daemon in daemons(layout, ip)]
+
+
+def _state(daemon: Daemon) -> str:
+    if daemon.pid() is None:
+        return "stopped"
+    return "healthy" if daemon.is_healthy() else "UNHEALTHY"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ssl
-import subprocess
 from pathlib import Path
 
 import yaml
@@ -32,6 +31,7 @@ from .node_layout import (
     SERVICE_CIDR,
     NodeLayout,
 )
+from .node_runtime import quietly
 from .process import Daemon, http_get
 
 CLIENTS = {
@@ -183,12 +183,7 @@ def _proxy_config(layout: NodeLayout) -> dict[str, object]:
 def proxy_cleanup(layout: NodeLayout) -> None:
     """Remove kube-proxy's iptables rules (after it stopped)."""
     config, _ = _written(layout, "kube-proxy.yaml", _proxy_config(layout))
-    subprocess.run(
-        [str(layout.binary("kube-proxy")), f"--config={config}", "--cleanup"],
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
+    quietly(str(layout.binary("kube-proxy")), f"--config={config}", "--cleanup")
 
 
 def controller_manager_daemon(layout: NodeLayout) -> Daemon:
@@ -241,10 +236,10 @@ def kubelet_cleanup() -> None:
     for tool in ("iptables", "ip6tables"):
         for table in ("filter", "nat", "mangle"):
             for chain in ("INPUT", "OUTPUT"):
-                _iptables(tool, "-t", table, "-D", chain, "-j", "KUBE-FIREWALL")
+                quietly(tool, "-t", table, "-D", chain, "-j", "KUBE-FIREWALL")
             for own in ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"):
-                _iptables(tool, "-t", table, "-F", own)
-                _iptables(tool, "-t", table, "-X", own)
+                quietly(tool, "-t", table, "-F", own)
+                quietly(tool, "-t", table, "-X", own)
     for hierarchy in Path("/sys/fs/cgroup").glob("*/kubepods"):
         for folder in sorted(hierarchy.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if folder.is_dir():
@@ -252,7 +247,3 @@ def kubelet_cleanup() -> None:
                     folder.rmdir()
         with contextlib.suppress(OSError):
             hierarchy.rmdir()
-
-
-def _iptables(*argv: str) -> None:
-    subprocess.run(list(argv), capture_output=True, check=False, timeout=30)

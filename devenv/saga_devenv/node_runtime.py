@@ -130,10 +130,16 @@ def ctr(layout: NodeLayout, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120)
 
 
-def crictl(layout: NodeLayout, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def crictl(layout: NodeLayout, *args: str, timeout: float = 60) -> None:
     endpoint = f"--runtime-endpoint=unix://{layout.containerd_socket}"
-    argv = [str(layout.binary("crictl")), endpoint, *args]
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    quietly(str(layout.binary("crictl")), endpoint, *args, timeout=timeout)
+
+
+def quietly(*argv: str, timeout: float = 60) -> None:
+    """Run a clean-up command whose failure changes nothing for the caller (what it
+    removes may already be gone, or the tool may be missing on a machine without a node)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(argv, capture_output=True, check=False, timeout=timeout)
 
 
 def remove_pods(layout: NodeLayout) -> None:
@@ -151,8 +157,8 @@ def teardown(layout: NodeLayout) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for mount in _mounts_under(layout.root, layout.runtime_state):
-        subprocess.run(["umount", "--lazy", str(mount)], capture_output=True, check=False)
-    subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+        quietly("umount", "--lazy", str(mount))
+    quietly("ip", "link", "delete", BRIDGE)
     shutil.rmtree(layout.root / "cni" / "ipam", ignore_errors=True)  # leases of gone pods
     shutil.rmtree(layout.runtime_state, ignore_errors=True)
 
