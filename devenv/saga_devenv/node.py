@@ -10,6 +10,7 @@ also removes what pods leave on the host. Needs root (mounts, iptables, cgroups)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -93,14 +94,21 @@ def stop(cfg: DevConfig) -> list[str]:
     ip = layout.enabled_marker.read_text().strip() if enabled(cfg) else "127.0.0.1"
     parts = {d.name: d for d in daemons(layout, ip)}
     stopped = [name for name in ("kubelet", "kube-proxy") if parts[name].stop()]
-    if parts["containerd"].pid() is not None:
+    containerd = parts["containerd"]
+    if containerd.pid() is None and (layout.root / "containerd").exists():
+        # Only containerd can undo its sandboxes (network namespaces, addresses):
+        # start it again if it died, so nothing stays behind.
+        with contextlib.suppress(DaemonError, OSError):
+            node_runtime.prepare(layout, node_images.pause_image(layout).name)
+            containerd.ensure()
+    if containerd.pid() is not None:
         node_runtime.remove_pods(layout)
     stopped += [
         n for n in ("containerd", "kube-scheduler", "kube-controller-manager") if parts[n].stop()
     ]
-    node_kube.proxy_cleanup(layout)
-    node_kube.kubelet_cleanup()
     node_runtime.teardown(layout)
+    node_kube.proxy_cleanup(layout)
+    node_kube.kubelet_cleanup()  # pod cgroups go once their processes have
     layout.enabled_marker.unlink(missing_ok=True)
     return stopped
 

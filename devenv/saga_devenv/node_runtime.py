@@ -20,10 +20,11 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from .node_layout import BRIDGE, CONTAINERD_METRICS_PORT, POD_CIDR, NodeLayout
-from .process import Daemon, DaemonError, http_get
+from .process import Daemon, DaemonError, http_get, pid_alive
 
 
 def containerd_config(layout: NodeLayout, sandbox_image: str) -> str:
@@ -150,12 +151,14 @@ def remove_pods(layout: NodeLayout) -> None:
 
 def teardown(layout: NodeLayout) -> None:
     """What is left on the host once kubelet and containerd are stopped."""
-    for pid in _pids_in_kubepods():  # containers whose shim died before them
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for pid in _shims(layout):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    # Containers left running (containerd was not there to remove them), then shims.
+    for pids in (_pids_in_kubepods(), _shims(layout)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
     for mount in _mounts_under(layout.root, layout.runtime_state):
         quietly("umount", "--lazy", str(mount))
     quietly("ip", "link", "delete", BRIDGE)
