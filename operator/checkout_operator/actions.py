@@ -229,6 +229,7 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
             ("Authorized", True, "UserAuthorized", f"user {spec['userId']} exists"),
             ("StockReserved", True, "StockReserved", f"{len(reserved)} products reserved"),
             ("PaymentReady", True, "SnapTokenIssued", deps.settings.payment_ttl_message(spec)),
+            ("Ready", False, "AwaitingPayment", "waiting for the buyer to pay"),
         ],
         extra={
             "orderId": order_id,
@@ -461,11 +462,18 @@ async def _end(
 ) -> dict[str, Any]:
     now = deps.clock()
     failed = phase is not Phase.SETTLED
-    conditions = []
+    conditions: list[tuple[str, bool, str, str]] = []
     if failed:
         conditions.append(("Ready", False, str(reason), message))
+        # What held before the ending holds no more: the stock went back, the page closed.
+        current = (body.get("status") or {}).get("conditions") or []
+        held = {c.get("type"): c.get("status") for c in current}
+        for type_, gone in (("StockReserved", "stock released"), ("PaymentReady", "closed")):
+            if held.get(type_) == "True":
+                conditions.append((type_, False, str(reason), f"{gone}: {message}"))
     else:
         conditions.append(("Paid", True, "Settled", message))
+        conditions.append(("Ready", True, "Settled", message))
     extra: dict[str, Any] = {"orderId": body["metadata"]["name"]}
     if failed:
         extra["failure"] = {"reason": str(reason), "message": message[:1024]}
