@@ -12,6 +12,7 @@ adds a real node (saga_devenv.node); a bare start reuses such an apiserver.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import ssl
 from pathlib import Path
@@ -85,6 +86,10 @@ def node_flags(cfg: DevConfig, node_ip: str) -> dict[str, str | None]:
     }
 
 
+def _node_stamp(argv: list[str]) -> str:
+    return "node " + hashlib.sha256("\n".join(argv).encode()).hexdigest()[:16]
+
+
 def apiserver_daemon(cfg: DevConfig, node_ip: str | None = None) -> Daemon:
     keys = pki(cfg)
 
@@ -129,8 +134,8 @@ def apiserver_daemon(cfg: DevConfig, node_ip: str | None = None) -> Daemon:
         port=cfg.apiserver_port,
         healthy=healthy,
         start_timeout=60.0,
-        # A bare apiserver is restarted with the node's flags by `up --node`.
-        stamp=f"node {node_ip}" if node_ip else "",
+        # `up --node` restarts an apiserver started without (or with other) node flags.
+        stamp=_node_stamp(argv) if node_ip else "",
     )
 
 

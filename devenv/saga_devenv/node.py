@@ -18,7 +18,7 @@ import time
 from . import controlplane, node_dns, node_images, node_kube, node_runtime
 from .config import DevConfig
 from .node_layout import NODE_NAME, NodeLayout, node_ip
-from .process import Daemon, DaemonError
+from .process import Daemon, DaemonError, port_open
 
 __all__ = ["NODE_NAME", "enabled", "node_ip", "start", "status", "stop"]
 
@@ -58,6 +58,8 @@ def start(cfg: DevConfig) -> list[str]:
     node_runtime.prepare(layout, sandbox.name)
     layout.enabled_marker.write_text(f"{ip}\n")
     for daemon in daemons(layout, ip):
+        if daemon.pid() is not None and daemon.stale():
+            restart(daemon)
         if daemon.ensure():
             started.append(daemon.name)
         if daemon.name == "containerd":
@@ -66,6 +68,15 @@ def start(cfg: DevConfig) -> list[str]:
     wait_node_ready(cfg)
     node_dns.install(kubectl(cfg), node_images.coredns_image(layout).name)
     return started
+
+
+def restart(daemon: Daemon) -> None:
+    """Stop a process whose config changed and wait until its port is free (a kubelet
+    may still hold it for a moment after its pid is gone)."""
+    daemon.stop()
+    deadline = time.monotonic() + 10
+    while port_open(daemon.port) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def wait_node_ready(cfg: DevConfig, timeout: float = 90.0) -> None:

@@ -43,6 +43,7 @@ def test_a_pod_from_a_local_image_becomes_ready_and_answers(
         "exec", "web", "--", "/nodebox", "get", "http://localhost:8080/", namespace=namespace
     )
     assert answer == "hello from web\n"
+    assert cluster.kubectl("logs", "web", namespace=namespace) == "nodebox serving on :8080\n"
     ip = cluster.get(namespace, "pod", "web")["status"]["podIP"]
     assert ip.startswith("10.244.0.")
 
@@ -125,3 +126,34 @@ def _answer(url: str) -> str:
             return str(response.read().decode())
     except OSError:
         return ""
+
+
+def test_a_pod_reaches_the_apiserver_as_its_service_account(
+    cluster: Cluster, namespace: str
+) -> None:
+    """In-cluster access as the components will have it: the `kubernetes` Service,
+    the mounted token and CA, and RBAC deciding (refused, then allowed by a role)."""
+    cluster.apply(namespace, pod("client", container(cluster.image, "pause")))
+    cluster.wait(namespace, "condition=Ready", "pod/client")
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+
+    def status() -> str:
+        reply = cluster.kubectl(
+            "exec", "client", "--", "/nodebox", "api", path, namespace=namespace
+        )
+        return reply.split("\n", 1)[0]
+
+    assert status() == "403"
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "view",
+        "--clusterrole=view",
+        f"--serviceaccount={namespace}:default",
+        namespace=namespace,
+    )
+    eventually_sync(
+        lambda: status() == "200",
+        within=30,
+        failure="the view role did not let the service account list configmaps",
+    )

@@ -5,10 +5,14 @@
 //	nodebox serve PORT     answer HTTP: /healthz "ok", anything else "hello from HOSTNAME"
 //	nodebox resolve NAME   print NAME's addresses (exit 1 if it does not resolve)
 //	nodebox get URL        print the body of an HTTP GET (exit 1 unless 200)
+//	nodebox api PATH       GET PATH from the apiserver as the pod's service account
+//	                       (in-cluster token and CA); print the status code and body
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -32,6 +36,8 @@ func main() {
 		resolve(args[0])
 	case cmd == "get" && len(args) == 1:
 		get(args[0])
+	case cmd == "api" && len(args) == 1:
+		api(args[0])
 	default:
 		fail("unknown command or arguments: %q", os.Args[1:])
 	}
@@ -64,6 +70,7 @@ func serve(port string) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintf(w, "hello from %s\n", host) })
+	fmt.Printf("nodebox serving on :%s\n", port)
 	server := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		stop := make(chan os.Signal, 1)
@@ -100,4 +107,38 @@ func get(url string) {
 	if resp.StatusCode != http.StatusOK {
 		fail("%s answered %s", url, resp.Status)
 	}
+}
+
+// api is what an in-cluster client does: the service account's token and the
+// cluster CA from the mounted volume, the apiserver at kubernetes.default.svc.
+func api(path string) {
+	const dir = "/var/run/secrets/kubernetes.io/serviceaccount/"
+	token, err := os.ReadFile(dir + "token")
+	if err != nil {
+		fail("%v", err)
+	}
+	ca, err := os.ReadFile(dir + "ca.crt")
+	if err != nil {
+		fail("%v", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca) {
+		fail("no certificate in %sca.crt", dir)
+	}
+	client := http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}},
+	}
+	req, err := http.NewRequest(http.MethodGet, "https://kubernetes.default.svc"+path, nil)
+	if err != nil {
+		fail("%v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+string(token))
+	resp, err := client.Do(req)
+	if err != nil {
+		fail("%v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Printf("%d\n%s", resp.StatusCode, body)
 }
