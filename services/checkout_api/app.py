@@ -121,6 +121,23 @@ class CheckoutPage(BaseModel):
     next_page_token: str | None
 
 
+class SaleOut(BaseModel):
+    """A checkout as the seller of one of its products sees it: its phase and total and
+    the seller's own line, never the buyer's payment link or other sellers' lines."""
+
+    id: str
+    phase: str
+    total: int | None = None
+    currency: str = "IDR"
+    items: list[LineOut] = []
+    created_at: dt.datetime | None = None
+
+
+class SalePage(BaseModel):
+    items: list[SaleOut]
+    next_page_token: str | None
+
+
 def _payment_link(phase: str | None, token: str | None, url: str | None) -> dict[str, str | None]:
     """Only a checkout still waiting for its money hands out the payment link."""
     paying = phase == "AwaitingPayment"
@@ -150,6 +167,15 @@ def _from_resource(body: dict[str, Any]) -> CheckoutOut:
     )
 
 
+def _lines(row: dict[str, Any], product_id: str | None = None) -> list[LineOut]:
+    """The record's lines (only this product's, if given)."""
+    return [
+        LineOut(product_id=i["product_id"], unit_price=i["unit_price"], quantity=i["quantity"])
+        for i in row["items"]
+        if product_id is None or i["product_id"] == product_id
+    ]
+
+
 def _from_record(row: dict[str, Any]) -> CheckoutOut:
     return CheckoutOut(
         id=row["order_id"],
@@ -160,12 +186,21 @@ def _from_record(row: dict[str, Any]) -> CheckoutOut:
         expires_at=row["expires_at"],
         failure_reason=row["failure_reason"],
         failure_message=row["failure_message"],
-        items=[
-            LineOut(**{k: i[k] for k in ("product_id", "unit_price", "quantity")})
-            for i in row["items"]
-        ],
+        items=_lines(row),
         created_at=row["created_at"],
         status_url=f"/api/v1/checkouts/{row['order_id']}",
+    )
+
+
+def _sale(row: dict[str, Any], product_id: str) -> SaleOut:
+    """What the seller of ``product_id`` sees of a checkout."""
+    return SaleOut(
+        id=row["order_id"],
+        phase=row["phase"],
+        total=row["total"],
+        currency=row["currency"],
+        items=_lines(row, product_id),
+        created_at=row["created_at"],
     )
 
 
@@ -391,13 +426,13 @@ def create_app(deps: ApiDeps) -> FastAPI:
                     raise
         raise HTTPException(409, {"reason": "CONFLICT", "message": "checkout kept changing; retry"})
 
-    @api.get("/products/{product_id}/checkouts", response_model=CheckoutPage)
+    @api.get("/products/{product_id}/checkouts", response_model=SalePage)
     async def product_checkouts(
         product_id: str,
         user: User,
         page_size: Annotated[int, Query(ge=1, le=100)] = 20,
         page_token: str | None = None,
-    ) -> CheckoutPage:
+    ) -> SalePage:
         try:
             product = await deps.products.GetProduct(
                 product_pb2.GetProductRequest(id=product_id), timeout=5
@@ -420,7 +455,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             )
         except InvalidPageToken as exc:
             raise HTTPException(422, {"reason": "INVALID_PAGE_TOKEN", "message": str(exc)}) from exc
-        return CheckoutPage(items=[_from_record(r) for r in rows], next_page_token=token)
+        return SalePage(items=[_sale(r, product_id) for r in rows], next_page_token=token)
 
     app.include_router(api)
 

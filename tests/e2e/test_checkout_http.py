@@ -249,6 +249,34 @@ async def test_users_never_see_or_cancel_each_others_checkouts(system: System) -
         assert again.status_code == 409
 
 
+async def test_a_seller_sees_the_phase_total_and_own_line_only(system: System) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        [buyer], seller, mine = await shop(system, http, price=7_000, stock=3)
+        _, other_seller, theirs = await shop(system, http, buyers=0, price=2_000, stock=3)
+        cart = {
+            "products": [
+                {"id": mine["id"], "price": 7_000, "quantity": 1},
+                {"id": theirs["id"], "price": 2_000, "quantity": 2},
+            ]
+        }
+        created = await http.post(f"{system.api}/api/v1/checkouts", json=cart, headers=buyer)
+        assert created.status_code == 201 and created.json()["redirect_url"], created.text
+        view = await http.get(
+            f"{system.api}/api/v1/products/{mine['id']}/checkouts", headers=seller
+        )
+        assert view.status_code == 200, view.text
+        (sale,) = view.json()["items"]
+        assert sale["id"] == created.json()["id"] and sale["phase"] == "AwaitingPayment"
+        assert sale["total"] == 11_000
+        assert sale["items"] == [{"product_id": mine["id"], "unit_price": 7_000, "quantity": 1}]
+        assert "redirect_url" not in sale and "snap_token" not in sale
+        assert created.json()["redirect_url"] not in view.text
+        others = await http.get(
+            f"{system.api}/api/v1/products/{mine['id']}/checkouts", headers=other_seller
+        )
+        assert others.status_code == 403
+
+
 async def test_refusals_name_the_reason(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         [buyer], _, product = await shop(system, http, price=9_000, stock=1)
