@@ -26,7 +26,6 @@ import html
 import random
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from checkout_api.app import checkout_name
 from tests.chaos.notifications import Notifications
 from tests.chaos.seeding import seeded
 from tests.e2e.conftest import System
+from tests.helpers.waiting import deadline
 
 TERMINAL = frozenset({"Settled", "Expired", "Cancelled", "Rejected"})
 LONG_TTL = 900  # never runs out during the run
@@ -145,8 +145,8 @@ class Shop:
             "payment_ttl_seconds": saga.ttl,
         }
         headers = {**saga.buyer.auth, "Idempotency-Key": saga.key}
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+        until = deadline(within)  # the suite's budget (CHECKOUT_SAGA_TEST_PATIENCE)
+        while not until.passed:
             try:
                 reply = await self.http.post(
                     f"{self.system.api}/api/v1/checkouts", json=body, headers=headers
@@ -186,8 +186,8 @@ class Shop:
     async def wait_for(
         self, saga: Saga, phases: frozenset[str], within: float
     ) -> dict[str, Any] | None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+        until = deadline(within)  # the suite's budget (CHECKOUT_SAGA_TEST_PATIENCE)
+        while not until.passed:
             shown = await self.get(saga)
             if shown is not None:
                 saga.saw(shown["phase"])
@@ -237,8 +237,8 @@ class Shop:
 
     async def cancel(self, saga: Saga, within: float = 60.0) -> bool:
         """Cancel through the API; True once accepted (False: it had finished already)."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+        until = deadline(within)  # the suite's budget (CHECKOUT_SAGA_TEST_PATIENCE)
+        while not until.passed:
             try:
                 reply = await self.http.post(
                     f"{self.system.api}/api/v1/checkouts/{saga.id}/cancel",
@@ -265,8 +265,8 @@ class Shop:
         """``kubectl delete`` the Checkout. While ``while_creating`` (its POST, retried
         through the faults) runs, a Checkout not there yet is looked for again: a delete
         before the create would delete nothing."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+        until = deadline(within)  # the suite's budget (CHECKOUT_SAGA_TEST_PATIENCE)
+        while not until.passed:
             created_before = while_creating is None or while_creating.done()
             try:
                 result = await asyncio.to_thread(
