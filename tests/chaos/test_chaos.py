@@ -33,7 +33,6 @@ from tests.conftest import Platform
 from tests.e2e.conftest import System
 from tests.helpers.waiting import budget
 
-
 SPREAD = 30.0  # the sagas start over this many seconds
 CHAOS_SECONDS = 70.0  # faults go on this long (the buyers finish after it if they must)
 CONVERGE_WITHIN = budget(120.0)  # after the last fault (scaled with the suite's patience)
