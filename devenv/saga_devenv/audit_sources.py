@@ -33,7 +33,6 @@ from kubernetes_asyncio import config as kconfig
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from checkout_operator.clients.kube import GROUP, PLURAL, VERSION
 from checkout_operator.poller import TokenBucket
 from midtrans import (
     MidtransClient,
@@ -42,6 +41,7 @@ from midtrans import (
     MidtransServerError,
     TransactionStatus,
 )
+from saga_kit.checkout_resource import GROUP, PLURAL, VERSION
 from saga_kit.db import check_schema_name
 from saga_kit.settings import ConfigError, Secret, env_secret
 

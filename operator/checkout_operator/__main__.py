@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from midtrans import MidtransConfig
+from saga_kit.kube import kube_api_client
 from saga_kit.logs import setup_logging
 from saga_kit.serving import stop_on_signals
 from saga_kit.supervise import Readiness, every, supervised
 
 from .actions import Deps
-from .app import build_deps, kube_api_client
+from .app import build_deps
 from .final_events import FinalEvents
 from .handlers import KopfWatcher
 from .inbox import PaymentInbox

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import AsyncExitStack
 from typing import Any
 
 from arq import create_pool as create_arq_pool
 from arq.connections import RedisSettings
-from kubernetes_asyncio import client as kclient
-from kubernetes_asyncio import config as kconfig
 
 from midtrans import MidtransClient, MidtransConfig
 from saga_kit import db
 from saga_kit.events import Topology, ensure_streams
 from saga_kit.grpc_auth import authenticated_channel
+from saga_kit.kube import kube_api_client
 from saga_kit.nats_access import connect as connect_nats
 
 from .actions import Deps
@@ -23,18 +21,6 @@ from .clients.kube import KubeCheckouts
 from .clients.services import Products, Users
 from .readmodel import ReadModel
 from .settings import OperatorSettings
-
-
-async def kube_api_client() -> kclient.ApiClient:
-    """In a Pod: its service account; elsewhere: $KUBECONFIG."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
-        return kclient.ApiClient()
-    configuration = kclient.Configuration()
-    await kconfig.load_kube_config(
-        config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
-    )
-    return kclient.ApiClient(configuration)
 
 
 async def open_database(dsn: str, schema: str) -> Any:

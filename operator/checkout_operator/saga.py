@@ -24,21 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from saga_kit.checkout_resource import TERMINAL, Phase
+
+__all__ = ["TERMINAL", "Phase"]  # the shared vocabulary, also read from here
+
 HISTORY_LIMIT = 20
 
-
-class Phase(enum.StrEnum):
-    PENDING = "Pending"
-    AUTHORIZED = "Authorized"
-    RESERVED = "Reserved"
-    AWAITING_PAYMENT = "AwaitingPayment"
-    SETTLED = "Settled"
-    EXPIRED = "Expired"
-    CANCELLED = "Cancelled"
-    REJECTED = "Rejected"
-
-
-TERMINAL = frozenset({Phase.SETTLED, Phase.EXPIRED, Phase.CANCELLED, Phase.REJECTED})
 
 TRANSITIONS: Mapping[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset({Phase.AUTHORIZED, Phase.REJECTED, Phase.CANCELLED}),

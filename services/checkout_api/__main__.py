@@ -8,9 +8,9 @@ import contextlib
 import redis.asyncio as aioredis
 
 from checkout.product.v1 import product_pb2_grpc
-from checkout_operator.app import kube_api_client
 from saga_kit import db
 from saga_kit.grpc_auth import authenticated_channel
+from saga_kit.kube import kube_api_client
 from saga_kit.logs import setup_logging
 from saga_kit.serving import http_server, stop_on_signals
 from saga_kit.settings import env_float

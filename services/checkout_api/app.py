@@ -15,7 +15,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from checkout.product.v1 import product_pb2, product_pb2_grpc
-from checkout_operator.saga import TERMINAL
+from saga_kit.checkout_resource import API_VERSION, KIND, TERMINAL
 from saga_kit.pagination import InvalidPageToken
 from saga_kit.user_auth import Authenticator, AuthError, Identity
 
@@ -344,8 +344,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
             }
             spec["customer"] = {keys[k]: v for k, v in customer.items()}
         resource = {
-            "apiVersion": "checkout.saga.dev/v1alpha1",
-            "kind": "Checkout",
+            "apiVersion": API_VERSION,
+            "kind": KIND,
             "metadata": {
                 "name": name,
                 "labels": {USER_LABEL: _label(user.user_id)},

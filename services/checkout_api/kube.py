@@ -8,7 +8,9 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-GROUP, VERSION, PLURAL = "checkout.saga.dev", "v1alpha1", "checkouts"
+from saga_kit.checkout_resource import GROUP, PLURAL, VERSION
+
+__all__ = ["GROUP", "PLURAL", "VERSION", "AlreadyExists", "Checkouts", "Invalid"]
 
 
 class AlreadyExists(Exception):

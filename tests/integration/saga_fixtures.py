@@ -28,7 +28,6 @@ from arq.worker import Worker
 
 from checkout_operator.__main__ import Acting, prepare, start_acting
 from checkout_operator.actions import Deps
-from checkout_operator.app import kube_api_client
 from checkout_operator.clients.kube import KubeCheckouts
 from checkout_operator.handlers import KopfWatcher
 from checkout_operator.leader import LeaderElector
@@ -39,6 +38,7 @@ from midtrans import MidtransConfig
 from payment_listener.app import create_app as create_listener
 from product_service.consumer import EventConsumer
 from saga_kit.events import Topology, ensure_streams
+from saga_kit.kube import kube_api_client
 from saga_kit.nats_access import Role
 from saga_kit.serving import http_server
 from saga_kit.settings import Secret

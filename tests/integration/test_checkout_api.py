@@ -21,8 +21,9 @@ from checkout_api.limits import Limits
 from checkout_api.quota import Quota
 from checkout_api.soldout import SoldOutGate
 from checkout_api.watch import CheckoutWatch
-from checkout_operator.app import kube_api_client, open_database
+from checkout_operator.app import open_database
 from saga_kit.grpc_auth import authenticated_channel
+from saga_kit.kube import kube_api_client
 from saga_kit.user_auth import UserServiceAuthenticator
 from tests.helpers.processes import free_port
 from tests.helpers.waiting import eventually

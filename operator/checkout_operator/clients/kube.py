@@ -15,10 +15,10 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-GROUP = "checkout.saga.dev"
-VERSION = "v1alpha1"
-PLURAL = "checkouts"
-KIND = "Checkout"
+from saga_kit.checkout_resource import GROUP, KIND, PLURAL, VERSION
+
+__all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "KubeCheckouts"]
+
 MERGE_PATCH = "application/merge-patch+json"
 
 log = logging.getLogger(__name__)
