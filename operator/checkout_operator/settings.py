@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,8 @@ from saga_kit.settings import (
     env_secret,
     env_service_tokens,
     env_str,
+    port_problem,
+    url_problem,
 )
 
 from .saga import Voucher
@@ -32,6 +34,18 @@ __all__ = ["CRD_MAX_PAYMENT_TTL_SECONDS", "DEFAULT_PAYMENT_TTL_SECONDS", "Operat
 
 
 EVENT_MODES = ("milestones", "all", "none")
+
+
+def voucher_problem(voucher: Voucher) -> str | None:
+    if not 0 <= voucher.percent <= 100:
+        return f"percent must be 0..100, got {voucher.percent}"
+    if voucher.amount < 0:
+        return f"amount must be >= 0, got {voucher.amount}"
+    if voucher.max_discount is not None and voucher.max_discount < 0:
+        return f"max must be >= 0, got {voucher.max_discount}"
+    if not (voucher.percent or voucher.amount):
+        return "gives no discount (neither percent nor amount)"
+    return None
 
 
 def _asked_ttl(spec: Mapping[str, Any]) -> int:
@@ -104,13 +118,58 @@ class OperatorSettings:
     sweep_min_age: dt.timedelta = dt.timedelta(seconds=30)  # only those cached this long
 
     def __post_init__(self) -> None:
-        for name in ("poll_tick", "returns_tick", "final_event_tick", "sweep_every"):
+        """Refuse at start what would misbehave later, naming the variable."""
+        for problem in self._problems():
+            raise ConfigError(problem)
+
+    def _problems(self) -> Iterator[str]:
+        positive = {
+            "poll_tick": "CHECKOUT_POLL_TICK_SECONDS",
+            "returns_tick": "CHECKOUT_RETURNS_TICK_SECONDS",
+            "final_event_tick": "CHECKOUT_FINAL_EVENT_TICK_SECONDS",
+            "sweep_every": "CHECKOUT_SWEEP_SECONDS",
+            "poll_interval": "CHECKOUT_POLL_INTERVAL_SECONDS",
+            "poll_rate": "CHECKOUT_POLL_RATE",
+            "workers": "CHECKOUT_WORKERS",
+            "max_payment_attempts": "CHECKOUT_MAX_PAYMENT_ATTEMPTS",
+        }
+        for name, variable in positive.items():
             if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+                yield f"{variable} must be > 0, got {getattr(self, name)}"
+        durations = {
+            "payment_setup_deadline": "CHECKOUT_PAYMENT_SETUP_DEADLINE_SECONDS",
+            "refund_retry_base": "CHECKOUT_REFUND_RETRY_SECONDS",
+            "final_event_grace": "CHECKOUT_FINAL_EVENT_GRACE_SECONDS",
+        }
+        for name, variable in durations.items():
+            if getattr(self, name).total_seconds() <= 0:
+                yield f"{variable} must be > 0 seconds, got {getattr(self, name)}"
+        if self.poll_min_age < 0:
+            yield f"CHECKOUT_POLL_MIN_AGE_SECONDS must be >= 0, got {self.poll_min_age}"
+        if self.late_payment_window.total_seconds() < 0:
+            yield "CHECKOUT_LATE_PAYMENT_WINDOW_SECONDS must be >= 0"
+        if self.sweep_min_age.total_seconds() < 0:
+            yield "CHECKOUT_SWEEP_MIN_AGE_SECONDS must be >= 0"
+        if self.fee < 0:
+            yield f"CHECKOUT_FEE must be >= 0 (IDR), got {self.fee}"
+        for voucher in self.vouchers.values():
+            if problem := voucher_problem(voucher):
+                yield f"CHECKOUT_VOUCHERS: {voucher.code}: {problem}"
         if self.events not in EVENT_MODES:
-            raise ConfigError(f"CHECKOUT_EVENTS must be one of {', '.join(EVENT_MODES)}")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+            yield f"CHECKOUT_EVENTS must be one of {', '.join(EVENT_MODES)}, got {self.events!r}"
+        if problem := port_problem(self.metrics_port, off_allowed=True):
+            yield f"CHECKOUT_METRICS_PORT {problem}"
+        if problem := url_problem(self.nats_url, ("nats", "tls")):
+            yield f"CHECKOUT_NATS_URL: {problem}"
+        if problem := url_problem(self.redis_url.value, ("redis", "rediss", "unix")):
+            yield f"CHECKOUT_REDIS_URL: {problem}"
+        for name, variable in (
+            ("user_service", "CHECKOUT_USER_SERVICE"),
+            ("product_service", "CHECKOUT_PRODUCT_SERVICE"),
+        ):
+            host, _, port = getattr(self, name).rpartition(":")
+            if not host or not port.isdigit() or port_problem(int(port)):
+                yield f"{variable} must be host:port, got {getattr(self, name)!r}"
 
     def payment_ttl(self, spec: Mapping[str, Any]) -> int:
         """The checkout's payment TTL in seconds, never above the cap.

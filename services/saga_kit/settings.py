@@ -7,9 +7,11 @@ Kubernetes Secret is usually mounted. :class:`Secret` keeps the value out of
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class ConfigError(RuntimeError):
@@ -65,9 +67,36 @@ def env_float(name: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
+def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why ``url`` is not a usable URL of one of these schemes (None: it is)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when out of range or not a number
+    except ValueError as exc:
+        return f"{url.split('@')[-1]!r} is not a valid URL ({exc})"
+    shown = url.split("@")[-1]  # never echo credentials
+    if parts.scheme not in schemes:
+        return f"{shown!r} must start with {' or '.join(s + '://' for s in schemes)}"
+    if not parts.hostname and parts.scheme != "unix":
+        return f"{shown!r} names no host"
+    if port == 0:
+        return f"{shown!r} has port 0"
+    return None
+
+
+def port_problem(port: int, *, off_allowed: bool = False) -> str | None:
+    low = 0 if off_allowed else 1
+    if not low <= port <= 65535:
+        return f"must be a port {low}..65535, got {port}"
+    return None
 
 
 def env_secret(name: str, default: str | None = None) -> Secret:

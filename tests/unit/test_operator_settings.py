@@ -48,18 +48,41 @@ def test_loop_timings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
-        ("CHECKOUT_POLL_TICK_SECONDS", "0"),
+        ("CHECKOUT_POLL_TICK_SECONDS", "0"),  # a loop that would spin
         ("CHECKOUT_RETURNS_TICK_SECONDS", "-1"),
         ("CHECKOUT_FINAL_EVENT_TICK_SECONDS", "0"),
         ("CHECKOUT_SWEEP_SECONDS", "0"),
         ("CHECKOUT_WORKERS", "0"),
         ("CHECKOUT_EVENTS", "some"),
+        ("CHECKOUT_POLL_RATE", "0"),
+        ("CHECKOUT_POLL_RATE", "nan"),
+        ("CHECKOUT_POLL_INTERVAL_SECONDS", "inf"),
+        ("CHECKOUT_FEE", "-1"),
+        ("CHECKOUT_VOUCHERS", '{"MINUS": {"amount": -5000}}'),
+        ("CHECKOUT_VOUCHERS", '{"HUGE": {"percent": 150}}'),
+        ("CHECKOUT_VOUCHERS", '{"NOTHING": {}}'),
+        ("CHECKOUT_NATS_URL", "http://127.0.0.1:4222"),
+        ("CHECKOUT_NATS_URL", "nats://127.0.0.1:99999"),
+        ("CHECKOUT_REDIS_URL", "127.0.0.1:6379"),
+        ("CHECKOUT_METRICS_PORT", "70000"),
+        ("CHECKOUT_USER_SERVICE", "user-service"),
+        ("CHECKOUT_PRODUCT_SERVICE", "product-service:http"),
+        ("CHECKOUT_REFUND_RETRY_SECONDS", "0"),
+        ("CHECKOUT_POLL_MIN_AGE_SECONDS", "-1"),
     ],
 )
-def test_a_loop_that_would_spin_is_refused_at_start(
+def test_a_bad_setting_fails_at_start_naming_its_variable(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     monkeypatch.setenv("CHECKOUT_DATABASE_URL", DSN)
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=variable):
         OperatorSettings.from_env()
+
+
+def test_a_bad_redis_url_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHECKOUT_DATABASE_URL", DSN)
+    monkeypatch.setenv("CHECKOUT_REDIS_URL", "http://:hunter2@redis:6379/0")
+    with pytest.raises(ConfigError) as refused:
+        OperatorSettings.from_env()
+    assert "hunter2" not in str(refused.value) and "CHECKOUT_REDIS_URL" in str(refused.value)
