@@ -57,17 +57,17 @@ def test_example_applies_and_lists_with_printer_columns(platform: Platform, name
     )
     out = platform.kubectl("get", "checkouts", namespace=namespace).stdout
     header, row = out.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "TOTAL", "USER", "EXPIRES", "AGE"]
+    assert header.split() == ["NAME", "PHASE", "TOTAL", "USER", "REASON", "EXPIRES", "AGE"]
     assert row.split()[:4] == ["order-example-0001", "AwaitingPayment", "20000", "42"]
     # Short name and category reach the same objects.
-    assert "order-example-0001" in platform.kubectl("get", "co", namespace=namespace).stdout
+    assert "order-example-0001" in platform.kubectl("get", "cko", namespace=namespace).stdout
     assert "order-example-0001" in platform.kubectl("get", "saga", namespace=namespace).stdout
 
 
 def test_defaults_are_applied(platform: Platform, namespace: str) -> None:
     apply(platform, namespace, checkout())
     got = json.loads(
-        platform.kubectl("get", "co", "order-1", "-o", "json", namespace=namespace).stdout
+        platform.kubectl("get", "cko", "order-1", "-o", "json", namespace=namespace).stdout
     )
     assert got["spec"]["paymentTTLSeconds"] == 900
     assert got["spec"]["currency"] == "IDR"
@@ -79,7 +79,7 @@ def test_status_subresource_ignores_spec_and_main_resource_ignores_status(
     apply(platform, namespace, checkout())
     platform.kubectl(
         "patch",
-        "co",
+        "cko",
         "order-1",
         "--type=merge",
         "-p",
@@ -87,7 +87,7 @@ def test_status_subresource_ignores_spec_and_main_resource_ignores_status(
         namespace=namespace,
     )
     got = json.loads(
-        platform.kubectl("get", "co", "order-1", "-o", "json", namespace=namespace).stdout
+        platform.kubectl("get", "cko", "order-1", "-o", "json", namespace=namespace).stdout
     )
     assert "status" not in got or got["status"].get("phase") != "Settled"
 
@@ -139,7 +139,7 @@ def test_invalid_checkouts_are_refused_naming_the_field(
     assert result.returncode != 0
     assert 'The Checkout "order-1" is invalid' in result.stderr
     assert expected in result.stderr
-    assert platform.kubectl("get", "co", namespace=namespace).stdout == ""
+    assert platform.kubectl("get", "cko", namespace=namespace).stdout == ""
 
 
 def test_name_longer_than_a_midtrans_order_id_is_refused(
@@ -154,7 +154,7 @@ def test_spec_is_immutable_except_the_cancel_request(platform: Platform, namespa
     apply(platform, namespace, checkout())
     changed = platform.kubectl(
         "patch",
-        "co",
+        "cko",
         "order-1",
         "--type=merge",
         "-p",
@@ -169,7 +169,7 @@ def test_spec_is_immutable_except_the_cancel_request(platform: Platform, namespa
 
     voucher = platform.kubectl(
         "patch",
-        "co",
+        "cko",
         "order-1",
         "--type=merge",
         "-p",
@@ -181,7 +181,7 @@ def test_spec_is_immutable_except_the_cancel_request(platform: Platform, namespa
 
     platform.kubectl(
         "patch",
-        "co",
+        "cko",
         "order-1",
         "--type=merge",
         "-p",
@@ -190,7 +190,7 @@ def test_spec_is_immutable_except_the_cancel_request(platform: Platform, namespa
     )
     withdrawn = platform.kubectl(
         "patch",
-        "co",
+        "cko",
         "order-1",
         "--type=merge",
         "-p",
@@ -209,7 +209,7 @@ def test_crd_file_is_a_single_structural_crd() -> None:
     names = docs[0]["spec"]["names"]
     assert (names["kind"], names["shortNames"], names["categories"]) == (
         "Checkout",
-        ["co"],
+        ["cko"],
         ["saga"],
     )
 
@@ -246,3 +246,35 @@ def test_status_phase_only_moves_forward_and_terminal_phases_never_change(
     assert ok.returncode == 0, ok.stderr
     got = platform.kubectl("get", "checkout", "order-1", "-o", "json", namespace=namespace)
     assert json.loads(got.stdout)["status"]["phase"] == "Expired"
+
+
+def test_conditions_need_every_field_kubernetes_defines_and_failures_show_their_reason(
+    platform: Platform, namespace: str
+) -> None:
+    apply(platform, namespace, checkout())
+    full = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "OutOfStock",
+        "message": "product p-1 is out of stock",
+        "lastTransitionTime": "2026-11-28T07:00:00Z",
+        "observedGeneration": 1,
+    }
+    for missing in ("reason", "message", "lastTransitionTime", "observedGeneration"):
+        partial = {k: v for k, v in full.items() if k != missing}
+        refused = _patch_status(platform, namespace, {"conditions": [partial]})
+        assert refused.returncode != 0 and missing in refused.stderr, (missing, refused.stderr)
+    bad_reason = _patch_status(
+        platform, namespace, {"conditions": [{**full, "reason": "out of stock"}]}
+    )
+    assert bad_reason.returncode != 0 and "reason" in bad_reason.stderr
+    ended = {
+        "phase": "Rejected",
+        "conditions": [full],
+        "failure": {"reason": "OutOfStock", "message": full["message"]},
+    }
+    assert _patch_status(platform, namespace, ended).returncode == 0
+    out = platform.kubectl("get", "checkouts", namespace=namespace).stdout
+    header, row = out.splitlines()[:2]
+    reason = header.split().index("REASON")
+    assert row.split()[reason - 1] == "OutOfStock"  # TOTAL and EXPIRES are empty here
