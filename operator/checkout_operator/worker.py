@@ -6,6 +6,9 @@ is still AwaitingPayment and due; the decision and the write are the same
 compare-and-swap the operator uses, so a payment settling at the same moment
 wins or loses cleanly. If Redis loses the job, the operator expires the
 checkout itself when it sees expiresAt has passed.
+
+With ``CHECKOUT_WORKER_HEALTH_PORT`` set, the worker serves ``/healthz`` (alive) and
+``/readyz`` (started, and Redis answered its event loop lately) for the probes.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from typing import Any, ClassVar
 
 from arq import Retry as ArqRetry
 from arq import run_worker
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
 
 from saga_kit.logs import setup_logging
-from saga_kit.settings import env_secret, env_str
+from saga_kit.settings import ConfigError, env_int, env_secret, env_str, port_problem
+from saga_kit.supervise import Heartbeat, Readiness
 
 from .actions import Retry, expire
 from .app import build_deps
 from .clients.announcer import EXPIRE_JOB
+from .probes import serve_probes
 from .saga import Phase, View
 from .settings import OperatorSettings
 
@@ -48,16 +53,48 @@ async def expire_checkout(ctx: dict[str, Any], namespace: str, name: str, uid: s
     raise ArqRetry(defer=1)
 
 
+HEALTH_PORT = "CHECKOUT_WORKER_HEALTH_PORT"
+REDIS_PING_SECONDS = 5.0
+
+
+def _health_port() -> int:
+    port = env_int(HEALTH_PORT, 0)
+    if problem := port_problem(port, off_allowed=True):
+        raise ConfigError(f"{HEALTH_PORT} {problem}")
+    return port
+
+
+async def _ping_redis(redis: ArqRedis, heartbeat: Heartbeat) -> None:
+    while True:
+        try:
+            await redis.ping()
+            heartbeat.beat()
+        except Exception as exc:  # not ready meanwhile; arq reconnects on its own
+            heartbeat.fail(f"redis: {exc!r}")
+        await asyncio.sleep(REDIS_PING_SECONDS)
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     setup_logging("checkout-expiry-worker")
+    port = _health_port()
+    readiness = Readiness()
+    started = readiness.heartbeat("startup")
+    if port:  # alive from here on; ready once connected
+        serve_probes(port, readiness)
     stack = contextlib.AsyncExitStack()
     ctx["stack"] = stack
     ctx["deps"] = await build_deps(
         OperatorSettings.from_env(), stack, component="checkout-expiry-worker"
     )
+    started.beat()
+    if port:
+        redis = readiness.heartbeat("redis", stale_after=6 * REDIS_PING_SECONDS)
+        ctx["health"] = asyncio.create_task(_ping_redis(ctx["redis"], redis))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if health := ctx.get("health"):
+        health.cancel()
     await ctx["stack"].aclose()
 
 

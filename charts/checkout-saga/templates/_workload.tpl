@@ -1,17 +1,35 @@
 {{/*
-One Deployment (and Service when it has ports) of the project's image.
-Params: root, name, module, sa, ports (list of {name, port}), env (YAML list string),
-probe ({path, port} or nil).
+One Deployment (and a Service when it has ports) of the project's image.
+Params:
+  root, component (object name suffix and component label), module (python -m),
+  sa (ServiceAccount suffix, or "" for none),
+  secretEnv (list of [variable, key of the chart's Secret]: only what its config reads),
+  natsUser (its NATS user, or ""), env (list of {name, value}),
+  ports (list of {name, port}), probe ({path, live, port}), resources,
+  nodePort (0: ClusterIP), singleton (Recreate instead of a rolling update),
+  noService (ports for probes only).
+The pod template's checksum/secrets annotation is a hash of every secret value the
+pod reads, so a changed secret rolls the pods that use it (and only those).
 */}}
 {{- define "cs.workload" -}}
 {{- $root := .root -}}
+{{- $name := include "cs.component" . -}}
+{{- $secret := include "cs.secret" $root -}}
+{{- $data := include "cs.secretData" $root | fromJson -}}
+{{- $used := dict -}}
+{{- range .secretEnv }}
+{{- $_ := set $used (index . 1) (get $data (index . 1)) }}
+{{- end }}
+{{- with .natsUser }}
+{{- $_ := set $used (printf "nats:%s" .) (get (include "cs.natsPasswords" $root | fromJson) .) }}
+{{- end }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: {{ .name }}
+  name: {{ $name }}
   labels:
     {{- include "cs.labels" $root | nindent 4 }}
-    app.kubernetes.io/name: {{ .name }}
+    app.kubernetes.io/component: {{ .component }}
 spec:
   replicas: 1
   {{- if .singleton }}
@@ -19,66 +37,82 @@ spec:
   strategy: {type: Recreate}
   {{- end }}
   selector:
-    matchLabels: {app.kubernetes.io/name: {{ .name }}}
+    matchLabels:
+      {{- include "cs.selectorLabels" . | nindent 6 }}
   template:
     metadata:
       labels:
         {{- include "cs.labels" $root | nindent 8 }}
-        app.kubernetes.io/name: {{ .name }}
+        app.kubernetes.io/component: {{ .component }}
+      annotations:
+        checksum/secrets: {{ toJson $used | sha256sum }}
     spec:
       {{- if .sa }}
-      serviceAccountName: {{ .sa }}
+      serviceAccountName: {{ include "cs.component" (dict "root" $root "component" .sa) }}
       {{- else }}
       automountServiceAccountToken: false
       {{- end }}
-      {{- include "cs.podSecurity" $root | nindent 6 }}
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets: {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- include "cs.podSecurity" (dict "runAsUser" 10001) | nindent 6 }}
       containers:
-        - name: {{ .name }}
+        - name: {{ .component }}
           image: {{ include "cs.image" $root }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           args: [{{ .module | quote }}]
           {{- include "cs.containerSecurity" $root | nindent 10 }}
           env:
-            {{- include "cs.secretEnv" $root | nindent 12 }}
-            {{- .env | nindent 12 }}
+            {{- range .secretEnv }}
+            - name: {{ index . 0 }}
+              valueFrom: {secretKeyRef: {name: {{ $secret }}, key: {{ index . 1 }}}}
+            {{- end }}
+            {{- with .natsUser }}
+            - {name: NATS_USER, value: {{ . | quote }}}
+            - name: NATS_PASSWORD
+              valueFrom: {secretKeyRef: {name: {{ include "cs.natsSecret" $root }}, key: {{ . | quote }}}}
+            {{- end }}
+            {{- range .env }}
+            - {name: {{ .name }}, value: {{ .value | toString | quote }}}
+            {{- end }}
           {{- if .ports }}
           ports:
             {{- range .ports }}
             - {name: {{ .name }}, containerPort: {{ .port }}}
             {{- end }}
           {{- end }}
-          {{- if .probe }}
           readinessProbe:
             httpGet: {path: {{ .probe.path }}, port: {{ .probe.port }}}
             periodSeconds: 5
           livenessProbe:
             httpGet: {path: {{ default .probe.path .probe.live }}, port: {{ .probe.port }}}
+            initialDelaySeconds: 10
             periodSeconds: 20
             failureThreshold: 6
-          {{- end }}
-          resources: {{- toYaml $root.Values.operator.resources | nindent 12 }}
+          resources: {{- toYaml .resources | nindent 12 }}
           volumeMounts:
             - {name: tmp, mountPath: /tmp}
       volumes:
-        - {name: tmp, emptyDir: {}}
-{{- if .ports }}
+        - {name: tmp, emptyDir: {sizeLimit: 64Mi}}
+{{- if and .ports (not .noService) }}
 ---
 apiVersion: v1
 kind: Service
 metadata:
-  name: {{ .name }}
-  labels: {{- include "cs.labels" $root | nindent 4 }}
+  name: {{ $name }}
+  labels:
+    {{- include "cs.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
 spec:
-  {{- if .nodePort }}
-  type: NodePort
-  {{- end }}
-  selector: {app.kubernetes.io/name: {{ .name }}}
+  type: {{ ternary "NodePort" "ClusterIP" (gt (int .nodePort) 0) }}
+  selector:
+    {{- include "cs.selectorLabels" . | nindent 4 }}
   ports:
     {{- range .ports }}
     - name: {{ .name }}
       port: {{ .port }}
       targetPort: {{ .port }}
-      {{- if and $.nodePort (eq .name "http") }}
+      {{- if and (gt (int $.nodePort) 0) (eq .name "http") }}
       nodePort: {{ $.nodePort }}
       {{- end }}
     {{- end }}
