@@ -641,6 +641,25 @@ def test_chart_installs_keeps_its_generated_secrets_across_upgrade_and_rbac(
                 "auth", "can-i", verb, *resource.split(), f"--as={sa}", check=False
             )
             assert result.stdout.strip() == allowed, (verb, resource, result.stdout)
+        # The REST API: create and watch Checkouts (its POSTs wait on one watch), no more.
+        api = f"system:serviceaccount:{namespace}:{prefix}-api"
+        for verb, resource, allowed in [
+            ("create", "checkouts.checkout.saga.dev", "yes"),
+            ("watch", "checkouts.checkout.saga.dev", "yes"),
+            ("list", "checkouts.checkout.saga.dev", "yes"),
+            ("delete", "checkouts.checkout.saga.dev", "no"),
+            ("patch", "checkouts.checkout.saga.dev --subresource=status", "no"),
+        ]:
+            result = platform.kubectl(
+                "auth",
+                "can-i",
+                verb,
+                *resource.split(),
+                f"--as={api}",
+                check=False,
+                namespace=namespace,
+            )
+            assert result.stdout.strip() == allowed, (verb, resource, result.stdout)
     finally:
         helm(platform, "uninstall", release, f"--namespace={namespace}")
 
