@@ -31,6 +31,7 @@ from nats.js.errors import NotFoundError
 from midtrans import TransactionStatus
 from midtrans.client import validate_order_id
 from saga_kit.events import Topology
+from saga_kit.logs import about_order
 
 from .actions import Retry, apply_payment, confirmed_status, watch_unsettled
 from .readmodel import order_id_of
@@ -102,7 +103,8 @@ class PaymentInbox:
             await msg.term()
             return
         try:
-            applied = await self._apply(hint.order_id)
+            with about_order(hint.order_id.split("~")[0]):  # name~n: a retry's page
+                applied = await self._apply(hint.order_id)
         except Exception as exc:  # the journal unreachable, say: redelivered later
             log.warning("notification for %s not applied yet: %r", hint.order_id, exc)
             applied = False

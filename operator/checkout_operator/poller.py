@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from midtrans import MidtransError
+from saga_kit.logs import about_order
 from saga_kit.supervise import every
 
 from . import metrics
@@ -102,7 +103,8 @@ class PaymentPoller:
         for key in sorted((k for k, t in self._due.items() if t <= now), key=self._due.__getitem__):
             await self.bucket.take()
             self._due[key] = time.monotonic() + self.interval * random.uniform(0.8, 1.2)  # noqa: S311
-            await self._poll(key)
+            with about_order(key[1]):
+                await self._poll(key)
 
     async def _poll(self, key: Key) -> None:
         deps = self.reconciler.deps

@@ -18,6 +18,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from saga_kit.logs import about_order
+
 from . import metrics
 from .actions import Deps, Retry, reconcile, release_deleted
 
@@ -131,7 +133,8 @@ class Reconciler:
             key = await self._queue.get()
             self._queued.discard(key)
             try:
-                await self._process(key)
+                with about_order(key[1]):  # the Checkout's name is its order id
+                    await self._process(key)
             except Exception:  # a bug in one checkout must not stop the others
                 log.exception("%s/%s: unexpected error", *key)
                 self._backoff(key)

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from midtrans import MidtransClientError, MidtransError, TransactionStatus
+from saga_kit.logs import about_order
 from saga_kit.supervise import Backoff, every
 
 from . import metrics
@@ -62,7 +63,8 @@ class PaymentReturns:
         for row in due:
             await self.bucket.take()
             try:
-                await self.check(row)
+                with about_order(row.order_id):
+                    await self.check(row)
             except Exception:
                 log.exception("payment return of %s failed", row.midtrans_order_id)
                 await store.recheck_in(row.midtrans_order_id, RECHECK_AFTER_ERROR)
