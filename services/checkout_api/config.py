@@ -6,13 +6,18 @@ from dataclasses import dataclass, field
 
 from saga_kit.payment_ttl import DEFAULT_MAX_PAYMENT_TTL_SECONDS, DEFAULT_PAYMENT_TTL_SECONDS
 from saga_kit.settings import (
+    REDIS_SCHEMES,
     ConfigError,
     Secret,
     env_float,
     env_int,
+    env_port,
+    env_positive,
     env_secret,
+    env_secret_url,
     env_service_tokens,
     env_str,
+    env_target,
 )
 
 from .limits import Limits
@@ -39,16 +44,25 @@ class CheckoutApiConfig:
             namespace=env_str("CHECKOUT_API_NAMESPACE", "default"),
             readmodel_url=env_secret("CHECKOUT_DATABASE_URL"),
             readmodel_schema=env_str("CHECKOUT_DB_SCHEMA", "checkouts"),
-            user_service=env_str("CHECKOUT_USER_SERVICE", "127.0.0.1:18101"),
-            product_service=env_str("CHECKOUT_PRODUCT_SERVICE", "127.0.0.1:18201"),
+            user_service=env_target("CHECKOUT_USER_SERVICE", "127.0.0.1:18101"),
+            product_service=env_target("CHECKOUT_PRODUCT_SERVICE", "127.0.0.1:18201"),
             service_token=env_service_tokens()[0],
-            redis_url=env_secret("CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0"),
-            wait_seconds=env_float("CHECKOUT_API_WAIT_SECONDS", 10.0),
-            max_in_flight=env_int("CHECKOUT_API_MAX_IN_FLIGHT", 32),
+            redis_url=env_secret_url(
+                "CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0", REDIS_SCHEMES
+            ),
+            wait_seconds=env_positive("CHECKOUT_API_WAIT_SECONDS", 10.0),
+            max_in_flight=_at_least_one("CHECKOUT_API_MAX_IN_FLIGHT", 32),
             limits=_limits(),
             host=env_str("CHECKOUT_API_HOST", "127.0.0.1"),
-            port=env_int("CHECKOUT_API_PORT", 18080),
+            port=env_port("CHECKOUT_API_PORT", 18080),
         )
+
+
+def _at_least_one(name: str, default: int) -> int:
+    value = env_int(name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _limits() -> Limits:

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 from saga_kit.events import Topology
 from saga_kit.nats_access import NatsCredentials
-from saga_kit.settings import Secret, env_int, env_optional, env_secret, env_str
+from saga_kit.settings import (
+    NATS_SCHEMES,
+    Secret,
+    env_optional,
+    env_port,
+    env_secret,
+    env_str,
+    env_url,
+)
 
 
 @dataclass(frozen=True)
@@ -26,9 +34,9 @@ class ListenerConfig:
     def from_env(cls) -> ListenerConfig:
         return cls(
             server_key=env_secret("MIDTRANS_SERVER_KEY"),
-            nats_url=env_str("LISTENER_NATS_URL", "nats://127.0.0.1:4222"),
+            nats_url=env_url("LISTENER_NATS_URL", "nats://127.0.0.1:4222", NATS_SCHEMES),
             nats_credentials=NatsCredentials.from_env(),
             events_namespace=env_optional("EVENTS_NAMESPACE"),
             host=env_str("LISTENER_HOST", "127.0.0.1"),
-            port=env_int("LISTENER_PORT", 18081),
+            port=env_port("LISTENER_PORT", 18081),
         )

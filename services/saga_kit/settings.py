@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+NATS_SCHEMES = ("nats", "tls")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
 
 class ConfigError(RuntimeError):
     """A required setting is missing or malformed."""
@@ -72,6 +75,46 @@ def env_float(name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
+def env_port(name: str, default: int) -> int:
+    """A TCP port to listen on (1..65535)."""
+    port = env_int(name, default)
+    if problem := port_problem(port):
+        raise ConfigError(f"{name} {problem}")
+    return port
+
+
+def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
+    """A URL of one of ``schemes`` with a host (and a valid port if one is given)."""
+    url = env_str(name, default)
+    if problem := url_problem(url, schemes):
+        raise ConfigError(f"{name}: {problem}")
+    return url
+
+
+def env_secret_url(name: str, default: str, schemes: tuple[str, ...]) -> Secret:
+    """:func:`env_url` for a URL that may hold a password (``NAME`` or ``NAME_FILE``)."""
+    url = env_secret(name, default)
+    if problem := url_problem(url.value, schemes):
+        raise ConfigError(f"{name}: {problem}")
+    return url
+
+
+def env_target(name: str, default: str) -> str:
+    """A gRPC target ``host:port``."""
+    target = env_str(name, default)
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or port_problem(int(port)):
+        raise ConfigError(f"{name} must be host:port, got {target!r}")
+    return target
+
+
+def env_positive(name: str, default: float) -> float:
+    value = env_float(name, default)
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
     return value
 
 
