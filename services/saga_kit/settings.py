@@ -94,7 +94,7 @@ def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
     return url
 
 
-def env_secret_url(name: str, default: str, schemes: tuple[str, ...]) -> Secret:
+def env_secret_url(name: str, default: str | None, schemes: tuple[str, ...]) -> Secret:
     """:func:`env_url` for a URL that may hold a password (``NAME`` or ``NAME_FILE``)."""
     url = env_secret(name, default)
     if problem := url_problem(url.value, schemes):

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from saga_kit.db import check_schema_name
 from saga_kit.settings import (
+    REDIS_SCHEMES,
     ConfigError,
     Secret,
     env_int,
     env_secret,
+    env_secret_url,
     env_service_tokens,
     env_str,
 )
@@ -65,7 +67,7 @@ class UserServiceConfig:
         return cls(
             database_url=env_secret("USER_DATABASE_URL"),
             db_schema=env_str("USER_DB_SCHEMA", "users"),
-            redis_url=env_secret("USER_REDIS_URL"),
+            redis_url=env_secret_url("USER_REDIS_URL", None, REDIS_SCHEMES),
             jwt_secret=env_secret("USER_JWT_SECRET"),
             token_ttl_seconds=env_int("USER_TOKEN_TTL_SECONDS", 3600),
             http_host=env_str("USER_HTTP_HOST", "127.0.0.1"),

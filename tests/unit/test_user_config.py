@@ -65,6 +65,7 @@ def test_jwt_secret_from_a_file(env: pytest.MonkeyPatch, tmp_path: Path) -> None
         ("USER_TOKEN_TTL_SECONDS", "soon", "integer"),
         ("USER_HTTP_PORT", "70000", "TCP port"),
         ("USER_DB_SCHEMA", "Users; DROP", "USER_DB_SCHEMA"),
+        ("USER_REDIS_URL", "127.0.0.1:6379", "USER_REDIS_URL"),
         ("SERVICE_TOKENS", " , ", "at least one"),
         ("USER_DATABASE_URL", "", "USER_DATABASE_URL is required"),
     ],
