@@ -7,16 +7,20 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import aiohttp
+import asyncpg
 import grpc
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from checkout.product.v1 import product_pb2, product_pb2_grpc
+from saga_kit import checkout_bounds as bounds
+from saga_kit import problems
 from saga_kit.checkout_resource import API_VERSION, KIND, TERMINAL
 from saga_kit.pagination import InvalidPageToken
+from saga_kit.problems import Problem, ProblemError, ProblemResponse, problem
+from saga_kit.request_bodies import BodyLimit, StrictJsonRoute
 from saga_kit.user_auth import Authenticator, AuthError, Identity
 
 from . import store
@@ -58,9 +62,18 @@ Text = Annotated[str, AfterValidator(_plain_text)]
 
 class Item(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: Text = Field(min_length=1, max_length=50, description="Product id")
-    price: int = Field(ge=0, le=10**12, description="Unit price seen by the buyer, in IDR")
-    quantity: int = Field(ge=1, le=10_000)
+    id: str = Field(
+        min_length=1,
+        max_length=bounds.PRODUCT_ID_MAX_LENGTH,
+        pattern=bounds.ID_PATTERN,
+        description="Product id",
+    )
+    price: int = Field(
+        ge=bounds.MIN_UNIT_PRICE,
+        le=bounds.MAX_UNIT_PRICE,
+        description="Unit price seen by the buyer, in IDR",
+    )
+    quantity: int = Field(ge=1, le=bounds.MAX_QUANTITY)
 
 
 class Customer(BaseModel):
@@ -73,7 +86,7 @@ class Customer(BaseModel):
 
 class CheckoutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    products: list[Item] = Field(min_length=1, max_length=50)
+    products: list[Item] = Field(min_length=1, max_length=bounds.MAX_ITEMS)
     voucher: Text | None = Field(default=None, min_length=1, max_length=64)
     customer: Customer | None = None
     payment_ttl_seconds: int | None = Field(
@@ -136,6 +149,36 @@ class SaleOut(BaseModel):
 class SalePage(BaseModel):
     items: list[SaleOut]
     next_page_token: str | None
+
+
+class CheckoutProblem(Problem):
+    """A checkout the saga refused: the problem, and the checkout as it ended (null when
+    refused before one was created)."""
+
+    checkout: CheckoutOut | None = None
+
+
+AUTH = {401: "TOKEN_MISSING or TOKEN_INVALID (and WWW-Authenticate: Bearer)"}
+USER_SERVICE = {503: "USER_SERVICE_UNAVAILABLE or APISERVER_UNAVAILABLE: retry after Retry-After"}
+NOT_FOUND = {404: "CHECKOUT_NOT_FOUND: no such checkout of the caller's"}
+PAGE = {422: "INVALID_PAGE_TOKEN or INVALID_REQUEST (errors names each field)"}
+CREATE_ERRORS = problems.responses(
+    {
+        **AUTH,
+        403: "Unauthorized: the user is unknown to the User service",
+        409: "OutOfStock, InsufficientStock, PriceMismatch or DuplicateOrderId (the checkout"
+        " member holds the refused checkout, or null when none was created)",
+        400: "MALFORMED: the body is not JSON (NaN, nested too deep, not UTF-8)",
+        413: "BODY_TOO_LARGE",
+        422: "INVALID_REQUEST (errors names each field), ProductNotFound, InvalidVoucher,"
+        " PaymentTTLTooLong, IDEMPOTENCY_KEY_REUSED or INVALID_CHECKOUT",
+        429: "RateLimited or TooManyOpenCheckouts (see Retry-After)",
+        502: "PaymentSetupFailed: Midtrans opened no payment page (checkout member)",
+        503: "Overloaded (too many POSTs at once), LimiterUnavailable (Redis down), Busy,"
+        " USER_SERVICE_UNAVAILABLE or APISERVER_UNAVAILABLE: retry after Retry-After",
+    },
+    model=CheckoutProblem,
+)
 
 
 def _payment_link(phase: str | None, token: str | None, url: str | None) -> dict[str, str | None]:
@@ -247,14 +290,16 @@ def create_app(deps: ApiDeps) -> FastAPI:
         except AuthError as exc:
             raise _unauthorized(exc.reason, str(exc)) from exc
         except grpc.aio.AioRpcError as exc:
-            raise HTTPException(
-                503, {"reason": "USER_SERVICE_UNAVAILABLE", "message": "retry"}
+            raise _unavailable(
+                "USER_SERVICE_UNAVAILABLE", "the user service is unavailable"
             ) from exc
 
     User = Annotated[Identity, Depends(current_user)]
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", route_class=StrictJsonRoute)
 
     async def own(user: Identity, checkout_id: str) -> tuple[dict[str, Any] | None, CheckoutOut]:
+        if not bounds.possible_name(checkout_id):  # ".", "..", 10,000 characters
+            raise _not_found(checkout_id)
         body = await deps.checkouts.get(checkout_id)
         if body is not None and body["spec"].get("userId") == user.user_id:
             return body, _from_resource(body)
@@ -262,9 +307,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if row is not None and row["user_id"] == user.user_id:
             return None, _from_record(row)
         # Someone else's checkout looks exactly like a missing one.
-        raise HTTPException(
-            404, {"reason": "CHECKOUT_NOT_FOUND", "message": f"no checkout {checkout_id}"}
-        )
+        raise _not_found(checkout_id)
 
     async def archived_original(name: str, user: Identity) -> dict[str, Any] | None:
         """The journal's record of this checkout if its resource is gone."""
@@ -284,13 +327,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
         "/checkouts",
         status_code=201,
         response_model=CheckoutOut,
+        tags=["checkouts"],
         responses={
-            202: {"description": "Still in progress: poll status_url"},
-            429: {"description": "RateLimited or TooManyOpenCheckouts (see Retry-After)"},
-            503: {
-                "description": "Overloaded (too many POSTs at once) or limits cannot be "
-                "checked (Redis down): retry after Retry-After"
-            },
+            200: {"model": CheckoutOut, "description": "A retried POST (Idempotent-Replayed)"},
+            202: {"model": CheckoutOut, "description": "Still in progress: poll status_url"},
+            **CREATE_ERRORS,
         },
     )
     async def create(
@@ -321,8 +362,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if refusal is not None and not (idempotency_key and await exists(name)):
             # Nothing is created: the saga could only have rejected it (a retried POST
             # whose checkout exists is answered from it below, sold out or not).
-            detail = {"reason": refusal.reason, "message": refusal.message, "checkout": None}
-            return JSONResponse({"detail": detail}, status_code=REJECTED_STATUS[refusal.reason])
+            status = REJECTED_STATUS[refusal.reason]
+            raise ProblemError(status, refusal.reason, refusal.message, checkout=None)
         fingerprint = request_hash(user.user_id, body)
         spec: dict[str, Any] = {
             "userId": user.user_id,
@@ -360,9 +401,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 async with deps.quota.open_slot(user.user_id, name):
                     created = await deps.checkouts.create(resource)
             except Invalid as exc:
-                raise HTTPException(
-                    422, {"reason": "INVALID_CHECKOUT", "message": str(exc)}
-                ) from exc
+                raise ProblemError(422, "INVALID_CHECKOUT", str(exc)) from exc
             except AlreadyExists:
                 existing = await deps.checkouts.get(name)
                 if existing is None:  # archived already: answer from the read model
@@ -386,13 +425,18 @@ def create_app(deps: ApiDeps) -> FastAPI:
             response.headers["Location"] = out.status_url
             return out
         if out.phase == "Rejected":
-            return _refusal(REJECTED_STATUS.get(out.failure_reason or "", 409), out)
+            raise _refusal(REJECTED_STATUS.get(out.failure_reason or "", 409), out)
         if out.phase == "Cancelled" and out.failure_reason == "PaymentSetupFailed":
-            return _refusal(502, out)
+            raise _refusal(502, out)
         response.status_code = 200 if replayed else 201
         return out
 
-    @api.get("/checkouts", response_model=CheckoutPage)
+    @api.get(
+        "/checkouts",
+        response_model=CheckoutPage,
+        tags=["checkouts"],
+        responses=problems.responses({**AUTH, **PAGE, **USER_SERVICE}),
+    )
     async def mine(
         user: User,
         page_size: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -403,97 +447,119 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 deps.readmodel, user.user_id, page_size, page_token
             )
         except InvalidPageToken as exc:
-            raise HTTPException(422, {"reason": "INVALID_PAGE_TOKEN", "message": str(exc)}) from exc
+            raise ProblemError(422, "INVALID_PAGE_TOKEN", str(exc)) from exc
         return CheckoutPage(items=[_from_record(r) for r in rows], next_page_token=token)
 
-    @api.get("/checkouts/{checkout_id}", response_model=CheckoutOut)
+    @api.get(
+        "/checkouts/{checkout_id}",
+        response_model=CheckoutOut,
+        tags=["checkouts"],
+        responses=problems.responses({**AUTH, **NOT_FOUND, **USER_SERVICE}),
+    )
     async def one(checkout_id: str, user: User) -> CheckoutOut:
         _, out = await own(user, checkout_id)
         return out
 
-    @api.post("/checkouts/{checkout_id}/cancel", status_code=202, response_model=CheckoutOut)
+    @api.post(
+        "/checkouts/{checkout_id}/cancel",
+        status_code=202,
+        response_model=CheckoutOut,
+        tags=["checkouts"],
+        responses=problems.responses(
+            {
+                **AUTH,
+                **NOT_FOUND,
+                409: "ALREADY_FINISHED, or CONFLICT: it kept changing; retry",
+                **USER_SERVICE,
+            }
+        ),
+    )
     async def cancel(checkout_id: str, user: User) -> CheckoutOut:
         for _ in range(3):
             body, out = await own(user, checkout_id)
             if body is None or out.phase in TERMINAL:
-                raise HTTPException(
-                    409, {"reason": "ALREADY_FINISHED", "message": f"checkout is {out.phase}"}
-                )
+                raise ProblemError(409, "ALREADY_FINISHED", f"checkout is {out.phase}")
             try:
                 return _from_resource(await deps.checkouts.request_cancel(body))
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-        raise HTTPException(409, {"reason": "CONFLICT", "message": "checkout kept changing; retry"})
+        raise ProblemError(409, "CONFLICT", "checkout kept changing; retry")
 
-    @api.get("/products/{product_id}/checkouts", response_model=SalePage)
+    @api.get(
+        "/products/{product_id}/checkouts",
+        response_model=SalePage,
+        tags=["products"],
+        responses=problems.responses(
+            {
+                **AUTH,
+                403: "NOT_PRODUCT_OWNER: only the product's owner may list its checkouts",
+                404: "PRODUCT_NOT_FOUND",
+                **PAGE,
+                503: "PRODUCT_SERVICE_UNAVAILABLE or USER_SERVICE_UNAVAILABLE: retry",
+            }
+        ),
+    )
     async def product_checkouts(
         product_id: str,
         user: User,
         page_size: Annotated[int, Query(ge=1, le=100)] = 20,
         page_token: str | None = None,
     ) -> SalePage:
+        not_found = ProblemError(404, "PRODUCT_NOT_FOUND", "no such product")
+        if not bounds.possible_id(product_id):
+            raise not_found
         try:
             product = await deps.products.GetProduct(
                 product_pb2.GetProductRequest(id=product_id), timeout=5
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise HTTPException(
-                    404, {"reason": "PRODUCT_NOT_FOUND", "message": product_id}
-                ) from exc
-            raise HTTPException(
-                503, {"reason": "PRODUCT_SERVICE_UNAVAILABLE", "message": "retry"}
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise not_found from exc
+            raise _unavailable(
+                "PRODUCT_SERVICE_UNAVAILABLE", "the product service is unavailable"
             ) from exc
         if product.owner_id != user.user_id:
-            raise HTTPException(
-                403, {"reason": "NOT_PRODUCT_OWNER", "message": "only the owner may list"}
-            )
+            raise ProblemError(403, "NOT_PRODUCT_OWNER", "only the owner may list")
         try:
             rows, token = await store.list_for_product(
                 deps.readmodel, product_id, page_size, page_token
             )
         except InvalidPageToken as exc:
-            raise HTTPException(422, {"reason": "INVALID_PAGE_TOKEN", "message": str(exc)}) from exc
+            raise ProblemError(422, "INVALID_PAGE_TOKEN", str(exc)) from exc
         return SalePage(items=[_sale(r, product_id) for r in rows], next_page_token=token)
 
     app.include_router(api)
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["probes"], responses=problems.responses({}))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        tags=["probes"],
+        responses=problems.responses({503: "READ_MODEL_UNAVAILABLE: Postgres does not answer"}),
+    )
     async def readyz() -> dict[str, str]:
         await deps.readmodel.fetchval("SELECT 1")
         return {"status": "ready"}
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own answer echoes the input, and NaN, Infinity or a lone surrogate
-        # there can't be written as JSON (a 500): the same shape without the values.
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
-            for e in exc.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": errors})
-
     @app.exception_handler(Refused)
-    async def refused(_: Request, exc: Refused) -> JSONResponse:
+    async def refused(request: Request, exc: Refused) -> ProblemResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return JSONResponse(
-            status_code=exc.status,
-            content={"detail": {"reason": exc.reason, "message": exc.message}},
-            headers=headers,
+        return problem(
+            exc.status, exc.reason, exc.message, instance=request.url.path, headers=headers
         )
 
-    @app.exception_handler(ApiException)
-    async def apiserver_error(_: Request, exc: ApiException) -> JSONResponse:
-        return JSONResponse(
-            status_code=503,
-            content={"detail": {"reason": "APISERVER_UNAVAILABLE", "message": "retry later"}},
-        )
-
+    problems.install(
+        app,
+        outages={
+            aiohttp.ClientError: "APISERVER_UNAVAILABLE",
+            asyncpg.PostgresError: "READ_MODEL_UNAVAILABLE",
+            OSError: "READ_MODEL_UNAVAILABLE",
+        },
+    )
+    app.add_middleware(BodyLimit)
     return app
 
 
@@ -503,13 +569,19 @@ def _same_lines(row: dict[str, Any], body: CheckoutRequest) -> bool:
     return had == sorted((i.id, i.price, i.quantity) for i in body.products)
 
 
-def _key_reused() -> HTTPException:
-    return HTTPException(
-        422,
-        {
-            "reason": "IDEMPOTENCY_KEY_REUSED",
-            "message": "this Idempotency-Key was used for a different checkout",
-        },
+def _key_reused() -> ProblemError:
+    return ProblemError(
+        422, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used for a different checkout"
+    )
+
+
+def _not_found(checkout_id: str) -> ProblemError:
+    return ProblemError(404, "CHECKOUT_NOT_FOUND", f"no checkout {checkout_id[:64]}")
+
+
+def _unavailable(reason: str, detail: str) -> ProblemError:
+    return ProblemError(
+        503, reason, f"{detail}; retry", headers={"Retry-After": str(problems.RETRY_AFTER_SECONDS)}
     )
 
 
@@ -519,17 +591,15 @@ def _label(value: str) -> str:
     return value if ok else hashlib.sha256(value.encode()).hexdigest()[:63]
 
 
-def _refusal(status: int, out: CheckoutOut) -> JSONResponse:
+def _refusal(status: int, out: CheckoutOut) -> ProblemError:
     """The saga's answer as an error: its reason and message, and the checkout."""
-    detail = {
-        "reason": out.failure_reason,
-        "message": out.failure_message,
-        "checkout": out.model_dump(mode="json"),
-    }
-    return JSONResponse(status_code=status, content={"detail": detail})
-
-
-def _unauthorized(reason: str, message: str) -> HTTPException:
-    return HTTPException(
-        401, detail={"reason": reason, "message": message}, headers={"WWW-Authenticate": "Bearer"}
+    return ProblemError(
+        status,
+        out.failure_reason or "Rejected",
+        out.failure_message or f"the checkout ended {out.phase}",
+        checkout=out.model_dump(mode="json"),
     )
+
+
+def _unauthorized(reason: str, message: str) -> ProblemError:
+    return ProblemError(401, reason, message, headers={"WWW-Authenticate": "Bearer"})

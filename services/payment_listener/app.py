@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from nats.js import JetStreamContext
+from pydantic import BaseModel
 
 from midtrans import TransactionStatus, verify_signature
+from saga_kit import problems
 from saga_kit.events import Topology
+from saga_kit.problems import ProblemError
+from saga_kit.request_bodies import MALFORMED, BodyLimit, parse_json
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("order_id", "status_code", "gross_amount", "signature_key", "transaction_status")
 MAX_BODY = 64 * 1024
+RETRY = {"Retry-After": str(problems.RETRY_AFTER_SECONDS)}
+ERRORS = problems.responses(
+    {
+        400: "MALFORMED (not a JSON object), MISSING_FIELDS or INCONSISTENT_STATUS",
+        401: "BAD_SIGNATURE: signature_key does not verify",
+        413: "BODY_TOO_LARGE",
+        422: "INVALID_REQUEST: a string holds U+0000 or a lone surrogate",
+        503: "NOT_READY or NOT_RECORDED: retry (Midtrans does)",
+    }
+)
+
+
+class Recorded(BaseModel):
+    status: str = "recorded"
+    duplicate: bool
 
 
 def message_id(notification: dict[str, Any]) -> str:
@@ -36,10 +53,6 @@ def message_id(notification: dict[str, Any]) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def _error(status: int, reason: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"reason": reason, "message": message})
-
-
 def create_app(server_key: str, js: JetStreamContext | None, topology: Topology) -> FastAPI:
     app = FastAPI(
         title="Midtrans webhook listener",
@@ -48,23 +61,31 @@ def create_app(server_key: str, js: JetStreamContext | None, topology: Topology)
     )
     app.state.js = js
 
-    @app.post("/midtrans/notifications")
-    async def notification(request: Request) -> JSONResponse:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            return _error(413, "TOO_LARGE", f"a notification is at most {MAX_BODY} bytes")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, "MALFORMED", "the body is not JSON")
+    @app.post(
+        "/midtrans/notifications",
+        response_model=Recorded,
+        tags=["midtrans"],
+        responses=ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def notification(request: Request) -> Recorded:
+        raw = await request.body()  # at most MAX_BODY: BodyLimit refuses more
+        body = parse_json(raw)
         if not isinstance(body, dict):
-            return _error(400, "MALFORMED", "the body is not a JSON object")
+            raise ProblemError(400, MALFORMED, "the body is not a JSON object")
         missing = [k for k in REQUIRED if not isinstance(body.get(k), str) or not body.get(k)]
         if missing:
-            return _error(400, "MISSING_FIELDS", f"missing or not a string: {', '.join(missing)}")
+            raise ProblemError(
+                400, "MISSING_FIELDS", f"missing or not a string: {', '.join(missing)}"
+            )
         if not verify_signature(body, server_key):
             log.warning("refused a notification for %s: bad signature", body["order_id"])
-            return _error(401, "BAD_SIGNATURE", "signature_key does not verify")
+            raise ProblemError(401, "BAD_SIGNATURE", "signature_key does not verify")
         if not TransactionStatus.from_json(body).status_code_consistent:
             # The signature covers status_code, not transaction_status / fraud_status:
             # a status that does not go with its signed code was edited on the way.
@@ -75,14 +96,14 @@ def create_app(server_key: str, js: JetStreamContext | None, topology: Topology)
                 body.get("fraud_status"),
                 body["status_code"],
             )
-            return _error(
+            raise ProblemError(
                 400,
                 "INCONSISTENT_STATUS",
                 "transaction_status and fraud_status do not go with the signed status_code",
             )
         jetstream: JetStreamContext | None = app.state.js
         if jetstream is None:
-            return _error(503, "NOT_READY", "not connected to NATS yet; retry")
+            raise ProblemError(503, "NOT_READY", "not connected to NATS yet; retry", headers=RETRY)
         try:
             ack = await jetstream.publish(
                 topology.payment_subject,
@@ -93,7 +114,9 @@ def create_app(server_key: str, js: JetStreamContext | None, topology: Topology)
             )
         except Exception as exc:  # NATS down: let Midtrans retry later
             log.error("could not record notification for %s: %r", body["order_id"], exc)
-            return _error(503, "NOT_RECORDED", "could not record the notification; retry")
+            raise ProblemError(
+                503, "NOT_RECORDED", "could not record the notification; retry", headers=RETRY
+            ) from exc
         log.info(
             "recorded %s for %s (seq %s%s)",
             body["transaction_status"],
@@ -101,16 +124,20 @@ def create_app(server_key: str, js: JetStreamContext | None, topology: Topology)
             ack.seq,
             ", duplicate" if ack.duplicate else "",
         )
-        return JSONResponse({"status": "recorded", "duplicate": bool(ack.duplicate)})
+        return Recorded(duplicate=bool(ack.duplicate))
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["probes"], responses=problems.responses({}))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
+    @app.get(
+        "/readyz", tags=["probes"], responses=problems.responses({503: "NOT_READY: no NATS yet"})
+    )
+    async def readyz() -> dict[str, str]:
         if app.state.js is None:
-            return _error(503, "NOT_READY", "not connected to NATS")
-        return JSONResponse({"status": "ready"})
+            raise ProblemError(503, "NOT_READY", "not connected to NATS", headers=RETRY)
+        return {"status": "ready"}
 
+    problems.install(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
     return app

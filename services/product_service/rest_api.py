@@ -8,11 +8,16 @@ import asyncio
 import datetime as dt
 from typing import Annotated, Any
 
+import asyncpg
 import grpc
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from saga_kit import checkout_bounds as bounds
+from saga_kit import problems
+from saga_kit.problems import ProblemError, ProblemResponse, problem
+from saga_kit.request_bodies import BodyLimit, StrictJsonRoute
 from saga_kit.supervise import Readiness
 from saga_kit.user_auth import Authenticator, AuthError, Identity
 
@@ -26,9 +31,29 @@ _HTTP = {
     ErrorKind.CONFLICT: 409,
     ErrorKind.FORBIDDEN: 403,
 }
-MAX_MONEY = 10**12
+MAX_MONEY = bounds.MAX_UNIT_PRICE
+# A product priced 0 is refused: Midtrans opens no payment page for nothing, so a
+# checkout of it could never be paid (docs/services.md).
+MIN_PRICE = bounds.MIN_UNIT_PRICE
 DB_PROBE_TIMEOUT = 2.0
 SLUG_PATTERN = SLUG_RE.pattern
+RETRY = {"Retry-After": str(problems.RETRY_AFTER_SECONDS)}
+AUTH = {
+    401: "MISSING_TOKEN, TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED",
+    503: "USER_SERVICE_UNAVAILABLE or STORE_UNAVAILABLE: retry after Retry-After",
+}
+BODY = {
+    400: "MALFORMED: the body is not JSON",
+    413: "BODY_TOO_LARGE",
+    422: "INVALID_REQUEST (errors names each field) or NULL_FIELD (fields names them)",
+}
+PAGE = {422: "INVALID_PAGE_TOKEN or INVALID_REQUEST"}
+OWNED = {
+    403: "NOT_PRODUCT_OWNER",
+    404: "PRODUCT_NOT_FOUND",
+    409: "SLUG_TAKEN or STOCK_BELOW_RESERVED (reserved names what is held)",
+}
+STORE = {503: "STORE_UNAVAILABLE: Postgres does not answer; retry"}
 
 
 class ProductIn(BaseModel):
@@ -36,7 +61,7 @@ class ProductIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     slug: str | None = Field(default=None, max_length=100, pattern=SLUG_PATTERN)
     description: str = Field(default="", max_length=5000)
-    price: int = Field(ge=0, le=MAX_MONEY, description="Integer minor units (IDR)")
+    price: int = Field(ge=MIN_PRICE, le=MAX_MONEY, description="Integer minor units (IDR), > 0")
     stock: int = Field(ge=0, le=10**9)
 
 
@@ -45,7 +70,7 @@ class ProductPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     slug: str | None = Field(default=None, max_length=100, pattern=SLUG_PATTERN)
     description: str | None = Field(default=None, max_length=5000)
-    price: int | None = Field(default=None, ge=0, le=MAX_MONEY)
+    price: int | None = Field(default=None, ge=MIN_PRICE, le=MAX_MONEY)
     stock: int | None = Field(default=None, ge=0, le=10**9)
 
 
@@ -108,11 +133,13 @@ def create_rest_app(
     )
 
     @app.exception_handler(ProductError)
-    async def product_error(_: Request, exc: ProductError) -> JSONResponse:
-        detail: dict[str, Any] = {"reason": exc.reason, "message": exc.message, **exc.metadata}
+    async def product_error(request: Request, exc: ProductError) -> ProblemResponse:
+        extensions: dict[str, Any] = dict(exc.metadata)
         if exc.field_violations:
-            detail["fields"] = dict(exc.field_violations)
-        return JSONResponse(status_code=_HTTP[exc.kind], content={"detail": detail})
+            extensions["fields"] = dict(exc.field_violations)
+        return problem(
+            _HTTP[exc.kind], exc.reason, exc.message, instance=request.url.path, **extensions
+        )
 
     async def current_user(
         authorization: Annotated[str | None, Header()] = None,
@@ -125,12 +152,28 @@ def create_rest_app(
         except AuthError as exc:
             raise _unauthorized(exc.reason, str(exc)) from exc
         except grpc.aio.AioRpcError as exc:
-            raise HTTPException(503, "the user service is unavailable; retry") from exc
+            raise ProblemError(
+                503,
+                "USER_SERVICE_UNAVAILABLE",
+                "the user service is unavailable; retry",
+                headers=RETRY,
+            ) from exc
 
     Owner = Annotated[Identity, Depends(current_user)]
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", route_class=StrictJsonRoute)
 
-    @api.get("/products", response_model=CatalogPage)
+    def known(product_id: str) -> str:
+        """An id that could exist (the store is not asked about U+0000 or 10,000 characters)."""
+        if not bounds.possible_id(product_id):
+            raise ProblemError(404, "PRODUCT_NOT_FOUND", "no product has this id")
+        return product_id
+
+    @api.get(
+        "/products",
+        response_model=CatalogPage,
+        tags=["catalogue"],
+        responses=problems.responses({**PAGE, **STORE}),
+    )
     async def catalog(
         page_size: Annotated[int, Query(ge=1, le=100)] = 20,
         page_token: str | None = None,
@@ -138,14 +181,24 @@ def create_rest_app(
         products, token = await store.list_products(pool, None, page_size, page_token)
         return CatalogPage(items=[_catalog(p) for p in products], next_page_token=token)
 
-    @api.get("/products/{product_id}", response_model=CatalogProduct)
+    @api.get(
+        "/products/{product_id}",
+        response_model=CatalogProduct,
+        tags=["catalogue"],
+        responses=problems.responses({404: "PRODUCT_NOT_FOUND", **STORE}),
+    )
     async def product(product_id: str) -> CatalogProduct:
-        found = await store.get_product(pool, product_id)
+        found = await store.get_product(pool, known(product_id))
         if found is None:
             raise not_found(product_id)
         return _catalog(found)
 
-    @api.get("/owner/products", response_model=OwnerPage)
+    @api.get(
+        "/owner/products",
+        response_model=OwnerPage,
+        tags=["owner"],
+        responses=problems.responses({**PAGE, **AUTH}),
+    )
     async def my_products(
         user: Owner,
         page_size: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -154,7 +207,13 @@ def create_rest_app(
         products, token = await store.list_products(pool, user.user_id, page_size, page_token)
         return OwnerPage(items=[_owner(p) for p in products], next_page_token=token)
 
-    @api.post("/products", status_code=201, response_model=OwnerProduct)
+    @api.post(
+        "/products",
+        status_code=201,
+        response_model=OwnerProduct,
+        tags=["owner"],
+        responses=problems.responses({409: "SLUG_TAKEN", **BODY, **AUTH}),
+    )
     async def create(body: ProductIn, user: Owner) -> OwnerProduct:
         created = await store.create_product(
             pool,
@@ -167,7 +226,12 @@ def create_rest_app(
         )
         return _owner(created)
 
-    @api.patch("/products/{product_id}", response_model=OwnerProduct)
+    @api.patch(
+        "/products/{product_id}",
+        response_model=OwnerProduct,
+        tags=["owner"],
+        responses=problems.responses({**OWNED, **BODY, **AUTH}),
+    )
     async def update(product_id: str, body: ProductPatch, user: Owner) -> OwnerProduct:
         changes = body.model_dump(exclude_unset=True)
         nulls = [name for name, value in changes.items() if value is None]
@@ -178,38 +242,54 @@ def create_rest_app(
                 f"fields cannot be null: {', '.join(nulls)}",
                 field_violations=[(n, "cannot be null") for n in nulls],
             )
-        return _owner(await store.update_product(pool, product_id, user.user_id, changes))
+        return _owner(await store.update_product(pool, known(product_id), user.user_id, changes))
 
-    @api.delete("/products/{product_id}", status_code=204)
+    @api.delete(
+        "/products/{product_id}",
+        status_code=204,
+        tags=["owner"],
+        responses=problems.responses({**OWNED, **AUTH}),
+    )
     async def delete(product_id: str, user: Owner) -> Response:
-        await store.delete_product(pool, product_id, user.user_id)
+        await store.delete_product(pool, known(product_id), user.user_id)
         return Response(status_code=204)
 
     app.include_router(api)
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["probes"], responses=problems.responses({}))
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        tags=["probes"],
+        responses=problems.responses({503: "NOT_READY: the problems member says what is not"}),
+    )
     async def readyz() -> JSONResponse:
         """Ready: Postgres answers and every background task (the event consumer)
         runs and makes progress; else 503 naming what is not."""
-        problems = readiness.problems() if readiness is not None else {}
+        failing = readiness.problems() if readiness is not None else {}
         try:
             await asyncio.wait_for(pool.fetchval("SELECT 1"), DB_PROBE_TIMEOUT)
         except Exception as exc:  # any failure of the probe query means not ready
-            problems["database"] = repr(exc)
-        if problems:
-            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+            failing["database"] = repr(exc)
+        if failing:
+            raise ProblemError(
+                503, "NOT_READY", f"not ready: {', '.join(failing)}", problems=failing
+            )
         return JSONResponse({"status": "ready"})
 
+    problems.install(
+        app,
+        outages={
+            asyncpg.PostgresConnectionError: "STORE_UNAVAILABLE",
+            asyncpg.InterfaceError: "STORE_UNAVAILABLE",
+            OSError: "STORE_UNAVAILABLE",
+        },
+    )
+    app.add_middleware(BodyLimit)
     return app
 
 
-def _unauthorized(reason: str, message: str) -> HTTPException:
-    return HTTPException(
-        401,
-        detail={"reason": reason, "message": message},
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+def _unauthorized(reason: str, message: str) -> ProblemError:
+    return ProblemError(401, reason, message, headers={"WWW-Authenticate": "Bearer"})

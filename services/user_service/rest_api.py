@@ -1,10 +1,10 @@
 """REST transport of the User service (FastAPI), for the shop's front end.
 
 Routes live under ``/api/v1``; ``/healthz`` and ``/readyz`` are at the root for
-the kubelet. Refusals have one shape, ``{"detail": {"reason", "message"}}``, with
-the reasons of the gRPC contract, and every 401 says ``WWW-Authenticate: Bearer``
-(RFC 6750). Validation errors are FastAPI's usual 422 naming the field, minus the
-offending input, which for a password would be echoed back (and maybe logged by
+the kubelet. Refusals are problem documents (``saga_kit.problems``, RFC 9457) whose
+``reason`` is the gRPC contract's, and every 401 says ``WWW-Authenticate: Bearer``
+(RFC 6750). Validation errors are a 422 naming each field in ``errors``, never with
+the offending input, which for a password would be echoed back (and maybe logged by
 a proxy).
 """
 
@@ -16,11 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request, status
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator, model_validator
+
+from saga_kit import problems
+from saga_kit.problems import ProblemError, problem
+from saga_kit.request_bodies import BodyLimit, StrictJsonRoute
 
 from .domain import (
     EMAIL_MAX_LENGTH,
@@ -108,16 +110,13 @@ class TokenOut(BaseModel):
     expires_in: int = Field(description="seconds until expires_at")
 
 
-class ErrorBody(BaseModel):
-    reason: str
-    message: str
-
-
 # ---------------------------------------------------------------------------
 # Errors
 
 
-def _error(status_code: int, reason: str, message: str, *, bearer_error: str = "") -> JSONResponse:
+def _error(
+    request: Request, status_code: int, reason: str, message: str, *, bearer_error: str = ""
+) -> Response:
     headers = {}
     if status_code == status.HTTP_401_UNAUTHORIZED:
         # RFC 6750: error="invalid_token" when a token was presented and refused;
@@ -127,11 +126,7 @@ def _error(status_code: int, reason: str, message: str, *, bearer_error: str = "
             description = message.replace('"', "'")
             challenge += f' error="{bearer_error}", error_description="{description}"'
         headers["WWW-Authenticate"] = challenge
-    return JSONResponse(
-        status_code=status_code,
-        content={"detail": {"reason": reason, "message": message}},
-        headers=headers,
-    )
+    return problem(status_code, reason, message, instance=request.url.path, headers=headers)
 
 
 class _BearerRequired(Exception):
@@ -141,14 +136,11 @@ class _BearerRequired(Exception):
 async def _user_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, UserError)
     if exc.kind is ErrorKind.INVALID and exc.field:
-        return JSONResponse(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            content={
-                "detail": [{"type": "value_error", "loc": ["body", exc.field], "msg": exc.message}]
-            },
-        )
+        error = {"loc": ["body", exc.field], "msg": exc.message, "type": "value_error"}
+        return problems.invalid([error], instance=request.url.path, reason=exc.reason)
     token_refusal = exc.reason.startswith("TOKEN_")
     return _error(
+        request,
         _STATUS[exc.kind],
         exc.reason,
         exc.message,
@@ -158,6 +150,7 @@ async def _user_error(request: Request, exc: Exception) -> Response:
 
 async def _bearer_required(request: Request, exc: Exception) -> Response:
     return _error(
+        request,
         status.HTTP_401_UNAUTHORIZED,
         "TOKEN_MISSING",
         "this endpoint needs an access token: Authorization: Bearer <token>",
@@ -166,23 +159,12 @@ async def _bearer_required(request: Request, exc: Exception) -> Response:
 
 async def _outage(request: Request, exc: Exception) -> Response:
     log.error("%s %s failed: store or Redis unavailable: %r", request.method, request.url.path, exc)
-    return _error(
+    return problem(
         status.HTTP_503_SERVICE_UNAVAILABLE,
         "STORE_UNAVAILABLE",
         "the user store is unavailable, retry later",
-    )
-
-
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    # FastAPI's default body without "input" (a rejected password would be echoed)
-    # and without "ctx" (may hold the exception object, which is not JSON).
-    errors = [
-        {k: v for k, v in error.items() if k not in ("input", "ctx")} for error in exc.errors()
-    ]
-    return JSONResponse(
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-        content={"detail": jsonable_encoder(errors)},
+        instance=request.url.path,
+        headers={"Retry-After": str(problems.RETRY_AFTER_SECONDS)},
     )
 
 
@@ -217,18 +199,25 @@ async def _current(accounts: AccountsDep, credentials: BearerCredentials) -> Aut
 
 CurrentUser = Annotated[Authenticated, Depends(_current)]
 
-_REFUSALS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "missing, invalid, expired or revoked token"}
+_OUTAGE = {503: "STORE_UNAVAILABLE: Postgres or Redis does not answer; retry"}
+_BODY = {
+    413: "BODY_TOO_LARGE",
+    422: "INVALID_REQUEST or the domain's reason: errors names each invalid field",
+    400: "MALFORMED: the body is not JSON",
 }
+_REFUSALS = problems.responses(
+    {401: "TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED", **_OUTAGE}
+)
 
-api = APIRouter(prefix="/api/v1")
+api = APIRouter(prefix="/api/v1", route_class=StrictJsonRoute)
 
 
 @api.post(
     "/users",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses={409: {"model": ErrorBody, "description": "USERNAME_TAKEN or EMAIL_TAKEN"}},
+    tags=["users"],
+    responses=problems.responses({409: "USERNAME_TAKEN or EMAIL_TAKEN", **_BODY, **_OUTAGE}),
 )
 async def register(body: RegisterRequest, accounts: AccountsDep) -> UserOut:
     user = await accounts.register(body.username, body.email, body.password)
@@ -239,7 +228,8 @@ async def register(body: RegisterRequest, accounts: AccountsDep) -> UserOut:
 @api.post(
     "/auth/login",
     response_model=TokenOut,
-    responses={401: {"model": ErrorBody, "description": "INVALID_CREDENTIALS"}},
+    tags=["auth"],
+    responses=problems.responses({401: "INVALID_CREDENTIALS", **_BODY, **_OUTAGE}),
 )
 async def login(body: LoginRequest, accounts: AccountsDep) -> TokenOut:
     issued = await accounts.login(body.password, username=body.username, email=body.email)
@@ -250,12 +240,14 @@ async def login(body: LoginRequest, accounts: AccountsDep) -> TokenOut:
     )
 
 
-@api.get("/users/me", response_model=UserOut, responses=_REFUSALS)
+@api.get("/users/me", response_model=UserOut, tags=["users"], responses=_REFUSALS)
 async def me(auth: CurrentUser) -> UserOut:
     return UserOut.of(auth.user)
 
 
-@api.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=_REFUSALS)
+@api.post(
+    "/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], responses=_REFUSALS
+)
 async def logout(credentials: BearerCredentials, accounts: AccountsDep) -> Response:
     await accounts.logout(_token(credentials))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -264,22 +256,25 @@ async def logout(credentials: BearerCredentials, accounts: AccountsDep) -> Respo
 probes = APIRouter()
 
 
-@probes.get("/healthz")
+@probes.get("/healthz", tags=["probes"], responses=problems.responses({}))
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers; says nothing about its dependencies."""
     return {"status": "ok"}
 
 
-@probes.get("/readyz")
+@probes.get(
+    "/readyz",
+    tags=["probes"],
+    responses=problems.responses({503: "NOT_READY: the checks member says which failed"}),
+)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: Postgres and Redis both answer."""
     readiness: ReadinessCheck = request.app.state.readiness
     checks = await readiness()
-    ok = all(checks.values())
-    return JSONResponse(
-        status_code=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE,
-        content={"status": "ok" if ok else "unavailable", "checks": checks},
-    )
+    if not all(checks.values()):
+        failed = ", ".join(name for name, ok in checks.items() if not ok)
+        raise ProblemError(503, "NOT_READY", f"not answering: {failed}", checks=checks)
+    return JSONResponse({"status": "ok", "checks": checks})
 
 
 def build_rest_app(accounts: Accounts, readiness: ReadinessCheck) -> FastAPI:
@@ -291,7 +286,8 @@ def build_rest_app(accounts: Accounts, readiness: ReadinessCheck) -> FastAPI:
     app.include_router(probes)
     app.add_exception_handler(UserError, _user_error)
     app.add_exception_handler(_BearerRequired, _bearer_required)
-    app.add_exception_handler(RequestValidationError, _validation_error)
     for outage in _OUTAGES:
         app.add_exception_handler(outage, _outage)
+    problems.install(app)
+    app.add_middleware(BodyLimit)
     return app

@@ -159,7 +159,7 @@ class Shop:
                 saga.saw(f"POST {reply.status_code} {created['phase']}")
                 return created
             if reply.status_code in REFUSALS:
-                reason = reply.json().get("detail", {}).get("reason")
+                reason = reply.json().get("reason")
                 saga.saw(f"POST {reply.status_code} {reason}")
                 return None
             saga.saw(f"POST {reply.status_code}")
@@ -250,7 +250,7 @@ class Shop:
             saga.saw(f"cancel {reply.status_code}")
             if reply.status_code == 202:
                 return True
-            if reply.status_code == 409 and reply.json()["detail"]["reason"] == "ALREADY_FINISHED":
+            if reply.status_code == 409 and reply.json()["reason"] == "ALREADY_FINISHED":
                 return False
             await asyncio.sleep(1.0)
         saga.problems.append(f"the cancel was never accepted within {within:.0f}s")

@@ -120,6 +120,21 @@ def test_status_subresource_ignores_spec_and_main_resource_ignores_status(
         ({"userId": ""}, "spec.userId: Invalid value"),
         ({"currency": "USD"}, 'spec.currency: Unsupported value: "USD"'),
         ({"paymentTTLSeconds": 0}, "spec.paymentTTLSeconds: Invalid value: 0"),
+        # Once accepted: a NUL id was retried for ever, a huge price stayed Pending for ever.
+        (
+            {"items": [{"productId": "p\x00", "unitPrice": 1, "quantity": 1}]},
+            "spec.items[0].productId: Invalid value",
+        ),
+        (
+            {"items": [{"productId": "p", "unitPrice": 10**13, "quantity": 1}]},
+            "spec.items[0].unitPrice: Invalid value: 10000000000000: spec.items[0].unitPrice"
+            " in body should be less than or equal to 1e+12",
+        ),
+        (
+            {"items": [{"productId": "p", "unitPrice": 0, "quantity": 1}]},
+            "spec.items[0].unitPrice: Invalid value: 0",
+        ),
+        ({"userId": "u\x00"}, "spec.userId: Invalid value"),
     ],
     ids=[
         "empty-items",
@@ -130,6 +145,10 @@ def test_status_subresource_ignores_spec_and_main_resource_ignores_status(
         "empty-user",
         "currency",
         "ttl-0",
+        "nul-product-id",
+        "huge-price",
+        "price-0",
+        "nul-user-id",
     ],
 )
 def test_invalid_checkouts_are_refused_naming_the_field(

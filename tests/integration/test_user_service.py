@@ -115,7 +115,7 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 def _reason(reply: httpx.Response) -> str:
-    reason: str = reply.json()["detail"]["reason"]
+    reason: str = reply.json()["reason"]
     return reason
 
 
@@ -194,8 +194,8 @@ async def test_duplicate_username_or_email_is_a_conflict_whatever_the_case(
             "/api/v1/users", json={"username": username, "email": email, "password": PASSWORD}
         )
         assert reply.status_code == 409, (username, email, reply.text)
-        assert reply.json()["detail"]["reason"] == reason
-        assert reply.json()["detail"]["message"]
+        assert reply.json()["reason"] == reason
+        assert reply.json()["detail"]
 
 
 async def test_concurrent_identical_registrations_create_one_user(
@@ -235,7 +235,7 @@ async def test_invalid_registrations_are_422_naming_the_field(
     body = {k: v for k, v in body.items() if v is not None}
     reply = await http.post("/api/v1/users", json=body)
     assert reply.status_code == 422, reply.text
-    locations = [error["loc"] for error in reply.json()["detail"]]
+    locations = [error["loc"] for error in reply.json()["errors"]]
     assert ["body", field] in locations, locations
     if field == "password" and "password" in body:
         assert body["password"] not in reply.text  # a rejected password is not echoed

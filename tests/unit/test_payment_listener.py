@@ -78,7 +78,11 @@ async def test_a_signed_notification_is_recorded_with_a_dedup_id() -> None:
             401,
             "BAD_SIGNATURE",
         ),
-        (None, b"x" * 70_000, 413, "TOO_LARGE"),
+        (None, b"x" * 70_000, 413, "BODY_TOO_LARGE"),
+        (None, b"[" * 1000 + b"]" * 1000, 400, "MALFORMED"),  # once a 500
+        (None, b'{"order_id": NaN}', 400, "MALFORMED"),
+        (None, b'{"order_id": "\\ud800"}', 422, "INVALID_REQUEST"),
+        (None, b'{"order_id": "a\\u0000"}', 422, "INVALID_REQUEST"),
     ],
 )
 async def test_bad_notifications_are_refused_and_not_recorded(
@@ -87,6 +91,7 @@ async def test_bad_notifications_are_refused_and_not_recorded(
     js = RecordingJetStream()
     reply = await post(js, body, raw)
     assert (reply.status_code, reply.json()["reason"]) == (status, reason)
+    assert reply.headers["content-type"] == "application/problem+json"
     assert js.published == []
 
 
