@@ -1,4 +1,5 @@
-"""Bodies no one should send, at the shop's and Midtrans' doors: a clear 4xx, never a crash.
+"""Bodies no one should send, at the shop's and Midtrans' doors (the checkout API, the
+listener, the User and Product REST APIs): a clear 4xx problem document, never a crash.
 
 A hypothesis property over JSON-ish values, shrunk and replayed on failure. Values that
 JSON and UTF-8 cannot carry (NaN, Infinity, NUL, lone surrogates) are always among the
@@ -20,6 +21,8 @@ from hypothesis import strategies as st
 
 from tests.e2e.conftest import System
 
+JSON = {"Content-Type": "application/json"}
+
 NASTY: list[Any] = [math.nan, math.inf, -math.inf, "\x00", "p\x00", "\ud800", "x\udfff", "\udc00a"]
 LEAF = (
     st.sampled_from(NASTY)
@@ -29,7 +32,7 @@ LEAF = (
     | st.floats()
     | st.text(max_size=20)
 )
-JSON = st.recursive(
+JSON_VALUES = st.recursive(
     LEAF,
     lambda children: (
         st.lists(children, max_size=4)
@@ -40,15 +43,33 @@ JSON = st.recursive(
 ITEM = st.fixed_dictionaries(
     {},
     optional={
-        "id": JSON | st.text(max_size=60) | st.sampled_from(NASTY),
-        "price": JSON | st.integers(),
-        "quantity": JSON | st.integers(),
-        "extra": JSON,
+        "id": JSON_VALUES | st.text(max_size=60) | st.sampled_from(NASTY),
+        "price": JSON_VALUES | st.integers(),
+        "quantity": JSON_VALUES | st.integers(),
+        "extra": JSON_VALUES,
     },
 )
-BODY = JSON | st.fixed_dictionaries(
-    {"products": st.lists(ITEM, max_size=3) | JSON},
-    optional={"voucher": JSON, "customer": JSON, "payment_ttl_seconds": JSON},
+BODY = JSON_VALUES | st.fixed_dictionaries(
+    {"products": st.lists(ITEM, max_size=3) | JSON_VALUES},
+    optional={"voucher": JSON_VALUES, "customer": JSON_VALUES, "payment_ttl_seconds": JSON_VALUES},
+)
+ACCOUNT = st.fixed_dictionaries(
+    {},
+    optional={
+        "username": JSON_VALUES | st.text(min_size=3, max_size=40),
+        "email": JSON_VALUES | st.emails(),
+        "password": JSON_VALUES | st.text(min_size=8, max_size=40),
+    },
+)
+PRODUCT = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": JSON_VALUES | st.text(max_size=30),
+        "price": JSON_VALUES | st.integers(),
+        "stock": JSON_VALUES | st.integers(),
+        "slug": JSON_VALUES,
+        "description": JSON_VALUES,
+    },
 )
 # How the body goes on the wire: escaped ASCII JSON (NaN and Infinity as bare words,
 # a lone surrogate as \udXXX), or raw UTF-8 (a lone surrogate as bytes no decoder takes).
@@ -130,6 +151,12 @@ def buyers(system: System) -> Buyers:
 
 
 @pytest.fixture(scope="module")
+def owner(buyers: Buyers) -> dict[str, str]:
+    """A product owner's auth header (any account may list products)."""
+    return buyers.fresh()
+
+
+@pytest.fixture(scope="module")
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=60) as client:
         yield client
@@ -162,8 +189,39 @@ def test_malformed_bodies_are_4xx_never_2xx_or_5xx(
     assert reply.status_code < 500, (reply.status_code, reply.text)
     if not might_be_a_checkout(body):
         assert 400 <= reply.status_code < 500, (reply.status_code, reply.text)
+    if reply.status_code >= 400:
+        assert_problem(reply)
     # Nothing here carries a valid signature: the listener records none of it.
-    listener = http.post(
-        system.listener, content=content, headers={"Content-Type": "application/json"}
-    )
+    listener = http.post(system.listener, content=content, headers=JSON)
     assert 400 <= listener.status_code < 500, (listener.status_code, listener.text)
+    assert_problem(listener)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=ACCOUNT | PRODUCT | JSON_VALUES, encoding=ENCODING)
+@example(body={"username": "abcde", "email": "a@b.co", "password": "\ud800" * 9}, encoding="ascii")
+@example(body={"name": "teh\x00", "price": 1, "stock": 1}, encoding="ascii")
+@example(body={"name": "teh", "price": math.nan, "stock": 1}, encoding="ascii")
+@example(body={"name": "teh", "price": 0, "stock": 1}, encoding="ascii")
+def test_user_and_product_bodies_are_never_5xx_and_refusals_are_problems(
+    system: System, owner: dict[str, str], http: httpx.Client, body: Any, encoding: str
+) -> None:
+    content = encode(body, encoding)
+    note(f"wire: {content[:300]!r}")
+    for url, headers in (
+        (f"{system.users}/users", JSON),
+        (f"{system.users}/auth/login", JSON),
+        (f"{system.products}/products", {**owner, **JSON}),
+    ):
+        reply = http.post(url, content=content, headers=headers)
+        assert reply.status_code < 500, (url, reply.status_code, reply.text)
+        if reply.status_code >= 400:
+            assert_problem(reply)
+
+
+def assert_problem(reply: httpx.Response) -> None:
+    """An RFC 9457 problem document with its reason code."""
+    assert reply.headers["content-type"] == "application/problem+json", reply.text
+    problem = reply.json()
+    assert problem["status"] == reply.status_code, problem
+    assert {"type", "title", "detail", "instance", "reason"} <= set(problem), problem

@@ -128,7 +128,7 @@ def test_status_subresource_ignores_spec_and_main_resource_ignores_status(
         (
             {"items": [{"productId": "p", "unitPrice": 10**13, "quantity": 1}]},
             "spec.items[0].unitPrice: Invalid value: 10000000000000: spec.items[0].unitPrice"
-            " in body should be less than or equal to 1e+12",
+            " in body should be less than or equal to 1000000000000",
         ),
         (
             {"items": [{"productId": "p", "unitPrice": 0, "quantity": 1}]},
