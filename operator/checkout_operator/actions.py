@@ -60,6 +60,7 @@ from .saga import (
     payment_state,
     plan,
     price,
+    spec_problem,
     timestamp,
     with_condition,
     with_history,
@@ -153,6 +154,9 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
     """Pending -> Authorized -> Reserved -> AwaitingPayment, written once."""
     meta, spec = body["metadata"], body["spec"]
     order_id = meta["name"]
+    if problem := spec_problem(spec):  # before the journal, which could not store it
+        await fail(deps, body, Reason.INVALID_REQUEST, problem)
+        return
     lines = _lines(body)
     record = await deps.readmodel.register(
         order_id,

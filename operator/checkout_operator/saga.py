@@ -22,8 +22,16 @@ import datetime as dt
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
+from saga_kit.checkout_bounds import (
+    ID_MAX_LENGTH,
+    MAX_ITEMS,
+    MAX_QUANTITY,
+    MAX_UNIT_PRICE,
+    MIN_UNIT_PRICE,
+    possible_id,
+)
 from saga_kit.checkout_resource import TERMINAL, Phase
 
 __all__ = ["TERMINAL", "Phase"]  # the shared vocabulary, also read from here
@@ -273,6 +281,38 @@ def with_history(
         {"phase": phase.value, "at": timestamp(now), "reason": reason} for phase, reason in entries
     ]
     return merged[-HISTORY_LIMIT:]
+
+
+def spec_problem(spec: Mapping[str, Any]) -> str | None:
+    """Why this spec can never be checked out (None: it may be).
+
+    The CRD refuses such specs today; Checkouts stored before it did (a NUL in a
+    product id, a price of 0 or beyond what Postgres holds) must end Rejected at once
+    rather than be retried for ever by the journal or the Product service.
+    """
+    user = spec.get("userId")
+    if not isinstance(user, str) or not possible_id(user, ID_MAX_LENGTH):
+        return "userId is not a possible user id"
+    items = spec.get("items")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
+        return f"a checkout has 1..{MAX_ITEMS} items"
+    for n, item in enumerate(items):
+        product, price, quantity = (
+            item.get("productId"),
+            item.get("unitPrice"),
+            item.get("quantity"),
+        )
+        if not isinstance(product, str) or not possible_id(product):
+            return f"items[{n}].productId is not a possible product id"
+        if not _whole(price) or not MIN_UNIT_PRICE <= price <= MAX_UNIT_PRICE:
+            return f"items[{n}].unitPrice must be {MIN_UNIT_PRICE}..{MAX_UNIT_PRICE} IDR"
+        if not _whole(quantity) or not 1 <= quantity <= MAX_QUANTITY:
+            return f"items[{n}].quantity must be 1..{MAX_QUANTITY}"
+    return None
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def with_condition(

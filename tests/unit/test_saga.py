@@ -32,6 +32,7 @@ from checkout_operator.saga import (
     payment_state,
     plan,
     price,
+    spec_problem,
     supersedes,
     timestamp,
     with_condition,
@@ -794,3 +795,33 @@ def test_planning_is_pure() -> None:
     assert plan(v, NOW, HOUR) == plan(v, NOW, HOUR)
     assert plan(v, NOW + 2 * HOUR, HOUR).action is Action.EXPIRE
     assert plan(v, NOW, HOUR).action is Action.WAIT
+
+
+def _spec(**item: object) -> dict[str, object]:
+    line = {"productId": "p-1", "unitPrice": 5_000, "quantity": 1, **item}
+    return {"userId": "7f1c2d3e-0000-4000-8000-000000000001", "items": [line]}
+
+
+@pytest.mark.parametrize(
+    ("item", "problem"),
+    [
+        ({}, None),
+        ({"productId": "p\x001"}, "productId"),
+        ({"productId": "x" * 51}, "productId"),
+        ({"unitPrice": 0}, "unitPrice"),
+        ({"unitPrice": 10**13}, "unitPrice"),
+        ({"unitPrice": True}, "unitPrice"),
+        ({"quantity": 0}, "quantity"),
+        ({"quantity": 10_001}, "quantity"),
+    ],
+)
+def test_a_spec_that_can_never_check_out_is_named(
+    item: dict[str, object], problem: str | None
+) -> None:
+    found = spec_problem(_spec(**item))
+    assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_a_spec_without_items_or_with_an_impossible_user_is_refused() -> None:
+    assert spec_problem({"userId": "u-1", "items": []}) is not None
+    assert spec_problem({**_spec(), "userId": "a b"}) is not None
