@@ -181,7 +181,7 @@ def start_acting(
     watcher.start()
     stack.push_async_callback(watcher.stop)
     poller = PaymentPoller(reconciler)  # its Midtrans budget is shared with the returns
-    returns = PaymentReturns(reconciler, poller.bucket, tick=settings.returns_tick)
+    returns = PaymentReturns(reconciler, poller.late_bucket, tick=settings.returns_tick)
     final_events = FinalEvents(
         ready.deps, tick=settings.final_event_tick, grace=settings.final_event_grace
     )

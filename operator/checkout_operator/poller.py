@@ -31,6 +31,7 @@ from .saga import Phase
 log = logging.getLogger(__name__)
 
 SCAN_INTERVAL = 1.0  # seconds between looks at which checkouts need polling
+LIVE_SHARE = 0.7  # of CHECKOUT_POLL_RATE for live checkouts; the rest for late-payment watching
 
 
 class TokenBucket:
@@ -70,7 +71,13 @@ class PaymentPoller:
         settings = reconciler.deps.settings
         self.interval = settings.poll_interval
         self.min_age = settings.poll_min_age
-        self.bucket = TokenBucket(settings.poll_rate, burst=max(1.0, settings.poll_rate))
+        # Live checkouts come first: the budget for pages of ended checkouts (watched
+        # for late payments, see returns.py) is a separate, smaller share, so thousands
+        # of those can never starve the polls of buyers paying now.
+        live = settings.poll_rate * LIVE_SHARE
+        late = settings.poll_rate - live
+        self.bucket = TokenBucket(live, burst=max(1.0, live))
+        self.late_bucket = TokenBucket(late, burst=max(1.0, late))
         self._due: dict[Key, float] = {}
         self._next_scan = 0.0
 

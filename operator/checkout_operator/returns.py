@@ -99,7 +99,9 @@ class PaymentReturns:
         step = return_step(ts, deps.clock() > row.watch_until)
         match step:
             case ReturnStep.WAIT:
-                await store.recheck_in(order, dt.timedelta(seconds=deps.settings.poll_interval))
+                await store.recheck_in(
+                    order, dt.timedelta(seconds=deps.settings.late_watch_interval)
+                )
             case ReturnStep.CLOSED:
                 await store.finish(order, CLOSED)
             case ReturnStep.RETURNED:

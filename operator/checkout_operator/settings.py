@@ -93,6 +93,9 @@ class OperatorSettings:
     poll_interval: float = 60.0  # per checkout, jittered
     poll_rate: float = 10.0  # Midtrans status calls per second, all checkouts together
     poll_min_age: float = 10.0  # don't poll a payment page younger than this (seconds)
+    # How often the page of a checkout that ended unpaid is looked at (seconds): a late
+    # payment there is rare and is refunded this much later at worst.
+    late_watch_interval: float = 300.0
     late_payment_window: dt.timedelta = dt.timedelta(hours=1)
     refund_retry_base: dt.timedelta = dt.timedelta(seconds=30)  # doubles per refusal, max 1 h
     arq_queue: str = "arq:queue"
@@ -129,6 +132,7 @@ class OperatorSettings:
             "final_event_tick": "CHECKOUT_FINAL_EVENT_TICK_SECONDS",
             "sweep_every": "CHECKOUT_SWEEP_SECONDS",
             "poll_interval": "CHECKOUT_POLL_INTERVAL_SECONDS",
+            "late_watch_interval": "CHECKOUT_LATE_WATCH_INTERVAL_SECONDS",
             "poll_rate": "CHECKOUT_POLL_RATE",
             "workers": "CHECKOUT_WORKERS",
             "max_payment_attempts": "CHECKOUT_MAX_PAYMENT_ATTEMPTS",
@@ -222,6 +226,7 @@ class OperatorSettings:
             poll_interval=env_float("CHECKOUT_POLL_INTERVAL_SECONDS", 60.0),
             poll_rate=env_float("CHECKOUT_POLL_RATE", 10.0),
             poll_min_age=env_float("CHECKOUT_POLL_MIN_AGE_SECONDS", 10.0),
+            late_watch_interval=env_float("CHECKOUT_LATE_WATCH_INTERVAL_SECONDS", 300.0),
             late_payment_window=dt.timedelta(
                 seconds=env_int("CHECKOUT_LATE_PAYMENT_WINDOW_SECONDS", 3600)
             ),

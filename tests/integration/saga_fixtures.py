@@ -365,6 +365,7 @@ async def saga(
         poll_interval=0.3,
         poll_rate=100.0,
         poll_min_age=0.0,
+        late_watch_interval=0.3,
         arq_queue=f"arq:test:{tag}",
         payment_setup_deadline=dt.timedelta(seconds=3),
         workers=4,

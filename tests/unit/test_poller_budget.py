@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from checkout_operator.poller import TokenBucket
 
 
@@ -40,3 +42,30 @@ async def test_an_idle_bucket_saves_up_only_its_burst() -> None:
     assert fake.now == 3600.0
     await bucket.take()
     assert fake.now == 3600.5
+
+
+async def test_late_payment_watching_never_takes_the_live_checkouts_budget() -> None:
+    from checkout_operator.poller import LIVE_SHARE, PaymentPoller
+
+    class Settings:
+        poll_interval, poll_min_age, poll_rate = 60.0, 10.0, 10.0
+
+    class Reconciler:
+        class deps:
+            settings = Settings()
+
+    poller = PaymentPoller(Reconciler())  # type: ignore[arg-type]
+    assert poller.bucket.rate + poller.late_bucket.rate == Settings.poll_rate
+    assert poller.bucket.rate == Settings.poll_rate * LIVE_SHARE
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        raise TimeoutError  # the late watchers would have to wait now
+
+    poller.late_bucket._sleep = sleep
+    poller.late_bucket._tokens = 0.0  # thousands of ended pages used the late share up
+    with pytest.raises(TimeoutError):
+        await poller.late_bucket.take()
+    await poller.bucket.take()  # a live checkout is polled at once all the same
+    assert slept
