@@ -151,7 +151,10 @@ def _daemon(cfg: DevConfig, app: App, env: dict[str, str], code: str = "") -> Da
     else:
 
         def healthy() -> bool:
-            return redis_command(cfg.redis_port, f"EXISTS {EXPIRY_HEALTH_KEY}").startswith(b":1")
+            answer = redis_command(
+                cfg.redis_port, f"EXISTS {EXPIRY_HEALTH_KEY}", cfg.redis_password
+            )
+            return answer.startswith(b":1")
 
     return Daemon(
         name=app.name,

@@ -85,7 +85,7 @@ def up(cfg: DevConfig, with_node: bool = False) -> None:
     if with_node:
         started += node.start(cfg)
         print(f"node {node.NODE_NAME} Ready, CoreDNS up in {time.monotonic() - began:.1f}s")
-    started += servers.start(cfg)
+    started += servers.start(cfg, node.node_ip() if with_node else None)
     apply_crds(cfg)
     write_env_file(cfg)
     started += apps.start(cfg)
@@ -97,7 +97,7 @@ def up(cfg: DevConfig, with_node: bool = False) -> None:
         "\nThe local checkout-saga platform is up:\n"
         f"  kube-apiserver  {cfg.apiserver_url}\n"
         f"  postgres        127.0.0.1:{cfg.postgres_port} (db {servers.POSTGRES_DB})\n"
-        f"  redis           {cfg.redis_url}\n"
+        f"  redis           {cfg.redis_display_url} (password in {cfg.run_dir}/secrets)\n"
         f"  nats/jetstream  {cfg.nats_url}\n"
         f"  user service    http://127.0.0.1:{apps.USER_HTTP} (gRPC {apps.USER_GRPC})\n"
         f"  product service http://127.0.0.1:{apps.PRODUCT_HTTP} (gRPC {apps.PRODUCT_GRPC})\n"
@@ -105,7 +105,7 @@ def up(cfg: DevConfig, with_node: bool = False) -> None:
         f"  webhook listener http://127.0.0.1:{apps.LISTENER}/midtrans/notifications\n"
         f"  midtrans sandbox http://127.0.0.1:{apps.SANDBOX}\n"
         f"  operator        metrics http://127.0.0.1:{apps.OPERATOR_METRICS}/metrics\n"
-        f"  expiry worker   arq on {cfg.redis_url}\n"
+        f"  expiry worker   arq on {cfg.redis_display_url}\n"
         + (f"  node            {node.NODE_NAME} (docs/node.md)\n" if with_node else "")
         + f"  logs            {cfg.run_dir / 'logs'}\n"
         "\nUse it:\n"

@@ -110,9 +110,27 @@ class DevConfig:
         return f"https://127.0.0.1:{self.apiserver_port}"
 
     @property
+    def redis_password(self) -> str:
+        """Redis' ``requirepass`` (``<run>/secrets/redis-password``): it is always set, so
+        the same URLs work whether Redis listens on loopback only or for pods too."""
+        return self.secret("redis-password")
+
+    @property
     def redis_url(self) -> str:
+        return self.redis_url_at("127.0.0.1")
+
+    def redis_url_at(self, host: str) -> str:
+        """Database 0 at ``host`` (loopback, or the node's address for pods), password included."""
+        return f"redis://:{self.redis_password}@{host}:{self.redis_port}/0"
+
+    @property
+    def redis_display_url(self) -> str:
+        """The URL without its password, to print."""
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.nats_port}"
+        return self.nats_url_at("127.0.0.1")
+
+    def nats_url_at(self, host: str) -> str:
+        return f"nats://{host}:{self.nats_port}"

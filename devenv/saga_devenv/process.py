@@ -47,11 +47,36 @@ def http_get(url: str, context: ssl.SSLContext | None = None) -> bytes | None:
         return None
 
 
-def redis_command(port: int, command: str) -> bytes:
-    """Send one inline Redis command on loopback; the first bytes of the answer."""
+def redis_command(port: int, command: str, password: str | None = None) -> bytes:
+    """Send one inline Redis command on loopback, after ``AUTH`` when a password is
+    given; the first bytes of the answer (a refused ``AUTH``'s error instead)."""
     with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        if password is not None:
+            sock.sendall(_resp("AUTH", password))
+            reply = read_line(sock)
+            if not reply.startswith(b"+OK"):
+                return reply
         sock.sendall(f"{command}\r\n".encode())
         return sock.recv(64)
+
+
+def _resp(*parts: str) -> bytes:
+    """A command as a RESP array: any bytes in an argument, a password's included."""
+    encoded = [part.encode() for part in parts]
+    return f"*{len(encoded)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded
+    )
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """One line of a line-based protocol (Redis, NATS), its CRLF included."""
+    line = b""
+    while not line.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        line += chunk
+    return line
 
 
 def pid_alive(pid: int) -> bool:

@@ -30,7 +30,7 @@ async def test_postgres_accepts_the_dsn_and_refuses_a_wrong_password(platform: P
 
 
 async def test_redis_round_trip(platform: Platform) -> None:
-    r = aioredis.Redis(host="127.0.0.1", port=platform.cfg.redis_port)
+    r = aioredis.Redis.from_url(platform.cfg.redis_url)
     key = f"test:{uuid.uuid4()}"
     await r.set(key, "v", ex=10)
     assert await r.get(key) == b"v"

@@ -3,6 +3,8 @@
 These tests need root and the node's binaries (scripts/bootstrap.sh --node), and
 restart a bare apiserver with the node's flags, so they run only when asked for
 (pyproject's addopts deselect them): ``scripts/test -m node``, CI's node stage.
+Postgres, Redis and NATS run as ``up --node`` runs them, reachable from pods at the
+node's address (``servers.pod_urls``).
 What this run started is stopped at the end unless ``CHECKOUT_SAGA_KEEP_RUNNING=1``.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from saga_devenv import controlplane, node
+from saga_devenv import controlplane, node, servers
 from saga_devenv.config import DevConfig
 from saga_devenv.node_images import nodebox_image
 from saga_devenv.node_layout import NodeLayout
@@ -58,9 +60,14 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     cfg = DevConfig.from_env()
     started = node.start(cfg)
+    ip = node.node_ip()
+    started_servers = servers.start(cfg, ip)
     layout = NodeLayout(cfg)
-    yield Cluster(cfg, node.node_ip(), nodebox_image(layout).name)
+    yield Cluster(cfg, ip, nodebox_image(layout).name)
     if os.environ.get("CHECKOUT_SAGA_KEEP_RUNNING") != "1":
+        for daemon in reversed(servers.daemons(cfg)):
+            if daemon.name in started_servers:
+                daemon.stop()
         if set(started) - {"etcd", "kube-apiserver"}:
             node.stop(cfg)
         for daemon in reversed(controlplane.daemons(cfg)):
