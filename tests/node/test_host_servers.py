@@ -102,8 +102,9 @@ async def test_nats_at_the_node_address_refuses_an_unknown_user(cluster: Cluster
 
 def test_a_pod_reaches_each_server_at_the_node_address(cluster: Cluster, namespace: str) -> None:
     """nodebox speaks HTTP only, so each server answers it in its own protocol, which
-    shows the pod reached it: Redis asks for its password, NATS greets with an INFO
-    that wants a user, Postgres hangs up on what is no startup packet."""
+    shows the pod reached it (not refused, not timed out): NATS greets with an INFO that
+    wants a user, Postgres hangs up on what is no startup packet, Redis answers -NOAUTH
+    and hangs up on the request's `Host:` line (often before its answer leaves)."""
     cluster.apply(namespace, pod("client", container(cluster.image, "pause")))
     cluster.wait(namespace, "condition=Ready", "pod/client")
 
@@ -115,10 +116,14 @@ def test_a_pod_reaches_each_server_at_the_node_address(cluster: Cluster, namespa
         )
         return done.stderr
 
+    def hung_up(port: int) -> str:
+        return f'Get "http://{cluster.node_ip}:{port}/": EOF'
+
     cfg = cluster.cfg
-    assert 'malformed HTTP response "-NOAUTH Authentication required."' in get(cfg.redis_port)
+    redis = get(cfg.redis_port)
+    assert "-NOAUTH Authentication required." in redis or hung_up(cfg.redis_port) in redis
     assert '\\"auth_required\\":true' in get(cfg.nats_port)
-    assert f'Get "http://{cluster.node_ip}:{cfg.postgres_port}/": EOF' in get(cfg.postgres_port)
+    assert hung_up(cfg.postgres_port) in get(cfg.postgres_port)
 
 
 def test_a_start_without_the_node_address_keeps_listening_for_pods(cluster: Cluster) -> None:
