@@ -6,6 +6,9 @@ run as supervised :class:`Daemon` s with logs in the run folder. Local secrets
 (service token, JWT key, sandbox server key) are generated once into
 ``<run>/secrets`` (mode 0600) when the system starts, and passed through the
 environment; none is printed. ``status`` and ``stop`` create nothing.
+
+Each app's ports come from the :class:`DevConfig` (``CHECKOUT_SAGA_API_PORT``, ...), and
+so do the addresses the apps are given of one another.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import hashlib
 import json
 import secrets
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from saga_kit.nats_access import Role
 
@@ -25,13 +29,7 @@ from .config import REPO_ROOT, DevConfig
 from .process import Daemon, http_get, redis_command
 from .servers import nats_password_file, postgres_dsn
 
-USER_HTTP, USER_GRPC = 18100, 18101
-PRODUCT_HTTP, PRODUCT_GRPC = 18200, 18201
-OPERATOR_METRICS = 18300
-CHECKOUT_API = 18080
-LISTENER = 18081
-SANDBOX = 18900
-SANDBOX_URL = f"http://127.0.0.1:{SANDBOX}"
+NOTIFICATIONS_PATH = "/midtrans/notifications"  # the listener's webhook
 EXPIRY_HEALTH_KEY = "arq:queue:health-check"  # refreshed by the worker every 5 s
 SOURCE_ROOTS = ("operator", "services", "gen/python")  # what the apps import
 
@@ -44,15 +42,44 @@ class App:
     health_path: str  # HTTP path on `port`; "" = the worker's health key in Redis
 
 
-APPS = (  # in start order: a process comes after what it calls
-    App("midtrans-sandbox", "midtrans_sandbox", SANDBOX, "/_sandbox/health"),
-    App("payment-listener", "payment_listener", LISTENER, "/readyz"),
-    App("user-service", "user_service", USER_HTTP, "/readyz"),
-    App("product-service", "product_service", PRODUCT_HTTP, "/readyz"),
-    App("checkout-operator", "checkout_operator", OPERATOR_METRICS, "/readyz"),
-    App("checkout-api", "checkout_api", CHECKOUT_API, "/readyz"),
-    App("expiry-worker", "checkout_operator.worker", 0, ""),
-)
+def table(cfg: DevConfig) -> tuple[App, ...]:
+    """Every app with the port it answers on in ``cfg``."""
+    return (  # in start order: a process comes after what it calls
+        App("midtrans-sandbox", "midtrans_sandbox", cfg.sandbox_port, "/_sandbox/health"),
+        App("payment-listener", "payment_listener", cfg.listener_port, "/readyz"),
+        App("user-service", "user_service", cfg.user_http_port, "/readyz"),
+        App("product-service", "product_service", cfg.product_http_port, "/readyz"),
+        App("checkout-operator", "checkout_operator", cfg.operator_metrics_port, "/readyz"),
+        App("checkout-api", "checkout_api", cfg.api_port, "/readyz"),
+        App("expiry-worker", "checkout_operator.worker", 0, ""),
+    )
+
+
+def url(port: int, path: str = "") -> str:
+    """An app's address on loopback."""
+    return f"http://127.0.0.1:{port}{path}"
+
+
+# The names scripts used before the ports moved to DevConfig, now read from the
+# environment when first used (examples/demo.py, benchmarks/, tests/chaos/).
+_LEGACY: dict[str, Callable[[DevConfig], object]] = {
+    "USER_HTTP": lambda cfg: cfg.user_http_port,
+    "USER_GRPC": lambda cfg: cfg.user_grpc_port,
+    "PRODUCT_HTTP": lambda cfg: cfg.product_http_port,
+    "PRODUCT_GRPC": lambda cfg: cfg.product_grpc_port,
+    "OPERATOR_METRICS": lambda cfg: cfg.operator_metrics_port,
+    "CHECKOUT_API": lambda cfg: cfg.api_port,
+    "LISTENER": lambda cfg: cfg.listener_port,
+    "SANDBOX": lambda cfg: cfg.sandbox_port,
+    "SANDBOX_URL": lambda cfg: url(cfg.sandbox_port),
+    "APPS": table,
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LEGACY:
+        return _LEGACY[name](DevConfig.from_env())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sandbox_key(cfg: DevConfig) -> str:
@@ -68,7 +95,8 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
     """Each app's environment (on top of the shared part)."""
     dsn = postgres_dsn(cfg)
     key = sandbox_key(cfg)
-    users, products = f"127.0.0.1:{USER_GRPC}", f"127.0.0.1:{PRODUCT_GRPC}"
+    users, products = f"127.0.0.1:{cfg.user_grpc_port}", f"127.0.0.1:{cfg.product_grpc_port}"
+    sandbox = url(cfg.sandbox_port)
     operator = {
         "KUBECONFIG": str(cfg.kubeconfig),
         # The local system lives in `default` (where the REST API creates Checkouts);
@@ -79,41 +107,39 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
         "CHECKOUT_REDIS_URL": cfg.redis_url,
         "CHECKOUT_USER_SERVICE": users,
         "CHECKOUT_PRODUCT_SERVICE": products,
-        "CHECKOUT_METRICS_PORT": str(OPERATOR_METRICS),
+        "CHECKOUT_METRICS_PORT": str(cfg.operator_metrics_port),
         "CHECKOUT_POLL_INTERVAL_SECONDS": "5",
         "CHECKOUT_POLL_MIN_AGE_SECONDS": "2",
         "MIDTRANS_SERVER_KEY": key,
-        "MIDTRANS_SNAP_URL": SANDBOX_URL,
-        "MIDTRANS_CORE_URL": SANDBOX_URL,
+        "MIDTRANS_SNAP_URL": sandbox,
+        "MIDTRANS_CORE_URL": sandbox,
     }
     return {
         "midtrans-sandbox": {
             "MIDTRANS_SANDBOX_SERVER_KEY": key,
-            "MIDTRANS_SANDBOX_PORT": str(SANDBOX),
-            "MIDTRANS_SANDBOX_NOTIFICATION_URL": (
-                f"http://127.0.0.1:{LISTENER}/midtrans/notifications"
-            ),
+            "MIDTRANS_SANDBOX_PORT": str(cfg.sandbox_port),
+            "MIDTRANS_SANDBOX_NOTIFICATION_URL": url(cfg.listener_port, NOTIFICATIONS_PATH),
         },
         "payment-listener": {
             "MIDTRANS_SERVER_KEY": key,
             "LISTENER_NATS_URL": cfg.nats_url,
             **_nats(cfg, Role.PAYMENT_LISTENER),
-            "LISTENER_PORT": str(LISTENER),
+            "LISTENER_PORT": str(cfg.listener_port),
         },
         "user-service": {
             "USER_DATABASE_URL": dsn,
             "USER_REDIS_URL": cfg.redis_url,
             "USER_JWT_SECRET": cfg.secret("jwt-secret"),
-            "USER_HTTP_PORT": str(USER_HTTP),
-            "USER_GRPC_PORT": str(USER_GRPC),
+            "USER_HTTP_PORT": str(cfg.user_http_port),
+            "USER_GRPC_PORT": str(cfg.user_grpc_port),
         },
         "product-service": {
             "PRODUCT_DATABASE_URL": dsn,
             "PRODUCT_NATS_URL": cfg.nats_url,
             **_nats(cfg, Role.PRODUCT_SERVICE),
             "PRODUCT_USER_SERVICE": users,
-            "PRODUCT_HTTP_PORT": str(PRODUCT_HTTP),
-            "PRODUCT_GRPC_PORT": str(PRODUCT_GRPC),
+            "PRODUCT_HTTP_PORT": str(cfg.product_http_port),
+            "PRODUCT_GRPC_PORT": str(cfg.product_grpc_port),
         },
         "checkout-operator": {**operator, **_nats(cfg, Role.OPERATOR)},
         "checkout-api": {
@@ -121,7 +147,7 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
             "CHECKOUT_DATABASE_URL": dsn,
             "CHECKOUT_USER_SERVICE": users,
             "CHECKOUT_PRODUCT_SERVICE": products,
-            "CHECKOUT_API_PORT": str(CHECKOUT_API),
+            "CHECKOUT_API_PORT": str(cfg.api_port),
             "CHECKOUT_API_NAMESPACE": "default",
             "CHECKOUT_REDIS_URL": cfg.redis_url,  # rate limit, open-checkout bookkeeping
         },
@@ -143,10 +169,10 @@ def code_fingerprint(root: Path = REPO_ROOT) -> str:
 
 def _daemon(cfg: DevConfig, app: App, env: dict[str, str], code: str = "") -> Daemon:
     if app.health_path:
-        url = f"http://127.0.0.1:{app.port}{app.health_path}"
+        health = url(app.port, app.health_path)
 
         def healthy() -> bool:
-            return http_get(url) is not None
+            return http_get(health) is not None
 
     else:
 
@@ -177,14 +203,14 @@ def _daemon(cfg: DevConfig, app: App, env: dict[str, str], code: str = "") -> Da
 
 def daemons(cfg: DevConfig) -> list[Daemon]:
     """The apps as daemons to look at or stop (no environment: nothing is created)."""
-    return [_daemon(cfg, app, {}) for app in APPS]
+    return [_daemon(cfg, app, {}) for app in table(cfg)]
 
 
 def _configured(cfg: DevConfig, code: str) -> list[Daemon]:
     """The apps as they should run: this environment, this code."""
     shared = {"SERVICE_TOKENS": cfg.secret("service-token"), "PYTHONUNBUFFERED": "1"}
     envs = _env(cfg)
-    return [_daemon(cfg, app, {**shared, **envs[app.name]}, code) for app in APPS]
+    return [_daemon(cfg, app, {**shared, **envs[app.name]}, code) for app in table(cfg)]
 
 
 def start(cfg: DevConfig, code: str | None = None) -> list[str]:

@@ -55,7 +55,7 @@ from .audit import (
     Snapshot,
     orders_to_ask,
 )
-from .config import DevConfig
+from .config import PORTS, DevConfig
 
 T = TypeVar("T")
 
@@ -136,6 +136,12 @@ def local_config() -> DevConfig | None:
         return DevConfig.from_env()
     except (OSError, KeyError, ValueError):
         return None
+    except ConfigError as exc:  # a CHECKOUT_SAGA_*_PORT that is not a port
+        raise CannotCheck("settings", str(exc)) from exc
+
+
+def _local_sandbox(cfg: DevConfig | None) -> str:
+    return apps.url(cfg.sandbox_port if cfg else PORTS["sandbox_port"][1])
 
 
 def settings_from(args: argparse.Namespace, cfg: DevConfig | None) -> AuditSettings:
@@ -149,7 +155,7 @@ def settings_from(args: argparse.Namespace, cfg: DevConfig | None) -> AuditSetti
             "MIDTRANS_SERVER_KEY",
             lambda: _local_secret(cfg, SANDBOX_KEY_FILE),
         )
-        url = args.midtrans_url or os.environ.get("MIDTRANS_CORE_URL") or apps.SANDBOX_URL
+        url = args.midtrans_url or os.environ.get("MIDTRANS_CORE_URL") or _local_sandbox(cfg)
         return AuditSettings(
             readmodel_dsn=readmodel_dsn,
             readmodel_schema=check_schema_name(

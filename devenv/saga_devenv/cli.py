@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from saga_kit.settings import ConfigError
+
 from . import apps, controlplane, node, servers
 from .config import REPO_ROOT, DevConfig
 from .process import DaemonError
@@ -99,12 +101,12 @@ def up(cfg: DevConfig, with_node: bool = False) -> None:
         f"  postgres        127.0.0.1:{cfg.postgres_port} (db {servers.POSTGRES_DB})\n"
         f"  redis           {cfg.redis_display_url} (password in {cfg.run_dir}/secrets)\n"
         f"  nats/jetstream  {cfg.nats_url}\n"
-        f"  user service    http://127.0.0.1:{apps.USER_HTTP} (gRPC {apps.USER_GRPC})\n"
-        f"  product service http://127.0.0.1:{apps.PRODUCT_HTTP} (gRPC {apps.PRODUCT_GRPC})\n"
-        f"  checkout API    http://127.0.0.1:{apps.CHECKOUT_API}/docs\n"
-        f"  webhook listener http://127.0.0.1:{apps.LISTENER}/midtrans/notifications\n"
-        f"  midtrans sandbox http://127.0.0.1:{apps.SANDBOX}\n"
-        f"  operator        metrics http://127.0.0.1:{apps.OPERATOR_METRICS}/metrics\n"
+        f"  user service    {apps.url(cfg.user_http_port)} (gRPC {cfg.user_grpc_port})\n"
+        f"  product service {apps.url(cfg.product_http_port)} (gRPC {cfg.product_grpc_port})\n"
+        f"  checkout API    {apps.url(cfg.api_port, '/docs')}\n"
+        f"  webhook listener {apps.url(cfg.listener_port, apps.NOTIFICATIONS_PATH)}\n"
+        f"  midtrans sandbox {apps.url(cfg.sandbox_port)}\n"
+        f"  operator        metrics {apps.url(cfg.operator_metrics_port, '/metrics')}\n"
         f"  expiry worker   arq on {cfg.redis_display_url}\n"
         + (f"  node            {node.NODE_NAME} (docs/node.md)\n" if with_node else "")
         + f"  logs            {cfg.run_dir / 'logs'}\n"
@@ -170,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         "--node", action="store_true", help="up: also a real node (kubelet, pods; docs/node.md)"
     )
     args = parser.parse_args(argv)
-    cfg = DevConfig.from_env()
+    try:
+        cfg = DevConfig.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         if args.command == "up":
             up(cfg, with_node=args.node)

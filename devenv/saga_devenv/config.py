@@ -1,7 +1,9 @@
 """Where the local platform keeps its files and which loopback ports it uses.
 
 Every value can be overridden from the environment (``CHECKOUT_SAGA_*``) so two
-checkouts, or a developer's instance and a CI run, can live side by side.
+checkouts, or a developer's instance and a CI run, can live side by side: the servers'
+ports and the apps' (``CHECKOUT_SAGA_API_PORT``, ...). A port outside 1..65535, or one
+given to two things, stops :meth:`DevConfig.from_env` with a message naming the variables.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from saga_kit.settings import ConfigError, env_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,8 +28,42 @@ def _versions() -> dict[str, str]:
     return values
 
 
-def _port(name: str, default: int) -> int:
-    return int(os.environ.get(f"CHECKOUT_SAGA_{name}_PORT", default))
+# Field of DevConfig -> (CHECKOUT_SAGA_<name>_PORT, default).
+PORTS = {
+    "etcd_port": ("ETCD", 23790),
+    "etcd_peer_port": ("ETCD_PEER", 23800),
+    "apiserver_port": ("APISERVER", 16443),
+    "postgres_port": ("POSTGRES", 15432),
+    "redis_port": ("REDIS", 16379),
+    "nats_port": ("NATS", 14222),
+    "nats_monitor_port": ("NATS_MONITOR", 18222),
+    # The apps (saga_devenv.apps), which are also told each other's addresses.
+    "sandbox_port": ("SANDBOX", 18900),
+    "listener_port": ("LISTENER", 18081),
+    "user_http_port": ("USER_HTTP", 18100),
+    "user_grpc_port": ("USER_GRPC", 18101),
+    "product_http_port": ("PRODUCT_HTTP", 18200),
+    "product_grpc_port": ("PRODUCT_GRPC", 18201),
+    "operator_metrics_port": ("OPERATOR_METRICS", 18300),
+    "api_port": ("API", 18080),
+}
+
+
+def port_variable(field: str) -> str:
+    return f"CHECKOUT_SAGA_{PORTS[field][0]}_PORT"
+
+
+def _ports() -> dict[str, int]:
+    """Every port from its variable or its default; ConfigError naming the variable(s)
+    for one that is not a port or one given twice."""
+    ports = {
+        field: env_port(port_variable(field), default) for field, (_, default) in PORTS.items()
+    }
+    holder: dict[int, str] = {}
+    for field, port in ports.items():
+        if (other := holder.setdefault(port, field)) != field:
+            raise ConfigError(f"{port_variable(other)} and {port_variable(field)} are both {port}")
+    return ports
 
 
 @dataclass(frozen=True)
@@ -45,6 +83,14 @@ class DevConfig:
     redis_port: int
     nats_port: int
     nats_monitor_port: int
+    sandbox_port: int
+    listener_port: int
+    user_http_port: int
+    user_grpc_port: int
+    product_http_port: int
+    product_grpc_port: int
+    operator_metrics_port: int
+    api_port: int
 
     @classmethod
     def from_env(cls) -> DevConfig:
@@ -63,13 +109,7 @@ class DevConfig:
             etcd_version=versions["ETCD_VERSION"],
             nats_version=versions["NATS_SERVER_VERSION"],
             helm_version=versions["HELM_VERSION"],
-            etcd_port=_port("ETCD", 23790),
-            etcd_peer_port=_port("ETCD_PEER", 23800),
-            apiserver_port=_port("APISERVER", 16443),
-            postgres_port=_port("POSTGRES", 15432),
-            redis_port=_port("REDIS", 16379),
-            nats_port=_port("NATS", 14222),
-            nats_monitor_port=_port("NATS_MONITOR", 18222),
+            **_ports(),
         )
 
     def secret(self, name: str, make: str | None = None) -> str:

@@ -18,12 +18,29 @@ PASSWORD = "e2e-passw0rd"
 
 @dataclass(frozen=True)
 class System:
+    """The apps' addresses, on the ports of ``platform.cfg`` (``CHECKOUT_SAGA_API_PORT``, ...)."""
+
     platform: Platform
-    users: str = f"http://127.0.0.1:{apps.USER_HTTP}/api/v1"
-    products: str = f"http://127.0.0.1:{apps.PRODUCT_HTTP}/api/v1"
-    api: str = f"http://127.0.0.1:{apps.CHECKOUT_API}"
-    listener: str = f"http://127.0.0.1:{apps.LISTENER}/midtrans/notifications"
-    sandbox: str = f"http://127.0.0.1:{apps.SANDBOX}"
+
+    @property
+    def users(self) -> str:
+        return apps.url(self.platform.cfg.user_http_port, "/api/v1")
+
+    @property
+    def products(self) -> str:
+        return apps.url(self.platform.cfg.product_http_port, "/api/v1")
+
+    @property
+    def api(self) -> str:
+        return apps.url(self.platform.cfg.api_port)
+
+    @property
+    def listener(self) -> str:
+        return apps.url(self.platform.cfg.listener_port, apps.NOTIFICATIONS_PATH)
+
+    @property
+    def sandbox(self) -> str:
+        return apps.url(self.platform.cfg.sandbox_port)
 
     @property
     def server_key(self) -> str:
