@@ -28,7 +28,7 @@ from .admission import Admission
 from .kube import AlreadyExists, Checkouts, Invalid
 from .limits import Refused, payment_ttl
 from .quota import Quota
-from .soldout import SoldOutGate, Wanted
+from .soldout import Claim, SoldOutGate, Wanted
 from .watch import CheckoutWatch
 
 READY = TERMINAL | {"AwaitingPayment"}
@@ -340,13 +340,28 @@ def create_app(deps: ApiDeps) -> FastAPI:
         response: Response,
         idempotency_key: Annotated[str | None, Header(pattern=KEY_PATTERN)] = None,
     ) -> Any:
-        with deps.admission.admit():  # overload is refused now, not queued
-            return await open_checkout(body, user, response, idempotency_key)
+        ttl = payment_ttl(body.payment_ttl_seconds, deps.quota.limits)
+        wanted = [Wanted(i.id, i.quantity) for i in body.products]
+        # The gate first: in a rush it holds buyers back (without an admission place)
+        # while this API's checkouts in flight claim what is left of a product.
+        async with deps.soldout.claim(wanted, deps.wait_seconds) as claim:
+            try:
+                if claim.refusal is not None:  # answered without a checkout: no place needed
+                    return await open_checkout(body, user, response, idempotency_key, ttl, claim)
+                with deps.admission.admit():  # overload is refused now, not queued
+                    return await open_checkout(body, user, response, idempotency_key, ttl, claim)
+            except Refused:
+                claim.unused()
+                raise
 
     async def open_checkout(
-        body: CheckoutRequest, user: Identity, response: Response, idempotency_key: str | None
+        body: CheckoutRequest,
+        user: Identity,
+        response: Response,
+        idempotency_key: str | None,
+        ttl: int,
+        claim: Claim,
     ) -> Any:
-        ttl = payment_ttl(body.payment_ttl_seconds, deps.quota.limits)
         await deps.quota.throttle(user.user_id)
         name = checkout_name(user.user_id, idempotency_key)
         if idempotency_key and (archived := await archived_original(name, user)) is not None:
@@ -357,8 +372,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             response.status_code = 200
             response.headers["Idempotent-Replayed"] = "true"
             return _from_record(archived)
-        wanted = [Wanted(i.id, i.quantity) for i in body.products]
-        refusal = await deps.soldout.refusal(wanted)
+        refusal = claim.refusal
         if refusal is not None and not (idempotency_key and await exists(name)):
             # Nothing is created: the saga could only have rejected it (a retried POST
             # whose checkout exists is answered from it below, sold out or not).
@@ -415,9 +429,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
             settled = await deps.watch.wait(ready, created, deps.wait_seconds, deps.checkouts.get)
         out = _from_resource(settled)
         if out.phase == "AwaitingPayment" and not replayed:
-            deps.soldout.reserved(wanted)
+            claim.reserved()
         elif out.failure_reason in ("OutOfStock", "InsufficientStock"):
-            deps.soldout.forget(wanted)
+            claim.sold_out()
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         if out.phase not in READY:
