@@ -125,6 +125,10 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
             "LISTENER_NATS_URL": cfg.nats_url,
             **_nats(cfg, Role.PAYMENT_LISTENER),
             "LISTENER_PORT": str(cfg.listener_port),
+            # It settles a paid Checkout itself once Midtrans confirms the payment.
+            "KUBECONFIG": str(cfg.kubeconfig),
+            "CHECKOUT_NAMESPACE": operator["CHECKOUT_NAMESPACE"],
+            "MIDTRANS_CORE_URL": operator["MIDTRANS_CORE_URL"],
         },
         "user-service": {
             "USER_DATABASE_URL": dsn,

@@ -33,6 +33,13 @@ from midtrans import (
     MidtransServerError,
     TransactionStatus,
 )
+from saga_kit.checkout_status import (
+    SETTLED_MESSAGE,
+    SETTLED_REASON,
+    settlement_patch,
+    status_patch,
+)
+from saga_kit.payment_rules import payment_fields
 
 from . import metrics
 from .breaker import CircuitBreaker, CircuitOpen
@@ -63,7 +70,6 @@ from .saga import (
     spec_problem,
     timestamp,
     with_condition,
-    with_history,
 )
 from .settings import OperatorSettings
 
@@ -216,7 +222,7 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
 
     amounts = price(reserved, deps.settings.fee, voucher)
     try:
-        token, redirect_url = await payment_page(deps, body, record, reserved, amounts)
+        page_order, token, redirect_url = await payment_page(deps, body, record, reserved, amounts)
     except PaymentSetupFailed as exc:
         await fail(deps, body, Reason.PAYMENT_SETUP_FAILED, str(exc))
         return
@@ -224,7 +230,7 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
     now = deps.clock()
     expires_at = now + dt.timedelta(seconds=deps.settings.payment_ttl(spec))
     entered = list(_ENTERED_AWAITING)
-    status = _status(
+    status = status_patch(
         body,
         now,
         Phase.AWAITING_PAYMENT,
@@ -238,7 +244,12 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
         extra={
             "orderId": order_id,
             "amounts": amounts.as_status(),
-            "payment": {"snapToken": token, "redirectUrl": redirect_url},
+            "payment": {
+                "snapToken": token,
+                "redirectUrl": redirect_url,
+                # The page a payment must be for (the listener checks it).
+                "midtransOrderId": page_order,
+            },
             "expiresAt": timestamp(expires_at),
         },
     )
@@ -267,8 +278,9 @@ async def payment_page(
     record: Record,
     lines: Sequence[Line],
     amounts: Amounts,
-) -> tuple[str, str]:
-    """The Snap token for this checkout, created at most once per journaled attempt.
+) -> tuple[str, str, str]:
+    """The Midtrans order id, Snap token and link of this checkout's payment page,
+    created at most once per journaled attempt.
 
     Each attempt is journaled (with its Midtrans order id, also in ``payment_pages``)
     before Midtrans is called and its token right after. If an answer is lost (a
@@ -277,8 +289,8 @@ async def payment_page(
     lapses. Recording is compare-and-set: if another writer (a second operator)
     recorded a page first, its page is returned and ours is orphaned, never shown.
     """
-    if record.snap_token and record.redirect_url:
-        return record.snap_token, record.redirect_url
+    if record.snap_token and record.redirect_url and record.midtrans_order_id:
+        return record.midtrans_order_id, record.snap_token, record.redirect_url
     spec = body["spec"]
     order_id = record.order_id
     ttl = deps.settings.payment_ttl(spec)
@@ -294,7 +306,7 @@ async def payment_page(
         if journaled is None:  # another writer's page is recorded: that one is shown
             page = await deps.readmodel.payment_page(order_id)
             assert page is not None
-            return page.snap_token, page.redirect_url
+            return page.midtrans_order_id, page.snap_token, page.redirect_url
         attempt, midtrans_order = journaled
         if attempt > deps.settings.max_payment_attempts:
             raise PaymentSetupFailed(f"no payment page after {attempt - 1} attempts")
@@ -339,7 +351,7 @@ async def payment_page(
                 await deps.midtrans.cancel(midtrans_order)
             except MidtransError as exc:
                 log.info("%s: cancel of orphaned %s: %s", _key(body), midtrans_order, exc)
-        return page.snap_token, page.redirect_url
+        return page.midtrans_order_id, page.snap_token, page.redirect_url
 
 
 def _customer(customer: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -449,6 +461,31 @@ async def fail(deps: Deps, body: dict[str, Any], reason: Reason, message: str) -
     return await _end(deps, body, record, outcome.phase, reason, message)
 
 
+def _ending_patch(
+    body: dict[str, Any],
+    now: dt.datetime,
+    phase: Phase,
+    reason: str,
+    message: str,
+    payment: dict[str, Any],
+) -> dict[str, Any]:
+    """The status write of an unsettled ending."""
+    conditions = [("Ready", False, reason, message)]
+    # What held before the ending holds no more: the stock went back, the page closed.
+    current = (body.get("status") or {}).get("conditions") or []
+    held = {c.get("type"): c.get("status") for c in current}
+    for type_, gone in (("StockReserved", "stock released"), ("PaymentReady", "closed")):
+        if held.get(type_) == "True":
+            conditions.append((type_, False, reason, f"{gone}: {message}"))
+    extra = {
+        "orderId": body["metadata"]["name"],
+        "failure": {"reason": reason, "message": message[:1024]},
+        # A finished checkout hands out no payment link (null removes it in a merge patch).
+        "payment": {**payment, "snapToken": None, "redirectUrl": None},
+    }
+    return status_patch(body, now, phase, [(phase, reason)], conditions, extra)
+
+
 async def _own_record(deps: Deps, body: dict[str, Any]) -> Record | None:
     """This resource's read-model row (None if the order id belongs to another resource)."""
     record = await deps.readmodel.get(body["metadata"]["name"])
@@ -466,29 +503,14 @@ async def _end(
 ) -> dict[str, Any]:
     now = deps.clock()
     failed = phase is not Phase.SETTLED
-    conditions: list[tuple[str, bool, str, str]] = []
     if failed:
-        conditions.append(("Ready", False, str(reason), message))
-        # What held before the ending holds no more: the stock went back, the page closed.
-        current = (body.get("status") or {}).get("conditions") or []
-        held = {c.get("type"): c.get("status") for c in current}
-        for type_, gone in (("StockReserved", "stock released"), ("PaymentReady", "closed")):
-            if held.get(type_) == "True":
-                conditions.append((type_, False, str(reason), f"{gone}: {message}"))
+        patch = _ending_patch(body, now, phase, str(reason), message, payment or {})
+        if record is not None:
+            # Before the write: once the checkout is seen ended, its page is watched.
+            await watch_unsettled(deps, record)
     else:
-        conditions.append(("Paid", True, "Settled", message))
-        conditions.append(("Ready", True, "Settled", message))
-    extra: dict[str, Any] = {"orderId": body["metadata"]["name"]}
-    if failed:
-        extra["failure"] = {"reason": str(reason), "message": message[:1024]}
-    # A finished checkout hands out no payment link (null removes it in a merge patch).
-    extra["payment"] = {**(payment or {}), "snapToken": None, "redirectUrl": None}
-    if failed and record is not None:
-        # Before the write: once the checkout is seen ended, its page is watched.
-        await watch_unsettled(deps, record)
-    updated = await write_status(
-        deps, body, _status(body, now, phase, [(phase, str(reason))], conditions, extra)
-    )
+        patch = settlement_patch(body, now, payment or {})
+    updated = await write_status(deps, body, patch)
     order_id = body["metadata"]["name"]
     if record is not None:
         await deps.readmodel.record_phase(
@@ -512,9 +534,9 @@ async def settle(
     """
     await _journal_paid(deps, record, paid)
     payment = dict((body.get("status") or {}).get("payment") or {})
-    payment.update(_payment_status(paid))
+    payment.update(payment_fields(paid))
     payment.setdefault("paidAt", timestamp(deps.clock()))
-    return await _end(deps, body, record, Phase.SETTLED, "Paid", "payment settled", payment)
+    return await _end(deps, body, record, Phase.SETTLED, "Paid", SETTLED_MESSAGE, payment)
 
 
 async def _journal_paid(deps: Deps, record: Record, paid: TransactionStatus) -> None:
@@ -590,8 +612,8 @@ async def settle_if_verified(deps: Deps, body: dict[str, Any]) -> dict[str, Any]
 async def _settled_without_journal(deps: Deps, body: dict[str, Any], record: Record) -> None:
     """Phase Settled without a verified payment in the journal: find out, then act.
 
-    Paid after all (a crash between the journal and the write can't cause this, but a
-    hand edit racing a real payment can): journal it and announce ``settled``. Not paid:
+    Paid (the webhook listener settled it, or a hand edit raced a real payment):
+    journal it and announce ``settled``. Not paid:
     the stock must not be sold. The phase can't go back (terminal phases never change),
     so the journal records the checkout as Cancelled, the payment is stopped, the stock
     released, and the resource says why.
@@ -603,12 +625,7 @@ async def _settled_without_journal(deps: Deps, body: dict[str, Any], record: Rec
         # Not paid (yet): stop the payment; it returns the status if it turns out paid.
         paid = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
     if paid is not None and _verified(record, paid, "phase"):
-        await _journal_paid(deps, record, paid)
-        if record.finished_at is None:
-            await deps.readmodel.record_phase(
-                record.order_id, [(Phase.SETTLED, "Paid")], payment=_payment_status(paid)
-            )
-        await _publish_final(deps, record, Phase.SETTLED)
+        await _adopt_settlement(deps, body, record, paid)
         return
     if paid is None:
         metrics.UNVERIFIED_PAYMENTS.labels("phase").inc()
@@ -632,6 +649,22 @@ async def _settled_without_journal(deps: Deps, body: dict[str, Any], record: Rec
     updated = await write_status(deps, body, {"conditions": conditions})
     await deps.kube.event(updated, "Warning", "UnverifiedSettlement", message)
     log.error("%s: %s", _key(body), message)
+
+
+async def _adopt_settlement(
+    deps: Deps, body: dict[str, Any], record: Record, paid: TransactionStatus
+) -> None:
+    """Another writer settled the resource (the webhook listener, once Midtrans' status
+    API confirmed the payment to it) and Midtrans confirms the payment to us too: the
+    journal takes it, the goods are sold, the ending gets its Event. No status write:
+    the listener's was the checkout's last."""
+    await _journal_paid(deps, record, paid)
+    if record.finished_at is None:
+        await deps.readmodel.record_phase(
+            record.order_id, [(Phase.SETTLED, SETTLED_REASON)], payment=payment_fields(paid)
+        )
+    await _publish_final(deps, record, Phase.SETTLED)
+    await _announce_transitions(deps, body, [(Phase.SETTLED, SETTLED_REASON)], SETTLED_MESSAGE)
 
 
 async def cancel(deps: Deps, body: dict[str, Any]) -> dict[str, Any]:
@@ -681,31 +714,6 @@ async def _stop_payment(deps: Deps, record: Record, how: Compensation) -> Transa
     return None
 
 
-def _payment_status(ts: TransactionStatus) -> dict[str, Any]:
-    fields = {
-        "transactionId": ts.transaction_id,
-        "transactionStatus": ts.transaction_status,
-        "fraudStatus": ts.fraud_status,
-    }
-    if ts.is_paid:
-        paid_at = _midtrans_time(ts.settlement_time or ts.transaction_time)
-        fields["paidAt"] = timestamp(paid_at or dt.datetime.now(dt.UTC))
-    return {k: v for k, v in fields.items() if v}
-
-
-_JAKARTA = dt.timezone(dt.timedelta(hours=7))
-
-
-def _midtrans_time(value: str | None) -> dt.datetime | None:
-    """Midtrans reports times as ``yyyy-MM-dd HH:mm:ss`` in GMT+7."""
-    if not value:
-        return None
-    try:
-        return dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=_JAKARTA)
-    except ValueError:
-        return None
-
-
 # --- payments reported by the poller or the webhook -------------------------------------
 
 
@@ -738,7 +746,7 @@ async def apply_payment(
                 Phase.CANCELLED,
                 Reason.PAYMENT_FAILED,
                 "the payment was cancelled at Midtrans",
-                _payment_status(ts),
+                payment_fields(ts),
             )
         if state is PaymentState.EXPIRED:
             return await _end(
@@ -748,9 +756,20 @@ async def apply_payment(
                 Phase.EXPIRED,
                 Reason.PAYMENT_EXPIRED,
                 "the payment expired at Midtrans",
-                _payment_status(ts),
+                payment_fields(ts),
             )
         return None  # pending / denied: the buyer may still pay
+    unjournaled = record.finished_at is None and not record.final_event_published
+    if view.phase is Phase.SETTLED and record.paid_order_id is None and current and unjournaled:
+        # Settled by the webhook listener, not journaled yet: this is that payment. (Once
+        # the journal has an ending, e.g. a Settled written by hand that Midtrans did not
+        # confirm, a payment is money without goods: it goes back, below.)
+        if state is PaymentState.PAID and record.total is not None:
+            if _verified(record, ts, "poll"):
+                await _adopt_settlement(deps, body, record, ts)
+                return None
+        elif state is PaymentState.PAID:
+            raise Retry(f"{record.order_id}: no total journaled yet")
     sold_by_it = view.phase is Phase.SETTLED and ts.order_id == record.paid_order_id
     if state is not PaymentState.NONE and not sold_by_it:
         # Ended unsettled, or another page of this checkout: whatever was paid goes back.
@@ -784,7 +803,7 @@ async def release_deleted(deps: Deps, record: Record, last: dict[str, Any] | Non
         await deps.readmodel.record_phase(
             record.order_id,
             [(Phase.SETTLED, "PaidBeforeDeletion")],
-            payment=_payment_status(paid),
+            payment=payment_fields(paid),
             deleted=True,
         )
         await _publish_final(deps, record, Phase.SETTLED)
@@ -801,28 +820,6 @@ async def release_deleted(deps: Deps, record: Record, last: dict[str, Any] | Non
 
 
 # --- writing ---------------------------------------------------------------------------
-
-
-def _status(
-    body: dict[str, Any],
-    now: dt.datetime,
-    phase: Phase,
-    entered: Sequence[tuple[Phase, str]],
-    conditions: Sequence[tuple[str, bool, str, str]],
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    current = body.get("status") or {}
-    generation = int(body["metadata"].get("generation", 1))
-    conds = current.get("conditions") or []
-    for type_, value, reason, message in conditions:
-        conds = with_condition(conds, type_, value, reason, message, now, generation)
-    return {
-        "phase": phase.value,
-        "observedGeneration": generation,
-        "history": with_history(current.get("history") or [], entered, now),
-        "conditions": conds,
-        **extra,
-    }
 
 
 async def write_status(deps: Deps, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:

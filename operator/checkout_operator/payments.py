@@ -2,11 +2,8 @@
 
 Pure rules, no I/O, like ``saga``. Two questions are answered here:
 
-* ``payment_problem``: may this status settle this checkout? Only a status read
-  from Midtrans' status API (server to server, with the server key) is evidence;
-  a notification is a hint that makes the operator ask. Even then the status must
-  be for the checkout's own payment page, its signed ``status_code`` must go with
-  its ``transaction_status``, and amount and currency must equal the checkout's.
+* ``payment_problem`` (shared with the webhook listener: ``saga_kit.payment_rules``):
+  may this status settle this checkout?
 * ``return_step``: a Midtrans order whose checkout did not settle by it holds no
   goods, so whatever money reaches it goes back: a capture or a pending payment
   is voided (Midtrans refuses to refund a capture), a settlement is refunded.
@@ -17,6 +14,9 @@ from __future__ import annotations
 import enum
 
 from midtrans import TransactionStatus
+from saga_kit.payment_rules import payment_problem
+
+__all__ = ["ReturnStep", "payment_problem", "refundable_amount", "return_step"]
 
 # Money after settlement that is already on its way back.
 _RETURNED = frozenset({"refund", "chargeback", "partial_chargeback"})
@@ -24,24 +24,6 @@ _RETURNED = frozenset({"refund", "chargeback", "partial_chargeback"})
 _CLOSED = frozenset({"cancel", "expire"})
 # This attempt failed, but the buyer may still pay on the same page.
 _RETRYABLE = frozenset({"deny", "failure"})
-
-
-def payment_problem(
-    ts: TransactionStatus, midtrans_order_id: str | None, total: int | None, currency: str
-) -> str | None:
-    """Why ``ts`` may not settle the checkout (None: it may)."""
-    if midtrans_order_id is None or ts.order_id != midtrans_order_id:
-        return f"status is for order {ts.order_id}, the checkout's page is {midtrans_order_id}"
-    if not ts.status_code_consistent:
-        return (
-            f"status_code {ts.status_code} does not go with "
-            f"{ts.transaction_status}/{ts.fraud_status}"
-        )
-    if total is None or ts.amount_idr != total:
-        return f"amount {ts.gross_amount} differs from the checkout's total {total}"
-    if (ts.currency or "IDR") != currency:
-        return f"currency {ts.currency} differs from the checkout's {currency}"
-    return None
 
 
 class ReturnStep(enum.Enum):

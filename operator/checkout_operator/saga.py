@@ -3,7 +3,10 @@
 Pure: no I/O, no clock (``now`` is passed in), no Kubernetes client. Everything
 the operator, the expiry worker and the webhook listener decide about a checkout
 is decided here and unit-tested without a server; the rest of the operator only
-carries these decisions out.
+carries these decisions out. The payment rules and the shape of a status write live
+in the shared kit (``saga_kit.payment_rules``, ``saga_kit.checkout_status``) because
+the webhook listener, another service, writes a verified settlement itself; they are
+re-exported here.
 
     Pending -> Authorized -> Reserved -> AwaitingPayment -> Settled
        |            |            |              |--------> Expired
@@ -33,10 +36,29 @@ from saga_kit.checkout_bounds import (
     possible_id,
 )
 from saga_kit.checkout_resource import TERMINAL, Phase
+from saga_kit.checkout_status import (
+    HISTORY_LIMIT,
+    parse_timestamp,
+    timestamp,
+    with_condition,
+    with_history,
+)
+from saga_kit.payment_rules import PaymentState, payment_state, supersedes
 
-__all__ = ["TERMINAL", "Phase"]  # the shared vocabulary, also read from here
-
-HISTORY_LIMIT = 20
+# The shared vocabulary and the rules the webhook listener applies too (saga_kit),
+# also read from here.
+__all__ = [
+    "HISTORY_LIMIT",
+    "TERMINAL",
+    "PaymentState",
+    "Phase",
+    "parse_timestamp",
+    "payment_state",
+    "supersedes",
+    "timestamp",
+    "with_condition",
+    "with_history",
+]
 
 
 TRANSITIONS: Mapping[Phase, frozenset[Phase]] = {
@@ -130,65 +152,6 @@ FINAL_EVENT: Mapping[Phase, str] = {
 }
 
 
-# --- payments ------------------------------------------------------------------
-
-
-class PaymentState(enum.Enum):
-    NONE = "none"  # no payment method chosen yet (status API answers 404)
-    PENDING = "pending"
-    DENIED = "denied"  # deny/failure: this attempt failed, the buyer may try again
-    PAID = "paid"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    REFUNDED = "refunded"
-
-
-def payment_state(transaction_status: str | None, fraud_status: str | None) -> PaymentState:
-    """Midtrans' status words, per its documentation (see docs/midtrans)."""
-    if not transaction_status:
-        return PaymentState.NONE
-    if transaction_status == "settlement":
-        return PaymentState.PAID
-    if transaction_status == "capture":
-        return PaymentState.PAID if fraud_status == "accept" else PaymentState.PENDING
-    if transaction_status in ("deny", "failure"):
-        return PaymentState.DENIED
-    if transaction_status == "cancel":
-        return PaymentState.CANCELLED
-    if transaction_status == "expire":
-        return PaymentState.EXPIRED
-    if transaction_status in ("refund", "partial_refund", "chargeback", "partial_chargeback"):
-        return PaymentState.REFUNDED
-    return PaymentState.PENDING
-
-
-# Order of Midtrans statuses for one order: a notification never moves a payment
-# backwards (an old `pending` arriving after `settlement` changes nothing).
-_PAYMENT_RANK = {
-    PaymentState.NONE: 0,
-    PaymentState.PENDING: 1,
-    PaymentState.DENIED: 1,
-    PaymentState.PAID: 2,
-    PaymentState.CANCELLED: 2,
-    PaymentState.EXPIRED: 2,
-    PaymentState.REFUNDED: 3,
-}
-
-
-def supersedes(new: PaymentState, old: PaymentState) -> bool:
-    """Whether a newly reported payment state may replace the recorded one.
-
-    Pending and denied alternate while the buyer retries; a final state (paid,
-    cancelled, expired) is only ever followed by a refund.
-    """
-    if new is old:
-        return False
-    if new is PaymentState.REFUNDED:
-        return True
-    final = 2
-    return _PAYMENT_RANK[old] < final and _PAYMENT_RANK[new] >= _PAYMENT_RANK[old]
-
-
 # --- pricing -------------------------------------------------------------------
 
 
@@ -260,27 +223,7 @@ def payment_items(lines: Sequence[Line], amounts: Amounts) -> list[dict[str, Any
     return items
 
 
-# --- status --------------------------------------------------------------------
-
-
-def timestamp(now: dt.datetime) -> str:
-    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_timestamp(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def with_history(
-    history: Sequence[Mapping[str, Any]], entries: Sequence[tuple[Phase, str]], now: dt.datetime
-) -> list[dict[str, Any]]:
-    """Append phase changes, keeping the newest HISTORY_LIMIT."""
-    merged = [dict(h) for h in history] + [
-        {"phase": phase.value, "at": timestamp(now), "reason": reason} for phase, reason in entries
-    ]
-    return merged[-HISTORY_LIMIT:]
+# --- what can be checked out ---------------------------------------------------
 
 
 def spec_problem(spec: Mapping[str, Any]) -> str | None:
@@ -313,51 +256,6 @@ def spec_problem(spec: Mapping[str, Any]) -> str | None:
 
 def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def with_condition(
-    conditions: Sequence[Mapping[str, Any]],
-    type_: str,
-    status: bool,
-    reason: str,
-    message: str,
-    now: dt.datetime,
-    generation: int,
-) -> list[dict[str, Any]]:
-    """Set one condition; lastTransitionTime moves only when the status flips."""
-    value = "True" if status else "False"
-    result: list[dict[str, Any]] = []
-    found = False
-    for cond in conditions:
-        if cond.get("type") != type_:
-            result.append(dict(cond))
-            continue
-        found = True
-        changed = cond.get("status") != value
-        result.append(
-            {
-                "type": type_,
-                "status": value,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": timestamp(now)
-                if changed
-                else cond.get("lastTransitionTime", timestamp(now)),
-                "observedGeneration": generation,
-            }
-        )
-    if not found:
-        result.append(
-            {
-                "type": type_,
-                "status": value,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": timestamp(now),
-                "observedGeneration": generation,
-            }
-        )
-    return result
 
 
 # --- what to do next -------------------------------------------------------------

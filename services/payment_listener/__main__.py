@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from fastapi import FastAPI
+
+from midtrans import MidtransClient, MidtransConfig
+from saga_kit.checkout_store import CheckoutStatusStore
+from saga_kit.kube import kube_api_client
 from saga_kit.logs import setup_logging
 from saga_kit.nats_access import connect as connect_nats
 from saga_kit.serving import http_server, stop_on_signals
 
 from .app import create_app
 from .config import ListenerConfig
+from .settling import Settler
+
+# A notification waits for this answer: Midtrans retries one that times out.
+MIDTRANS_TIMEOUT_SECONDS = 5.0
 
 
 async def main() -> None:
@@ -20,7 +29,26 @@ async def main() -> None:
     # notification is answered 503 and Midtrans retries it.
     nc = await connect_nats(cfg.nats_url, cfg.nats_credentials, "payment-listener")
     js = nc.jetstream()
-    app = create_app(cfg.server_key.value, js, cfg.topology)
+    async with contextlib.AsyncExitStack() as resources:
+        settler = None
+        if cfg.settles:
+            api = await kube_api_client()
+            resources.push_async_callback(api.close)
+            midtrans = MidtransClient(
+                MidtransConfig(
+                    server_key=cfg.server_key.value,
+                    core_base_url=cfg.midtrans_core_url,
+                    timeout=MIDTRANS_TIMEOUT_SECONDS,
+                )
+            )
+            resources.push_async_callback(midtrans.aclose)
+            store = CheckoutStatusStore(api, "payment-listener")
+            settler = Settler(store, midtrans.status, cfg.checkout_namespace)
+        await _serve(cfg, create_app(cfg.server_key.value, js, cfg.topology, settler))
+    await nc.close()
+
+
+async def _serve(cfg: ListenerConfig, app: FastAPI) -> None:
     server = http_server(app, cfg.host, cfg.port)
     stop = stop_on_signals()
     serving = asyncio.create_task(server.serve())
@@ -28,7 +56,6 @@ async def main() -> None:
     server.should_exit = True
     with contextlib.suppress(asyncio.CancelledError):
         await serving
-    await nc.close()
 
 
 if __name__ == "__main__":

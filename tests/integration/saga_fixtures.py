@@ -25,6 +25,7 @@ import httpx
 import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from kubernetes_asyncio.client import ApiClient
 
 from checkout_operator.__main__ import Acting, prepare, start_acting
 from checkout_operator.actions import Deps
@@ -34,9 +35,11 @@ from checkout_operator.leader import LeaderElector
 from checkout_operator.reconciler import Reconciler
 from checkout_operator.settings import OperatorSettings
 from checkout_operator.worker import expire_checkout
-from midtrans import MidtransConfig
+from midtrans import MidtransClient, MidtransConfig
 from payment_listener.app import create_app as create_listener
+from payment_listener.settling import Settler
 from product_service.consumer import EventConsumer
+from saga_kit.checkout_store import CheckoutStatusStore
 from saga_kit.events import Topology, ensure_streams
 from saga_kit.kube import kube_api_client
 from saga_kit.nats_access import Role
@@ -317,12 +320,20 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
+def listener_settler(api: ApiClient, midtrans: MidtransClient, namespace: str) -> Settler:
+    """The listener's settling part as ``python -m payment_listener`` builds it."""
+    return Settler(CheckoutStatusStore(api, "payment-listener"), midtrans.status, namespace)
+
+
 @contextlib.asynccontextmanager
-async def webhook_listener(platform: Platform, topology: Topology) -> AsyncIterator[str]:
+async def webhook_listener(
+    platform: Platform, topology: Topology, settler: Settler | None = None
+) -> AsyncIterator[str]:
     """The real webhook listener app for this test's streams; its notification URL."""
     nc = await platform.nats(Role.PAYMENT_LISTENER)
     port = free_port()
-    server = http_server(create_listener(SANDBOX_KEY, nc.jetstream(), topology), LOOPBACK, port)
+    app = create_listener(SANDBOX_KEY, nc.jetstream(), topology, settler)
+    server = http_server(app, LOOPBACK, port)
     serving = asyncio.create_task(server.serve())
     try:
         await eventually(lambda: server.started or serving.done(), within=10)
@@ -387,7 +398,12 @@ async def saga(
     env.user_id, _ = await user_env.token_for(f"buyer{tag}")
     admin = await platform.nats()  # creates the streams the way the operator would
     await ensure_streams(admin.jetstream(), topology)
-    listener = webhook_listener(platform, topology)
+    listener_midtrans = MidtransClient(
+        MidtransConfig(server_key=SANDBOX_KEY, core_base_url=midtrans_sandbox)
+    )
+    listener = webhook_listener(
+        platform, topology, listener_settler(api, listener_midtrans, namespace)
+    )
     env.listener_url = await listener.__aenter__()
     nc = await platform.nats(Role.PRODUCT_SERVICE)
     consumer = EventConsumer(nc.jetstream(), product_env.pool, topology, name="products")
@@ -399,6 +415,7 @@ async def saga(
         if not operator.stop.is_set():
             await operator.shutdown()
     await listener.__aexit__(None, None, None)
+    await listener_midtrans.aclose()
     consumer_stop.set()
     await asyncio.wait_for(consumer_task, 10)
     js = admin.jetstream()

@@ -18,10 +18,11 @@ import asyncpg
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from checkout_operator import metrics
-from checkout_operator.actions import Retry, _status
+from checkout_operator.actions import Retry
 from checkout_operator.readmodel import ReadModel, Record
 from checkout_operator.saga import Phase, Voucher
 from saga_kit import db
+from saga_kit.checkout_status import status_patch
 from saga_kit.settings import Secret
 from tests.helpers.waiting import eventually
 from tests.integration.saga_fixtures import Operator, SagaEnv
@@ -43,7 +44,7 @@ async def write_ending(saga: SagaEnv, name: str, phase: Phase, reason: str) -> d
     body = await saga.get(name)
     assert body is not None
     now = dt.datetime.now(dt.UTC)
-    status = _status(
+    status = status_patch(
         body,
         now,
         phase,

@@ -14,6 +14,7 @@ import yaml
 from checkout_operator import actions, saga
 from checkout_operator.saga import HISTORY_LIMIT, Line, Phase, View
 from midtrans.models import TransactionStatus
+from saga_kit import checkout_status, payment_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2025, 1, 15, 12, 0, 0, tzinfo=dt.UTC)
@@ -141,7 +142,7 @@ def resource(status: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def awaiting_payment_status(body: dict[str, Any]) -> dict[str, Any]:
     amounts = saga.price([Line("p-1", 10_000, 2)], 1_000, saga.Voucher("P10", percent=10))
-    return actions._status(
+    return checkout_status.status_patch(
         body,
         NOW,
         Phase.AWAITING_PAYMENT,
@@ -162,7 +163,8 @@ def awaiting_payment_status(body: dict[str, Any]) -> dict[str, Any]:
             "payment": {
                 "snapToken": "66e4fa55-fdac-4ef9-91b5-733b97d1b862",
                 "redirectUrl": "https://app.sandbox.midtrans.com/snap/v3/redirection/66e4fa55",
-                **actions._payment_status(paid_status()),
+                "midtransOrderId": "order-1~2",
+                **payment_rules.payment_fields(paid_status()),
             },
             "expiresAt": saga.timestamp(NOW + dt.timedelta(minutes=15)),
             "failure": {"reason": str(saga.Reason.PAYMENT_FAILED), "message": "denied"},
@@ -202,6 +204,7 @@ def test_the_status_written_fits_the_crd(schema: dict[str, Any]) -> None:
     assert set(status["payment"]) == {
         "snapToken",
         "redirectUrl",
+        "midtransOrderId",
         "transactionId",
         "transactionStatus",
         "fraudStatus",
@@ -233,7 +236,7 @@ def test_every_key_of_the_status_is_declared(schema: dict[str, Any]) -> None:
 def test_a_final_status_fits_the_crd(schema: dict[str, Any], phase: Phase) -> None:
     before = awaiting_payment_status(resource())
     body = resource(before)
-    status = actions._status(
+    status = checkout_status.status_patch(
         body,
         NOW + dt.timedelta(minutes=5),
         phase,
@@ -245,6 +248,20 @@ def test_a_final_status_fits_the_crd(schema: dict[str, Any], phase: Phase) -> No
     assert violations(status, schema["properties"]["status"], "status") == []
     # The resource as written reads back as the terminal phase.
     assert View.of({**body, "status": status}).phase is phase
+
+
+def test_the_settlement_written_by_the_listener_fits_the_crd(schema: dict[str, Any]) -> None:
+    body = resource(awaiting_payment_status(resource()))
+    payment = payment_rules.payment_fields(paid_status())
+    status = checkout_status.settlement_patch(body, NOW + dt.timedelta(minutes=5), payment)
+    # A merge patch: null removes the field, so what is stored has none.
+    stored = {**status, "payment": {k: v for k, v in status["payment"].items() if v is not None}}
+    assert violations(stored, schema["properties"]["status"], "status") == []
+    assert View.of({**body, "status": status}).phase is Phase.SETTLED
+    ready = {c["type"]: c["status"] for c in status["conditions"]}
+    assert ready["Ready"] == "True" and ready["Paid"] == "True"
+    # No payment link once finished (null removes it in a merge patch).
+    assert status["payment"]["snapToken"] is None
 
 
 def test_a_long_history_stays_within_the_crd_bound(schema: dict[str, Any]) -> None:
@@ -288,14 +305,14 @@ def test_condition_statuses_are_in_the_crd_enum(schema: dict[str, Any]) -> None:
 )
 def test_payment_status_fits_the_crd(schema: dict[str, Any], ts: TransactionStatus) -> None:
     payment_schema = schema["properties"]["status"]["properties"]["payment"]
-    payment = actions._payment_status(ts)
+    payment = payment_rules.payment_fields(ts)
     assert set(payment) <= set(payment_schema["properties"])
     assert violations(payment, payment_schema, "payment") == []
     assert payment["transactionStatus"] == ts.transaction_status
 
 
 def test_payment_status_of_a_settlement(schema: dict[str, Any]) -> None:
-    payment = actions._payment_status(paid_status())
+    payment = payment_rules.payment_fields(paid_status())
     assert payment == {
         "transactionId": "9aed5972-5b6a-401e-894b-a32c91ed1a3a",
         "transactionStatus": "settlement",

@@ -1,9 +1,5 @@
-"""The Checkout resources on the apiserver: read, compare-and-swap status, delete.
-
-Every status write carries the resourceVersion the decision was made on, so
-two writers racing (settlement vs expiry vs cancel) cannot both win: the loser
-gets :class:`Conflict`, re-reads, and decides again.
-"""
+"""The Checkout resources on the apiserver as the operator uses them: read and
+compare-and-swap status (``saga_kit.checkout_store``), list, delete, Events."""
 
 from __future__ import annotations
 
@@ -16,34 +12,17 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from saga_kit.checkout_resource import GROUP, KIND, PLURAL, VERSION
+from saga_kit.checkout_store import CheckoutStatusStore, Conflict, listed_items
 
-__all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "KubeCheckouts"]
-
-MERGE_PATCH = "application/merge-patch+json"
+__all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "Conflict", "KubeCheckouts"]
 
 log = logging.getLogger(__name__)
 
 
-class Conflict(Exception):
-    """The resource changed (or vanished) since it was read."""
-
-
-class KubeCheckouts:
+class KubeCheckouts(CheckoutStatusStore):
     def __init__(self, api: client.ApiClient, component: str = "checkout-operator") -> None:
-        self._custom = client.CustomObjectsApi(api)
+        super().__init__(api, component)
         self._core = client.CoreV1Api(api)
-        self._component = component
-
-    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            body: dict[str, Any] = await self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return body
 
     async def list(self, namespace: str) -> list[dict[str, Any]]:
         """Every Checkout in ``namespace`` ("" for all), read from etcd (not a cache)."""
@@ -53,34 +32,7 @@ class KubeCheckouts:
             )
         else:
             reply = await self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-        items: list[dict[str, Any]] = reply.get("items") or []
-        for item in items:  # list items carry no kind/apiVersion of their own
-            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-            item.setdefault("kind", KIND)
-        return items
-
-    async def patch_status(self, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``status`` into the resource if it is still at the version we read."""
-        meta = body["metadata"]
-        patch = {
-            "metadata": {"resourceVersion": meta["resourceVersion"], "uid": meta["uid"]},
-            "status": status,
-        }
-        try:
-            updated: dict[str, Any] = await self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                meta["namespace"],
-                PLURAL,
-                meta["name"],
-                patch,
-                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
-            )
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                raise Conflict(f"{meta['namespace']}/{meta['name']} changed: {exc.reason}") from exc
-            raise
-        return updated
+        return listed_items(reply)
 
     async def delete(self, body: dict[str, Any]) -> bool:
         """Delete this very version of the resource; False if it changed or is gone."""

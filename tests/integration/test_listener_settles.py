@@ -1,0 +1,164 @@
+"""The webhook listener settles the Checkout itself (issue 13 item 1), on the real
+processes: the real listener app, the Midtrans sandbox, the apiserver, the operator.
+
+It writes ``Settled`` only for a payment Midtrans' status API confirms, compare-and-swap,
+within the budget of 3 writes per paid checkout; when it cannot (the apiserver out of
+reach) the notification is recorded and the operator settles it from its inbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from kubernetes_asyncio.client import ApiClient, Configuration
+
+from midtrans import MidtransClient, MidtransConfig, compute_signature
+from saga_kit.events import Topology
+from tests.helpers.processes import free_port
+from tests.helpers.waiting import eventually
+from tests.integration.payment_signals import midtrans_quiet
+from tests.integration.saga_fixtures import (
+    SANDBOX_KEY,
+    SagaEnv,
+    listener_settler,
+    webhook_listener,
+)
+
+NEVER = 24 * 3600.0  # a poller told to wait this long: only notifications can settle
+
+
+def signed(order_id: str, status: str, code: str, gross: str) -> dict[str, str]:
+    return {
+        "order_id": order_id,
+        "transaction_status": status,
+        "status_code": code,
+        "gross_amount": gross,
+        "fraud_status": "accept",
+        "signature_key": compute_signature(order_id, code, gross, SANDBOX_KEY),
+    }
+
+
+def status_writers(saga: SagaEnv, name: str) -> list[str]:
+    """Who wrote this Checkout's status, in order (the field manager of each write)."""
+    assert saga.audit is not None
+    found = []
+    for entry in saga.audit.refresh():
+        ref = entry.get("objectRef") or {}
+        code = (entry.get("responseStatus") or {}).get("code", 0)
+        if (
+            ref.get("resource") == "checkouts"
+            and ref.get("name") == name
+            and ref.get("subresource") == "status"
+            and entry.get("stage") == "ResponseComplete"
+            and entry.get("verb") == "patch"
+            and 200 <= code < 300
+        ):
+            uri = str(entry.get("requestURI", ""))
+            found.append(
+                uri.split("fieldManager=", 1)[1].split("&")[0] if "fieldManager=" in uri else "?"
+            )
+    return found
+
+
+async def awaiting(saga: SagaEnv, stock: int = 3) -> tuple[str, str]:
+    product = await saga.products.product(price=10_000, stock=stock)
+    name = await saga.create(items=[(product, 10_000, 1)], paymentTTLSeconds=600)
+    await saga.wait_phase(name, "AwaitingPayment")
+    return product, name
+
+
+async def sold(saga: SagaEnv, product: str, stock: tuple[int, int]) -> None:
+    async def level() -> bool:
+        return await saga.products.stock_of(product) == stock
+
+    await eventually(level, within=30)
+
+
+async def test_the_listener_settles_a_payment_midtrans_confirms(saga: SagaEnv) -> None:
+    operator = await saga.start_operator(poll_min_age=NEVER)
+    product, name = await awaiting(saga)
+    body = await saga.wait_phase(name, "AwaitingPayment")
+    assert body["status"]["payment"]["midtransOrderId"] == name  # the page it must be for
+    # As a buyer does: choose a bank transfer (Midtrans notifies "pending", which the
+    # operator's inbox takes), then pay it.
+    chose = await saga.sandbox(name, "choose", payment_type="bank_transfer")
+    assert chose.status_code == 200, chose.text
+    await midtrans_quiet(saga, name)
+    paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    body = await saga.wait_phase(name, "Settled")
+    assert body["status"]["payment"]["transactionStatus"] == "settlement"
+    assert {c["type"]: c["status"] for c in body["status"]["conditions"]}["Ready"] == "True"
+    # The listener wrote the settlement; the operator wrote the payment page before it.
+    assert status_writers(saga, name) == ["checkout-operator", "payment-listener"]
+    await sold(saga, product, (2, 0))
+    record = await operator.deps.readmodel.get(name)
+    assert record is not None and record.paid_order_id == name and record.paid_amount == 10_000
+
+    async def announced() -> bool:
+        return "Paid" in saga.events(name, "Normal")
+
+    await eventually(announced, within=30)
+    # The budget: create + the operator's page + the listener's settlement, nothing more.
+    assert saga.api_writes(name) == ["create", "patch/status", "patch/status"]
+
+
+async def test_a_paid_claim_midtrans_does_not_confirm_settles_nothing(saga: SagaEnv) -> None:
+    """A notification signed for "settlement" while Midtrans says pending (the
+    key holder lying, or Midtrans' own order of events): the listener asks, and
+    writes nothing."""
+    await saga.start_operator(poll_min_age=NEVER)
+    product, name = await awaiting(saga)
+    chose = await saga.sandbox(name, "choose", payment_type="bank_transfer")
+    assert chose.status_code == 200, chose.text
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            saga.listener_url, json=signed(name, "settlement", "200", "10000.00")
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "recorded"  # left to the operator, not settled
+    assert (await saga.kube.get(saga.namespace, name) or {})["status"]["phase"] == "AwaitingPayment"
+    assert status_writers(saga, name) == ["checkout-operator"]
+    assert await saga.products.stock_of(product) == (3, 1)  # still only reserved
+
+
+@contextlib.asynccontextmanager
+async def unreachable_apiserver() -> AsyncIterator[ApiClient]:
+    """A client of an apiserver that is not there (a closed port)."""
+    configuration = Configuration()
+    configuration.host = f"https://127.0.0.1:{free_port()}"
+    configuration.verify_ssl = False
+    api = ApiClient(configuration)
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+async def test_without_the_apiserver_the_notification_is_recorded_and_the_operator_settles(
+    saga: SagaEnv,
+) -> None:
+    midtrans = MidtransClient(
+        MidtransConfig(server_key=SANDBOX_KEY, core_base_url=saga.midtrans_url)
+    )
+    topology = Topology.namespaced(saga.settings.events_namespace)
+    async with (
+        unreachable_apiserver() as api,
+        webhook_listener(
+            saga.platform, topology, listener_settler(api, midtrans, saga.namespace)
+        ) as cut_off,
+    ):
+        saga.listener_url = cut_off  # Midtrans notifies this listener
+        await saga.start_operator(poll_min_age=NEVER)
+        product, name = await awaiting(saga)
+        paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+        assert paid.status_code == 200, paid.text
+        await saga.wait_phase(name, "Settled")
+        state: dict[str, Any] = await saga.sandbox_state(name)
+        assert [n["state"] for n in state["notifications"]] == ["delivered", "delivered"]
+        assert status_writers(saga, name) == ["checkout-operator", "checkout-operator"]
+        await sold(saga, product, (2, 0))
+    await midtrans.aclose()
