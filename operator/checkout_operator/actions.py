@@ -69,6 +69,7 @@ from .saga import (
     price,
     spec_problem,
     timestamp,
+    unpayable,
     with_condition,
 )
 from .settings import OperatorSettings
@@ -190,6 +191,9 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
         voucher = deps.settings.vouchers.get(code)
         if voucher is None:
             await fail(deps, body, Reason.INVALID_VOUCHER, f"unknown voucher {code!r}")
+            return
+        if (problem := unpayable(price(lines, deps.settings.fee, voucher))) is not None:
+            await fail(deps, body, Reason.INVALID_VOUCHER, f"voucher {code!r}: {problem}")
             return
 
     try:
@@ -399,15 +403,20 @@ async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> None:
             await _settled_without_journal(deps, body, record)
         return
     if record.finished_at is None:
-        await _level(deps, body, record, phase)
+        reason = await _level(deps, body, record, phase)
+        await _publish_final(deps, record, phase)
+        # Its writer did not announce it (the listener settling, a crash in between).
+        await _announce_transitions(deps, body, [(phase, reason)])
+        return
     await _publish_final(deps, record, phase)
 
 
 async def _level(
     deps: Deps, body: dict[str, Any], record: Record, phase: Phase, *, deleted: bool = False
-) -> None:
+) -> str:
     """The resource ended in ``phase`` but the journal missed it (the operator died
-    between the two writes): record the ending the resource shows."""
+    between the two writes, or the listener settled it): record the ending the
+    resource shows; its reason."""
     status = body.get("status") or {}
     failure = status.get("failure") or {}
     history = status.get("history") or []
@@ -426,6 +435,7 @@ async def _level(
     )
     metrics.READ_MODEL_LEVELLED.inc()
     log.warning("%s: the journal is brought level with phase %s", _key(body), phase.value)
+    return reason
 
 
 async def _ending_journaled(deps: Deps, body: dict[str, Any]) -> bool:

@@ -203,6 +203,24 @@ def price(lines: Sequence[Line], fee: int, voucher: Voucher | None) -> Amounts:
     return Amounts(subtotal, fee, discount, subtotal + fee - discount)
 
 
+# Midtrans takes no payment below 1 IDR; a checkout is never settled without one.
+MIN_PAYABLE_TOTAL = 1
+
+
+def unpayable(amounts: Amounts) -> str | None:
+    """Why a checkout with these amounts cannot be paid (None: it can).
+
+    A voucher that covers the whole order would leave a total of 0, which Midtrans
+    refuses: such a checkout is refused before any stock is held, not given away.
+    """
+    if amounts.total < MIN_PAYABLE_TOTAL:
+        return (
+            f"it leaves {amounts.total} IDR to pay; a checkout must leave at least "
+            f"{MIN_PAYABLE_TOTAL} IDR (free orders are not supported)"
+        )
+    return None
+
+
 def payment_items(lines: Sequence[Line], amounts: Amounts) -> list[dict[str, Any]]:
     """Midtrans item_details whose sum equals the total, as Midtrans requires."""
     items = [

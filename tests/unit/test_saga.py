@@ -11,6 +11,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from checkout_operator import saga
 from checkout_operator.saga import (
     FAILURES,
     FINAL_EVENT,
@@ -825,3 +826,12 @@ def test_a_spec_that_can_never_check_out_is_named(
 def test_a_spec_without_items_or_with_an_impossible_user_is_refused() -> None:
     assert spec_problem({"userId": "u-1", "items": []}) is not None
     assert spec_problem({**_spec(), "userId": "a b"}) is not None
+
+
+def test_a_voucher_covering_the_whole_order_leaves_it_unpayable() -> None:
+    lines = [saga.Line("p", 5_000, 2)]
+    free = saga.price(lines, 1_000, saga.Voucher("FREE", percent=100, amount=1_000))
+    assert free.total == 0
+    assert "free orders are not supported" in (saga.unpayable(free) or "")
+    one = saga.price(lines, 0, saga.Voucher("ALMOST", amount=9_999))
+    assert one.total == 1 and saga.unpayable(one) is None
