@@ -192,6 +192,11 @@ def controller_manager_daemon(layout: NodeLayout) -> Daemon:
         layout,
         "kube-controller-manager",
         CONTROLLER_MANAGER_PORT,
+        # One instance, but its Lease (kube-system/kube-controller-manager) is how
+        # clients tell that a namespace controller runs: the tests' namespace helper
+        # finalizes a namespace itself without one, which leaves its pods orphaned
+        # on the node, holding their CPU requests.
+        "--leader-elect=true",
         "--use-service-account-credentials=true",
         f"--service-account-private-key-file={keys.sa_key}",
         f"--root-ca-file={keys.ca_cert}",
@@ -203,30 +208,32 @@ def controller_manager_daemon(layout: NodeLayout) -> Daemon:
 
 
 def scheduler_daemon(layout: NodeLayout) -> Daemon:
-    return _control_daemon(layout, "kube-scheduler", SCHEDULER_PORT)
+    return _control_daemon(layout, "kube-scheduler", SCHEDULER_PORT, "--leader-elect=false")
 
 
 def _control_daemon(layout: NodeLayout, name: str, port: int, *flags: str) -> Daemon:
-    """The controller-manager or the scheduler: one instance, no leader election."""
+    """The controller-manager or the scheduler (one instance); restarted when its
+    flags change (the stamp)."""
     config = kubeconfig(layout, name)
+    argv = [
+        str(layout.binary(name)),
+        f"--kubeconfig={config}",
+        f"--authentication-kubeconfig={config}",
+        f"--authorization-kubeconfig={config}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={layout.root / f'{name}-certs'}",
+        *flags,
+        "--v=1",
+    ]
     return Daemon(
         name=name,
-        argv=[
-            str(layout.binary(name)),
-            f"--kubeconfig={config}",
-            f"--authentication-kubeconfig={config}",
-            f"--authorization-kubeconfig={config}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={port}",
-            f"--cert-dir={layout.root / f'{name}-certs'}",
-            "--leader-elect=false",
-            *flags,
-            "--v=1",
-        ],
+        argv=argv,
         run_dir=layout.cfg.run_dir,
         port=port,
         healthy=lambda: _https_ok(port),
         start_timeout=60.0,
+        stamp=hashlib.sha256("\0".join(argv).encode()).hexdigest()[:16],
     )
 
 

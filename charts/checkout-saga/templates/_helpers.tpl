@@ -181,3 +181,45 @@ there, else generated once and kept (looked up from the chart's own Secret).
 {{- end -}}
 {{- dict "port" 4222 "http_port" 8222 "jetstream" (dict "store_dir" "/data") "authorization" (dict "users" $users) | toPrettyJson | replace "\\u003e" ">" -}}
 {{- end -}}
+
+{{/*
+A component's own ServiceAccount and the rules it needs on the Checkouts (params:
+root, component, rules): a Role in the checkout namespace, or a ClusterRole
+(named with the namespace, like the operator's) with operator.watchAllNamespaces.
+*/}}
+{{- define "cs.access" -}}
+{{- $root := .root -}}
+{{- $account := include "cs.component" . -}}
+{{- $clusterWide := $root.Values.operator.watchAllNamespaces -}}
+{{- $kind := ternary "ClusterRole" "Role" $clusterWide -}}
+{{- $role := ternary (printf "%s-%s" $root.Release.Namespace $account) $account $clusterWide -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ $account }}
+  labels:
+    {{- include "cs.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: {{ $kind }}
+metadata:
+  name: {{ $role }}
+  {{- if not $clusterWide }}
+  namespace: {{ include "cs.namespace" $root }}
+  {{- end }}
+  labels: {{- include "cs.labels" $root | nindent 4 }}
+rules: {{- toYaml .rules | nindent 2 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: {{ $kind }}Binding
+metadata:
+  name: {{ $role }}
+  {{- if not $clusterWide }}
+  namespace: {{ include "cs.namespace" $root }}
+  {{- end }}
+  labels: {{- include "cs.labels" $root | nindent 4 }}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: {{ $kind }}, name: {{ $role }}}
+subjects:
+  - {kind: ServiceAccount, name: {{ $account }}, namespace: {{ $root.Release.Namespace }}}
+{{- end -}}

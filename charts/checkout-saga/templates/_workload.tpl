@@ -7,6 +7,7 @@ Params:
   natsUser (its NATS user, or ""), env (list of {name, value}),
   ports (list of {name, port}), probe ({path, live, port}), resources,
   nodePort (0: ClusterIP), singleton (Recreate instead of a rolling update),
+  tag (the image tag, default image.tag),
   noService (ports for probes only).
 The pod template's checksum/secrets annotation is a hash of every secret value the
 pod reads, so a changed secret rolls the pods that use it (and only those).
@@ -58,7 +59,7 @@ spec:
       {{- include "cs.podSecurity" (dict "runAsUser" 10001) | nindent 6 }}
       containers:
         - name: {{ .component }}
-          image: {{ include "cs.image" $root }}
+          image: {{ ternary (printf "%s:%s" $root.Values.image.repository (toString .tag)) (include "cs.image" $root) (not (empty .tag)) }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           args: [{{ .module | quote }}]
           {{- include "cs.containerSecurity" $root | nindent 10 }}
