@@ -46,6 +46,7 @@ async def main() -> None:
         stack.push_async_callback(watch_api.close)
         checkout_watch = CheckoutWatch(watch_api, cfg.namespace, READY)
         product_stub = product_pb2_grpc.ProductServiceStub(products)
+        admission = Admission(cfg.max_in_flight)
         app = create_app(
             ApiDeps(
                 checkouts=Checkouts(api, cfg.namespace),
@@ -57,8 +58,8 @@ async def main() -> None:
                 wait_seconds=cfg.wait_seconds,
                 quota=Quota(cfg.limits, redis, pool),
                 watch=checkout_watch,
-                soldout=SoldOutGate(product_stub),
-                admission=Admission(cfg.max_in_flight),
+                soldout=SoldOutGate(product_stub, admission=admission),
+                admission=admission,
             )
         )
         server = http_server(app, cfg.host, cfg.port)

@@ -27,6 +27,10 @@ class Admission:
         self.inside = 0
         self.refused = 0
 
+    def free(self) -> int:
+        """Places free now."""
+        return self.limit - self.inside
+
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
         """Hold one place while the POST runs; :class:`Refused` (503) when none is free."""

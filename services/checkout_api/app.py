@@ -309,19 +309,19 @@ def create_app(deps: ApiDeps) -> FastAPI:
         # Someone else's checkout looks exactly like a missing one.
         raise _not_found(checkout_id)
 
-    async def archived_original(name: str, user: Identity) -> dict[str, Any] | None:
-        """The journal's record of this checkout if its resource is gone."""
-        row = await store.get(deps.readmodel, name)
+    async def archived_original(
+        name: str, user: Identity, row: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The journal's record of this checkout (``row``) if its resource is gone."""
         if row is None or row["user_id"] != user.user_id:
             return None
         if await deps.checkouts.get(name) is not None:
             return None  # still there: the create below answers from it
         return row
 
-    async def exists(name: str) -> bool:
-        if await deps.checkouts.get(name) is not None:
-            return True
-        return await store.get(deps.readmodel, name) is not None
+    async def exists(name: str, row: dict[str, Any] | None) -> bool:
+        """Whether a checkout of this name was made (``row``: its journal record)."""
+        return row is not None or await deps.checkouts.get(name) is not None
 
     @api.post(
         "/checkouts",
@@ -364,7 +364,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
     ) -> Any:
         await deps.quota.throttle(user.user_id)
         name = checkout_name(user.user_id, idempotency_key)
-        if idempotency_key and (archived := await archived_original(name, user)) is not None:
+        # A retried POST's checkout, as the journal knows it (looked up once).
+        row = await store.get(deps.readmodel, name) if idempotency_key else None
+        if idempotency_key and (archived := await archived_original(name, user, row)) is not None:
             # Its Checkout was deleted after it ended (TTL): creating it again would be a
             # second saga under the same order id. The original is the answer.
             if not _same_lines(archived, body):
@@ -373,7 +375,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             response.headers["Idempotent-Replayed"] = "true"
             return _from_record(archived)
         refusal = claim.refusal
-        if refusal is not None and not (idempotency_key and await exists(name)):
+        if refusal is not None and not (idempotency_key and await exists(name, row)):
             # Nothing is created: the saga could only have rejected it (a retried POST
             # whose checkout exists is answered from it below, sold out or not).
             status = REJECTED_STATUS[refusal.reason]

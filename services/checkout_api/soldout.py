@@ -11,9 +11,11 @@ checkouts are on their way to reserving it. A buyer passes the gate with a
 :meth:`SoldOutGate.claim` on the units it wants; while this API's claims cover all
 that is left, the next buyer waits at the gate (holding no admission place, costing
 no call) until a claim ends: reserved, the buyers behind are refused at once when
-nothing is left; given back (the saga refused, or the POST was not admitted), they
-may go. So a crowd of 1,000 for 100 units is answered as soon as the 100 sagas are,
-without 900 buyers retrying 503s in the meantime (a flash sale once took 25 s).
+nothing is left; given back (the saga refused or never answered), they may go.
+When no admission place is free and the product is scarce, a buyer also queues here
+for a place instead of being refused 503. So a crowd of 1,000 for 100 units is
+answered about as soon as the 100 sagas are, without 900 buyers retrying 503s in
+the meantime (a flash sale once took 25 s).
 
 It is only a shortcut: a product that shows stock here may still be gone when the
 saga reserves (the saga refuses then, as before), and an answer at most
@@ -36,9 +38,12 @@ import grpc
 
 from checkout.product.v1 import product_pb2
 
+from .admission import Admission
+
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED = 10_000  # products; the oldest answers are dropped first
+SCARCE_PLACES = 10  # fewer units left than this many admission places: buyers queue
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,10 @@ class SoldOutGate:
         ttl: float = 1.0,
         timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        admission: Admission | None = None,
     ) -> None:
         self._products = products
+        self._admission = admission  # whose places a buyer of a scarce product queues for
         self._ttl = ttl
         self._timeout = timeout
         self._clock = clock
@@ -115,7 +122,7 @@ class SoldOutGate:
             refusal = await self.refusal(wanted)
             if refusal is not None:
                 return refusal  # gone even counting no claim of ours
-            blocked = next((i for i in wanted if self._short(i)), None)
+            blocked = next((i for i in wanted if self._short(i) or self._queued(i)), None)
             left = deadline - self._clock()
             if blocked is None or left <= 0:
                 return None  # room, or waited long enough: the saga decides
@@ -138,6 +145,18 @@ class SoldOutGate:
             return False
         return known[1] - self._claimed.get(item.product_id, 0) < item.quantity
 
+    def _queued(self, item: Wanted) -> bool:
+        """Whether the buyer should queue here for an admission place: none is free and
+        the product is scarce (fewer units left than SCARCE_PLACES times the places).
+        Most of such a crowd is refused 409 soon; letting one in now would only earn
+        it a 503 and a retry. Plenty of stock and no place: 503 at once, as before."""
+        if self._admission is None or self._admission.free() > 0:
+            return False
+        known = self._known.get(item.product_id)
+        if known is None or known[1] is None:
+            return False
+        return known[1] < SCARCE_PLACES * self._admission.limit
+
     def _end(self, wanted: Sequence[Wanted], claim: Claim) -> None:
         for item in wanted:
             left = self._claimed.get(item.product_id, 0) - item.quantity
@@ -151,12 +170,16 @@ class SoldOutGate:
             self.reserved([i for i in wanted if self._asked_by(i.product_id, claim.since)])
         elif claim.outcome == "sold out":
             self.forget(wanted)
+        if claim.outcome == "unused":
+            return  # nothing changed but a place that was not there
+        places = self._admission.free() if self._admission is not None else 0
         for item in wanted:
-            if claim.outcome == "given back":
-                self._wake(item.product_id, item.quantity)  # these units are free again
-            elif claim.outcome != "unused" and item.product_id not in self._claimed:
+            if item.product_id not in self._claimed:
                 # No claim left: whoever waits can be answered now (refused if none is left).
                 self._wake(item.product_id, None)
+            else:  # a place is free again, and units too if given back
+                given = item.quantity if claim.outcome == "given back" else 0
+                self._wake(item.product_id, max(places, given))
 
     def _asked_by(self, product_id: str, moment: float) -> bool:
         """Whether what is remembered of the product was asked for by ``moment``."""
@@ -165,10 +188,12 @@ class SoldOutGate:
 
     def _wake(self, product_id: str, units: int | None) -> None:
         """Wake the first ``units`` buyers waiting for the product (all of them: None)."""
-        waiting = self._waiting.get(product_id, [])
-        for future in waiting[:units]:
+        for future in self._waiting.get(product_id, []):
+            if units is not None and units <= 0:
+                return
             if not future.done():
                 future.set_result(None)
+                units = None if units is None else units - 1
 
     async def refusal(self, wanted: Sequence[Wanted]) -> Refusal | None:
         """Why these items cannot be reserved now, or None when they may be."""

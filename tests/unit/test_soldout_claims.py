@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from checkout_api.admission import Admission
 from checkout_api.soldout import Claim, SoldOutGate, Wanted
 from tests.helpers.waiting import eventually
 from tests.unit.test_soldout_gate import Clock, Products
@@ -102,3 +103,41 @@ async def test_a_fresh_answer_is_not_shrunk_again_by_a_claim_it_already_counts()
     # The reservation was in the fresh answer already: one unit is still there.
     assert await gate.refusal([Wanted("p", 1)]) is None
     assert products.calls == 2
+
+
+async def _admitted_buyer(
+    gate: SoldOutGate, admission: Admission, passed: asyncio.Queue[Claim], finish: asyncio.Event
+) -> Claim:
+    """As the API does: the gate, then an admission place (Refused: 503) for the saga."""
+    async with gate.claim(HOT, patience=60.0) as claim:
+        if claim.refusal is None:
+            with admission.admit():
+                await passed.put(claim)
+                await finish.wait()
+        return claim
+
+
+async def test_with_no_place_free_a_buyer_of_a_scarce_product_queues_instead_of_a_503() -> None:
+    admission = Admission(1)
+    gate = SoldOutGate(Products({"hot": 3}), ttl=60.0, clock=Clock(), admission=admission)
+    passed: asyncio.Queue[Claim] = asyncio.Queue()
+    finish = [asyncio.Event() for _ in range(4)]
+    buyers = [asyncio.create_task(_admitted_buyer(gate, admission, passed, f)) for f in finish]
+    for served in range(3):  # one at a time through the one place, none refused 503
+        await eventually(lambda: passed.qsize() == 1)
+        await asyncio.sleep(0.05)
+        assert passed.qsize() == 1 and admission.refused == 0
+        passed.get_nowait().reserved()
+        finish[served].set()
+    last = await buyers[3]
+    assert last.refusal is not None and last.refusal.reason == "OutOfStock"
+    assert admission.refused == 0
+
+
+async def test_with_plenty_of_stock_and_no_place_nobody_queues() -> None:
+    admission = Admission(1)
+    gate = SoldOutGate(Products({"p": 100}), ttl=60.0, clock=Clock(), admission=admission)
+    with admission.admit():
+        async with gate.claim([Wanted("p", 1)], patience=60.0) as claim:
+            assert claim.refusal is None  # on to admission, refused 503 at once
+            claim.unused()
