@@ -118,6 +118,35 @@ async def test_pay_flow_reaches_settled_through_the_webhook(system: System) -> N
         assert payment["transactionStatus"] == "settlement", payment
 
 
+async def test_the_listener_writes_the_settlement_kubectl_shows_it(system: System) -> None:
+    """A buyer chooses a bank transfer (Midtrans notifies "pending"), then pays it: the
+    listener, asked by Midtrans' "settlement" notification, confirms it with Midtrans and
+    writes the Checkout Settled itself; `kubectl` shows who wrote what."""
+    async with httpx.AsyncClient(timeout=30) as http, payment_stream(system) as stream:
+        [buyer], _, product = await shop(system, http, price=15_000, stock=2)
+        reply = await checkout(system, http, buyer, product, 1)
+        assert reply.status_code == 201, reply.text
+        order = reply.json()["id"]
+        transaction = f"{system.sandbox}/_sandbox/transactions/{order}"
+        before = await stream.last_seq()
+        chose = await http.post(f"{transaction}/choose", json={"payment_type": "bank_transfer"})
+        assert chose.status_code == 200, chose.text
+        [pending] = await stream.wait_recorded(order, before, count=1)
+        await stream.wait_acked(pending.seq)  # the operator asked Midtrans: not paid yet
+        paid = await http.post(f"{transaction}/pay", json={})
+        assert paid.status_code == 200, paid.text
+        await wait_phase(system, http, buyer, order, "Settled")
+        got = system.platform.kubectl(
+            "get", "checkout", order, "-o", "json", "--show-managed-fields", namespace="default"
+        )
+        managers = {
+            (m["manager"], m.get("subresource", ""))
+            for m in json.loads(got.stdout)["metadata"]["managedFields"]
+        }
+        assert ("payment-listener", "status") in managers, managers
+        assert ("checkout-operator", "status") in managers, managers  # the payment page
+
+
 async def test_unpaid_checkout_expires_and_the_stock_comes_back(system: System) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         [buyer], _, product = await shop(system, http, stock=4)
