@@ -398,6 +398,16 @@ async def update_product(
             )
         if not changes:
             return current
+        if current.price <= 0 and "price" not in changes:
+            # Priced 0 from before prices had to be positive (migration 0003): the
+            # database refuses any change that leaves it so.
+            raise ProductError(
+                ErrorKind.PRECONDITION,
+                "PRICE_REQUIRED",
+                "this product is priced 0, which is no longer allowed: give it a price "
+                "(at least 1) in the same change, or delete it",
+                {"product_id": product_id},
+            )
         assignments = ", ".join(f"{col} = ${n}" for n, col in enumerate(changes, start=2))
         try:
             updated = await conn.fetchrow(

@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from product_service import store
+from product_service.domain import ErrorKind, ProductError
 from saga_kit import db
 from tests.conftest import Platform
 
@@ -102,3 +104,17 @@ async def test_products_priced_zero_from_before_leave_the_check_not_valid_until_
 
     await pool.execute(f"ALTER TABLE products VALIDATE CONSTRAINT {CONSTRAINT}")
     assert await _validated(pool)
+
+
+async def test_changing_a_product_priced_zero_asks_for_a_price_not_a_500(
+    pool: Any, db_schema: str
+) -> None:
+    await _migrated_before_the_check(pool)
+    await _insert(pool, "old", 0)
+    await db.migrate(pool, "product_service", db_schema)
+    with pytest.raises(ProductError) as refused:  # not the database's CheckViolationError
+        await store.update_product(pool, "old", "owner", {"stock": 5})
+    assert refused.value.kind is ErrorKind.PRECONDITION
+    assert refused.value.reason == "PRICE_REQUIRED"
+    changed = await store.update_product(pool, "old", "owner", {"stock": 5, "price": 7_000})
+    assert (changed.price, changed.stock) == (7_000, 5)
