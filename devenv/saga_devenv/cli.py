@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -202,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.CalledProcessError as exc:
         print(f"error: {shlex.join(exc.cmd)} failed:\n{exc.stderr}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `saga-devenv status | head`: the reader left; say nothing more, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
     return 0
 
 
