@@ -43,7 +43,10 @@ async def create_pool(dsn: str, schema: str, min_size: int = 1, max_size: int = 
 async def migrate(pool: Any, package: str, schema: str) -> list[str]:
     """Apply the package's pending ``migrations/*.sql``; return the names applied."""
     folder = resources.files(package) / "migrations"
-    scripts = sorted((f.name, f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql"))
+    found = folder.iterdir() if folder.is_dir() else ()
+    scripts = sorted((f.name, f.read_text()) for f in found if f.name.endswith(".sql"))
+    if not scripts:  # an install without its package data: never run on an empty schema
+        raise RuntimeError(f"no migrations/*.sql in the installed {package} package")
     applied: list[str] = []
     lock_key = zlib.crc32(f"migrate:{schema}".encode())
     async with pool.acquire() as conn:
