@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 SCAN_INTERVAL = 1.0  # seconds between looks at which checkouts need polling
 LIVE_SHARE = 0.7  # of CHECKOUT_POLL_RATE for live checkouts; the rest for late-payment watching
+# Status calls in flight at once. One at a time, a call's round trip caps the rate
+# (300 ms to Midtrans: 3 calls/s, whatever CHECKOUT_POLL_RATE says); the bucket, not
+# this bound, keeps the rate.
+POLL_CONCURRENCY = 16
 
 
 class TokenBucket:
@@ -80,6 +84,9 @@ class PaymentPoller:
         self.late_bucket = TokenBucket(late, burst=max(1.0, late))
         self._due: dict[Key, float] = {}
         self._next_scan = 0.0
+        self._slots = asyncio.Semaphore(POLL_CONCURRENCY)
+        self._in_flight: set[Key] = set()
+        self._polls: set[asyncio.Task[None]] = set()
 
     def _candidates(self) -> list[Key]:
         keys = []
@@ -92,7 +99,19 @@ class PaymentPoller:
         return keys
 
     async def run(self, stop: asyncio.Event, tick: float = 0.2) -> None:
-        await every(tick, self.poll_due, stop, "polling Midtrans")
+        try:
+            await every(tick, self.poll_due, stop, "polling Midtrans")
+        except asyncio.CancelledError:
+            # Cancelled (the lease was lost): no poll in flight may write either.
+            for poll in self._polls:
+                poll.cancel()
+            raise
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for the polls in flight (each is a read and at most one status write)."""
+        if self._polls:
+            await asyncio.gather(*self._polls, return_exceptions=True)
 
     async def poll_due(self) -> None:
         now = time.monotonic()
@@ -108,10 +127,25 @@ class PaymentPoller:
                 # First look after min_age, spread over the interval.
                 self._due[key] = now + self.min_age + random.uniform(0, self.interval)  # noqa: S311
         for key in sorted((k for k, t in self._due.items() if t <= now), key=self._due.__getitem__):
+            if key in self._in_flight:
+                continue  # its last poll has not answered yet
             await self.bucket.take()
             self._due[key] = time.monotonic() + self.interval * random.uniform(0.8, 1.2)  # noqa: S311
+            await self._slots.acquire()
+            self._in_flight.add(key)
+            poll = asyncio.create_task(self._poll_one(key), name=f"poll {key[1]}")
+            self._polls.add(poll)
+            poll.add_done_callback(self._polls.discard)
+
+    async def _poll_one(self, key: Key) -> None:
+        try:
             with about_order(key[1]):
                 await self._poll(key)
+        except Exception:
+            log.exception("polling %s/%s failed", *key)  # looked at again next interval
+        finally:
+            self._in_flight.discard(key)
+            self._slots.release()
 
     async def _poll(self, key: Key) -> None:
         deps = self.reconciler.deps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import pytest
 
 from checkout_operator.poller import TokenBucket
@@ -69,3 +71,53 @@ async def test_late_payment_watching_never_takes_the_live_checkouts_budget() -> 
         await poller.late_bucket.take()
     await poller.bucket.take()  # a live checkout is polled at once all the same
     assert slept
+
+
+async def test_status_calls_overlap_so_the_rate_is_reachable_at_midtrans_latency() -> None:
+    """One call at a time, a 300 ms round trip would cap the rate at 3 calls per second
+    whatever CHECKOUT_POLL_RATE says: polls run side by side, never two for one checkout."""
+    import asyncio
+
+    from checkout_operator.poller import POLL_CONCURRENCY, PaymentPoller
+
+    class Settings:
+        poll_interval, poll_min_age, poll_rate = 60.0, 0.0, 1_000.0
+
+    class Reconciler:
+        class deps:
+            settings = Settings()
+
+        cache: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {
+            ("ns", f"order-{n}"): {
+                "status": {"phase": "AwaitingPayment", "payment": {"snapToken": "t"}}
+            }
+            for n in range(3 * POLL_CONCURRENCY)
+        }
+
+    poller = PaymentPoller(Reconciler())  # type: ignore[arg-type]
+    in_flight: set[str] = set()
+    most = 0
+    release, full = asyncio.Event(), asyncio.Event()
+
+    async def poll(key: tuple[str, str]) -> None:
+        nonlocal most
+        assert key[1] not in in_flight
+        in_flight.add(key[1])
+        most = max(most, len(in_flight))
+        if most == POLL_CONCURRENCY:
+            full.set()
+        await release.wait()  # Midtrans taking its time
+        in_flight.discard(key[1])
+
+    poller._poll = poll  # type: ignore[method-assign]
+    poller._due = dict.fromkeys(Reconciler.cache, 0.0)
+    poller._next_scan = float("inf")
+    due = asyncio.create_task(poller.poll_due())
+    await asyncio.wait_for(full.wait(), 10)
+    await asyncio.sleep(0.05)  # room for a poll beyond the bound to start, if one could
+    assert not due.done()  # the next poll waits for a free slot, it does not pile up
+    assert most == POLL_CONCURRENCY
+    release.set()
+    await due
+    await poller.drain()
+    assert not in_flight
