@@ -16,7 +16,9 @@ import httpx
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from midtrans import MidtransClient, MidtransConfig, compute_signature
+from payment_listener.settling import Outcome
 from saga_kit.events import Topology
+from saga_kit.kube import kube_api_client
 from tests.helpers.processes import free_port
 from tests.helpers.waiting import eventually
 from tests.integration.payment_signals import midtrans_quiet
@@ -162,3 +164,24 @@ async def test_without_the_apiserver_the_notification_is_recorded_and_the_operat
         assert status_writers(saga, name) == ["checkout-operator", "checkout-operator"]
         await sold(saga, product, (2, 0))
     await midtrans.aclose()
+
+
+async def test_a_listener_for_every_namespace_finds_the_checkout_by_name(saga: SagaEnv) -> None:
+    """CHECKOUT_NAMESPACE unset: the listener finds the Checkout by name across
+    namespaces (a LIST by field selector) and settles it all the same."""
+    await saga.start_operator(poll_min_age=NEVER, notifications=False)
+    product, name = await awaiting(saga)
+    paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    config = MidtransConfig(server_key=SANDBOX_KEY, core_base_url=saga.midtrans_url)
+    async with MidtransClient(config) as midtrans:
+        api = await kube_api_client()
+        try:
+            settler = listener_settler(api, midtrans, namespace="")
+            assert (await settler.settle(f"{name}~9")).outcome is Outcome.LEFT  # not its page
+            assert (await settler.settle(name)).outcome is Outcome.SETTLED
+            assert (await settler.settle(name)).outcome is Outcome.LEFT  # settled already
+        finally:
+            await api.close()
+    await saga.wait_phase(name, "Settled")
+    await sold(saga, product, (2, 0))
