@@ -108,8 +108,16 @@ async def prepare(
     return Prepared(deps, reconciler, inbox, elector)
 
 
+def quiet_http_requests() -> None:
+    """httpx logs every request at INFO: a line per Midtrans call, ten a second from the
+    poller alone, each formatted as JSON. Shown at LOG_LEVEL=DEBUG only."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 async def main() -> None:
     setup_logging("checkout-operator")
+    quiet_http_requests()
     settings = OperatorSettings.from_env()
     readiness = Readiness()
     if settings.metrics_port:
