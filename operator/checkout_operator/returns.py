@@ -145,10 +145,7 @@ class PaymentReturns:
             log.info("void of %s: %s", order, exc)
             await deps.returns.recheck_in(order, RECHECK_AFTER_ERROR)
             return
-        message = (
-            f"{ts.transaction_status} payment on order {order} arrived after the checkout "
-            f"ended ({record.phase}): voided at Midtrans"
-        )
+        message = f"{ts.transaction_status} payment {_why_returned(record, order)}: voided"
         await self._returned(row, record, "void", ts.amount_idr, "Voided", message)
 
     async def _refund(self, row: Watched, record: Record, ts: TransactionStatus) -> None:
@@ -180,10 +177,7 @@ class PaymentReturns:
             log.info("refund of %s: %s", order, exc)
             await deps.returns.recheck_in(order, RECHECK_AFTER_ERROR)
             return
-        message = (
-            f"payment of {amount} on order {order} arrived after the checkout ended "
-            f"({record.phase}): refunded"
-        )
+        message = f"payment of {amount} {_why_returned(record, order)}: refunded"
         await self._returned(row, record, "refund", amount, "Refunded", message)
 
     async def _returned(
@@ -222,3 +216,10 @@ class PaymentReturns:
             await self.reconciler.exclusive((record.namespace, record.name), act, attempts=3)
         except Exception as exc:  # the journal row is what counts; the resource is a view
             log.info("could not note %s on %s/%s: %r", reason, record.namespace, record.name, exc)
+
+
+def _why_returned(record: Record, order: str) -> str:
+    """Why a payment on ``order`` holds no goods, for the Event and the log."""
+    if record.midtrans_order_id is not None and order != record.midtrans_order_id:
+        return f"on order {order}, a payment page the checkout does not show"
+    return f"on order {order}, after the checkout ended ({record.phase})"
