@@ -37,7 +37,21 @@ async def create_pool(dsn: str, schema: str, min_size: int = 1, max_size: int = 
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"checkout-saga-{schema}"},
+        reset=keep_session,
     )
+
+
+async def keep_session(conn: Any) -> None:
+    """What a connection going back to the pool needs beyond asyncpg's rollback of an
+    open transaction: nothing.
+
+    asyncpg's default reset sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release: a round trip per query, about a tenth of the
+    operator's CPU. The project keeps no session state on pooled connections: its
+    locks and settings are transaction-scoped (``pg_advisory_xact_lock``, ``SET
+    LOCAL``), cursors live in transactions, nothing LISTENs, and ``migrate`` unlocks
+    its one session lock itself.
+    """
 
 
 async def migrate(pool: Any, package: str, schema: str) -> list[str]:
