@@ -36,6 +36,7 @@ from saga_kit.logs import about_order
 from .actions import Retry, apply_payment, confirmed_status, watch_unsettled
 from .readmodel import order_id_of
 from .reconciler import Reconciler
+from .saga import Phase
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,14 @@ class PaymentInbox:
         record = await deps.readmodel.get(order_id_of(midtrans_order))
         if record is None:
             log.warning("notification for unknown order %s acknowledged", midtrans_order)
+            return True
+        if (
+            record.phase == Phase.SETTLED.value
+            and record.paid_order_id == midtrans_order
+            and record.final_event_published
+        ):
+            # Sold by this very order and announced (the listener's settlement notified
+            # again, say): no status of it can change anything, so Midtrans is not asked.
             return True
         try:
             status = await confirmed_status(deps, midtrans_order)

@@ -28,6 +28,7 @@ from tests.integration.saga_fixtures import (
     listener_settler,
     webhook_listener,
 )
+from tests.integration.test_payment_trust import publish_notification
 
 NEVER = 24 * 3600.0  # a poller told to wait this long: only notifications can settle
 
@@ -185,3 +186,29 @@ async def test_a_listener_for_every_namespace_finds_the_checkout_by_name(saga: S
             await api.close()
     await saga.wait_phase(name, "Settled")
     await sold(saga, product, (2, 0))
+
+
+async def test_a_sold_and_announced_order_notified_again_costs_no_midtrans_call(
+    saga: SagaEnv,
+) -> None:
+    """The listener's settlement notified again (Midtrans retries, a replay): the inbox
+    acknowledges it from the journal without asking Midtrans, which it could not here."""
+    await saga.start_operator(poll_min_age=NEVER)
+    product, name = await awaiting(saga)
+    chose = await saga.sandbox(name, "choose", payment_type="bank_transfer")
+    assert chose.status_code == 200, chose.text
+    await midtrans_quiet(saga, name)
+    await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    await saga.wait_phase(name, "Settled")
+    await sold(saga, product, (2, 0))
+    await midtrans_quiet(saga, name)
+
+    async def announced() -> bool:
+        record = await saga.operator.deps.readmodel.get(name)
+        return record is not None and record.final_event_published
+
+    await eventually(announced, within=30)
+    await saga.operator.shutdown()
+    # A successor that cannot reach Midtrans at all (a closed port).
+    await saga.start_operator(poll_min_age=NEVER, midtrans_url=f"http://127.0.0.1:{free_port()}")
+    await publish_notification(saga, signed(name, "settlement", "200", "10000.00"))
