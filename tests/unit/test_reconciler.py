@@ -166,6 +166,21 @@ def test_the_cache_keeps_no_field_ownership_or_applied_copies() -> None:
     assert "managedFields" in full["metadata"]  # the event's own body is left alone
 
 
+def test_cached_bodies_share_their_keys_and_words() -> None:
+    """Each watch event decodes its own copy of every key and word; the cache keeps one."""
+    import json
+
+    text = json.dumps(body("a", 7) | {"status": {"phase": "AwaitingPayment"}})
+    first, second = module.slim(json.loads(text)), module.slim(json.loads(text))
+    assert first == second == json.loads(text)
+    (key_1,) = (k for k in first if k == "status")
+    (key_2,) = (k for k in second if k == "status")
+    assert key_1 is key_2
+    assert first["status"]["phase"] is second["status"]["phase"]
+    long = "x" * (module.SHARED_UP_TO + 1)  # a token or a link: unique, not interned
+    assert module.compact({"t": long})["t"] is long
+
+
 async def test_the_phase_gauge_follows_each_change_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from prometheus_client import REGISTRY
 
