@@ -647,6 +647,8 @@ async def _settled_without_journal(deps: Deps, body: dict[str, Any], record: Rec
         failure=("UnverifiedSettlement", message),
     )
     await _publish_final(deps, record, Phase.CANCELLED)
+    # The cache keeps little of an ended checkout: the conditions come from the resource.
+    body = await deps.kube.get(body["metadata"]["namespace"], body["metadata"]["name"]) or body
     conditions = with_condition(
         (body.get("status") or {}).get("conditions") or [],
         "PaymentVerified",

@@ -23,6 +23,7 @@ from saga_kit.logs import about_order
 
 from . import metrics
 from .actions import Deps, Retry, reconcile, release_deleted
+from .saga import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class Reconciler:
         async with self._lock(key):
             for _ in range(attempts):
                 body = self.cache.get(key)
-                if body is None:
+                if body is None or body.get(PARTIAL):  # fn may write: it gets all of it
                     body = await self.deps.kube.get(*key)
                     if body is None:
                         return False
@@ -265,8 +266,44 @@ def slim(body: dict[str, Any]) -> dict[str, Any]:
                 k: v for k, v in annotations.items() if k not in UNREAD_ANNOTATIONS
             }
         body = {**body, "metadata": kept}
+    if (body.get("status") or {}).get("phase") in ENDED_PHASES:
+        body = ended(body)
     compacted: dict[str, Any] = compact(body)
     return compacted
+
+
+ENDED_PHASES = frozenset(phase.value for phase in TERMINAL)
+# Marks a cached body of an ended checkout that keeps only what the saga reads of it;
+# whatever would write its status reads the whole resource first (``exclusive``).
+PARTIAL = "checkout.saga.dev/partial"
+_ENDED_STATUS = ("phase", "observedGeneration", "orderId", "failure", "expiresAt")
+
+
+def ended(body: dict[str, Any]) -> dict[str, Any]:
+    """An ended checkout as the cache keeps it until its TTL delete: the phase, when and
+    why it ended, its payment (no link), and the metadata to delete or describe it.
+
+    Ended checkouts stay an hour (the TTL), so under load they outnumber live ones many
+    times over; their items, conditions and history are never read again.
+    """
+    status = body.get("status") or {}
+    kept = {k: status[k] for k in _ENDED_STATUS if k in status}
+    if payment := status.get("payment"):
+        kept["payment"] = {k: v for k, v in payment.items() if k not in LINKS}
+    if history := status.get("history"):
+        kept["history"] = history[-1:]
+    spec = body.get("spec") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": body["metadata"],
+        "spec": {"cancelRequested": True} if spec.get("cancelRequested") else {},
+        "status": kept,
+        PARTIAL: True,
+    }
+
+
+LINKS = ("snapToken", "redirectUrl")
 
 
 SHARED_UP_TO = 40  # characters: keys, phases, reasons, timestamps, uids

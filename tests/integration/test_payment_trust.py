@@ -112,6 +112,8 @@ async def test_phase_settled_written_by_hand_sells_nothing(saga: SagaEnv) -> Non
     body = await saga.wait_for(name, lambda b: "UnverifiedSettlement" in saga.warning_reasons(name))
     verified = condition(body, "PaymentVerified")
     assert verified is not None and verified["status"] == "False"
+    # Written onto the whole resource, not onto the little the cache keeps of it.
+    assert condition(body, "StockReserved") is not None and condition(body, "Ready") is not None
     await wait_stock(saga, p, (3, 0))  # released, not sold
     record = await saga.operator.deps.readmodel.get(name)
     assert record is not None and record.phase == "Cancelled" and record.paid_order_id is None

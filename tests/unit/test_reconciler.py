@@ -181,6 +181,57 @@ def test_cached_bodies_share_their_keys_and_words() -> None:
     assert module.compact({"t": long})["t"] is long
 
 
+def test_an_ended_checkout_is_cached_without_what_is_never_read_again() -> None:
+    import datetime as dt
+
+    from checkout_operator.saga import View, plan
+
+    full = body("a", 9) | {
+        "spec": {"userId": "u", "items": [{"productId": "p", "unitPrice": 5, "quantity": 1}]},
+        "status": {
+            "phase": "Expired",
+            "orderId": "a",
+            "amounts": {"total": 5},
+            "failure": {"reason": "PaymentExpired", "message": "expired"},
+            "payment": {"transactionStatus": "expire", "snapToken": None},
+            "history": [
+                {"phase": "AwaitingPayment", "at": "2026-11-28T10:00:00Z", "reason": "Page"},
+                {"phase": "Expired", "at": "2026-11-28T10:15:00Z", "reason": "PaymentExpired"},
+            ],
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PaymentExpired"}],
+        },
+    }
+    kept = module.slim(full)
+    assert kept[module.PARTIAL] is True
+    assert "items" not in kept["spec"] and "conditions" not in kept["status"]
+    assert "amounts" not in kept["status"] and "snapToken" not in kept["status"]["payment"]
+    assert kept["status"]["history"] == full["status"]["history"][-1:]
+    assert kept["status"]["failure"] == full["status"]["failure"]
+    assert kept["metadata"] == full["metadata"]
+    # The saga decides the same on what is kept.
+    assert View.of(kept) == View.of(full)
+    now, ttl = dt.datetime(2026, 11, 28, 11, tzinfo=dt.UTC), dt.timedelta(hours=1)
+    assert plan(View.of(kept), now, ttl) == plan(View.of(full), now, ttl)
+    live = body("b", 3) | {"status": {"phase": "AwaitingPayment", "conditions": []}}
+    assert module.PARTIAL not in module.slim(live)  # a live one is kept whole
+
+
+async def test_a_step_that_may_write_an_ended_checkout_gets_the_whole_resource() -> None:
+    deps = FakeDeps()
+    whole = body("a", 4) | {"status": {"phase": "Settled", "conditions": [{"type": "Ready"}]}}
+    deps.kube.objects[("ns", "a")] = whole
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+    rec.observe("ADDED", whole)
+    assert rec.cache[("ns", "a")][module.PARTIAL]
+    seen: list[dict[str, Any]] = []
+
+    async def write(got: dict[str, Any]) -> None:
+        seen.append(got)
+
+    assert await rec.exclusive(("ns", "a"), write)
+    assert seen == [whole]
+
+
 async def test_the_phase_gauge_follows_each_change_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from prometheus_client import REGISTRY
 
