@@ -31,6 +31,19 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+PORT_FREE_SECONDS = 15.0
+
+
+def wait_for_port_free(port: int, within: float) -> bool:
+    """Whether nobody listens on ``port`` any more, looking for at most ``within`` s."""
+    deadline = time.monotonic() + within
+    while port_open(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -170,7 +183,9 @@ class Daemon:
                     f"start (no pidfile in {self.run_dir}); stop it or set another port "
                     f"(CHECKOUT_SAGA_*_PORT)"
                 )
-            raise DaemonError(f"port {self.port} for {self.name} is taken by another process")
+            # A process going away (one just stopped, still closing) holds it a moment.
+            if not wait_for_port_free(self.port, PORT_FREE_SECONDS):
+                raise DaemonError(f"port {self.port} for {self.name} is taken by another process")
         self.start()
         return True
 

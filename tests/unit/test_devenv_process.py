@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from saga_devenv.process import Daemon, DaemonError, free_port, pid_alive, port_open
+from saga_devenv.process import Daemon, DaemonError, free_port, http_get, pid_alive, port_open
 
 
 def http_daemon(tmp_path: Path, port: int, name: str = "web") -> Daemon:
@@ -88,3 +88,28 @@ def test_a_running_server_started_with_another_config_is_restarted(tmp_path: Pat
         assert changed.stampfile.read_text().strip() == "config-2"
     finally:
         changed.stop()
+
+
+def test_a_port_still_held_by_a_process_going_away_is_waited_for(tmp_path: Path) -> None:
+    """A server just stopped may hold its port a moment longer: start once it is free."""
+    import socket
+    import threading
+
+    port = free_port()
+    leaving = socket.socket()
+    leaving.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    leaving.bind(("127.0.0.1", port))
+    leaving.listen()
+    threading.Timer(1.0, leaving.close).start()
+    daemon = Daemon(
+        name="web",
+        argv=[sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        run_dir=tmp_path,
+        port=port,
+        healthy=lambda: http_get(f"http://127.0.0.1:{port}/") is not None,  # the socket: no
+        start_timeout=10,
+    )
+    try:
+        assert daemon.ensure() is True
+    finally:
+        daemon.stop()
