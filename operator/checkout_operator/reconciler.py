@@ -83,8 +83,13 @@ class Reconciler:
         key: Key,
         fn: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
         attempts: int = 1,
+        *,
+        whole: bool = False,
     ) -> bool:
         """Run ``fn`` on the newest body of ``key`` while no step runs for it.
+
+        ``whole``: ``fn`` may write the status of an ended checkout (its conditions), so
+        it needs all of the resource, not the part the cache keeps of an ended one.
 
         A lost race (Retry) re-reads the resource and tries again, up to
         ``attempts`` times; returns whether ``fn`` completed. False also when the
@@ -93,7 +98,7 @@ class Reconciler:
         async with self._lock(key):
             for _ in range(attempts):
                 body = self.cache.get(key)
-                if body is None or body.get(PARTIAL):  # fn may write: it gets all of it
+                if body is None or (whole and body.get(PARTIAL)):
                     body = await self.deps.kube.get(*key)
                     if body is None:
                         return False

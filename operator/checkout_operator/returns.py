@@ -213,7 +213,8 @@ class PaymentReturns:
             return updated
 
         try:
-            await self.reconciler.exclusive((record.namespace, record.name), act, attempts=3)
+            key = (record.namespace, record.name)
+            await self.reconciler.exclusive(key, act, attempts=3, whole=True)
         except Exception as exc:  # the journal row is what counts; the resource is a view
             log.info("could not note %s on %s/%s: %r", reason, record.namespace, record.name, exc)
 

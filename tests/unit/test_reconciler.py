@@ -216,7 +216,7 @@ def test_an_ended_checkout_is_cached_without_what_is_never_read_again() -> None:
     assert module.PARTIAL not in module.slim(live)  # a live one is kept whole
 
 
-async def test_a_step_that_may_write_an_ended_checkout_gets_the_whole_resource() -> None:
+async def test_a_step_that_writes_an_ended_checkout_gets_the_whole_resource() -> None:
     deps = FakeDeps()
     whole = body("a", 4) | {"status": {"phase": "Settled", "conditions": [{"type": "Ready"}]}}
     deps.kube.objects[("ns", "a")] = whole
@@ -228,8 +228,10 @@ async def test_a_step_that_may_write_an_ended_checkout_gets_the_whole_resource()
     async def write(got: dict[str, Any]) -> None:
         seen.append(got)
 
-    assert await rec.exclusive(("ns", "a"), write)
+    assert await rec.exclusive(("ns", "a"), write, whole=True)
     assert seen == [whole]
+    assert await rec.exclusive(("ns", "a"), write)  # reading only: the cached part does
+    assert seen[-1][module.PARTIAL]
 
 
 async def test_the_phase_gauge_follows_each_change_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
