@@ -149,6 +149,8 @@ def test_a_value_that_is_not_a_port_is_refused_by_name(
 def test_a_port_given_to_two_things_is_refused_naming_both(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for field in PORTS:  # the defaults, whatever this shell moved
+        monkeypatch.delenv(port_variable(field), raising=False)
     monkeypatch.setenv("CHECKOUT_SAGA_API_PORT", "18081")  # the listener's default
     with pytest.raises(ConfigError) as refused:
         DevConfig.from_env()
