@@ -771,17 +771,18 @@ async def apply_payment(
                 payment_fields(ts),
             )
         return None  # pending / denied: the buyer may still pay
-    unjournaled = record.finished_at is None and not record.final_event_published
-    if view.phase is Phase.SETTLED and record.paid_order_id is None and current and unjournaled:
+    unjournaled = record.paid_order_id is None and record.finished_at is None and (
+        not record.final_event_published
+    )
+    if view.phase is Phase.SETTLED and state is PaymentState.PAID and current and unjournaled:
         # Settled by the webhook listener, not journaled yet: this is that payment. (Once
         # the journal has an ending, e.g. a Settled written by hand that Midtrans did not
         # confirm, a payment is money without goods: it goes back, below.)
-        if state is PaymentState.PAID and record.total is not None:
-            if _verified(record, ts, "poll"):
-                await _adopt_settlement(deps, body, record, ts)
-                return None
-        elif state is PaymentState.PAID:
+        if record.total is None:
             raise Retry(f"{record.order_id}: no total journaled yet")
+        if _verified(record, ts, "poll"):
+            await _adopt_settlement(deps, body, record, ts)
+            return None
     sold_by_it = view.phase is Phase.SETTLED and ts.order_id == record.paid_order_id
     if state is not PaymentState.NONE and not sold_by_it:
         # Ended unsettled, or another page of this checkout: whatever was paid goes back.

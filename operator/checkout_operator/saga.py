@@ -25,7 +25,7 @@ import datetime as dt
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from saga_kit.checkout_bounds import (
     ID_MAX_LENGTH,
@@ -34,6 +34,7 @@ from saga_kit.checkout_bounds import (
     MAX_UNIT_PRICE,
     MIN_UNIT_PRICE,
     possible_id,
+    whole_number,
 )
 from saga_kit.checkout_resource import TERMINAL, Phase
 from saga_kit.checkout_status import (
@@ -265,15 +266,11 @@ def spec_problem(spec: Mapping[str, Any]) -> str | None:
         )
         if not isinstance(product, str) or not possible_id(product):
             return f"items[{n}].productId is not a possible product id"
-        if not _whole(price) or not MIN_UNIT_PRICE <= price <= MAX_UNIT_PRICE:
+        if not whole_number(price) or not MIN_UNIT_PRICE <= price <= MAX_UNIT_PRICE:
             return f"items[{n}].unitPrice must be {MIN_UNIT_PRICE}..{MAX_UNIT_PRICE} IDR"
-        if not _whole(quantity) or not 1 <= quantity <= MAX_QUANTITY:
+        if not whole_number(quantity) or not 1 <= quantity <= MAX_QUANTITY:
             return f"items[{n}].quantity must be 1..{MAX_QUANTITY}"
     return None
-
-
-def _whole(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- what to do next -------------------------------------------------------------

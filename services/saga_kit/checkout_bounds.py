@@ -10,6 +10,7 @@ fit Postgres' bigint (50 lines x 10,000 units x 10^12 IDR = 5 x 10^17 < 2^63).
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"  # product and user ids: uuids, slugs, "p-1"
 ID_MAX_LENGTH = 64  # user ids (the CRD's userId); product ids are at most 50
@@ -21,6 +22,11 @@ MAX_ITEMS = 50
 # A Checkout's metadata.name: a DNS subdomain of at most 47 characters (the order id).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 NAME_MAX_LENGTH = 47
+
+
+def whole_number(value: object) -> TypeGuard[int]:
+    """An int as JSON gives it (a bool is not a number here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def possible_id(value: str, max_length: int = PRODUCT_ID_MAX_LENGTH) -> bool:

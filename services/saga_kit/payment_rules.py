@@ -17,6 +17,7 @@ from typing import Any
 
 from midtrans import TransactionStatus
 
+from .checkout_bounds import whole_number
 from .checkout_resource import Phase
 from .checkout_status import timestamp
 
@@ -112,13 +113,8 @@ def why_not_settled_by(resource: Mapping[str, Any], ts: TransactionStatus) -> st
     page = (status.get("payment") or {}).get("midtransOrderId")
     total = (status.get("amounts") or {}).get("total")
     currency = str((resource.get("spec") or {}).get("currency") or "IDR")
-    return payment_problem(
-        ts, page if isinstance(page, str) else None, total if _whole(total) else None, currency
-    )
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    page = page if isinstance(page, str) else None
+    return payment_problem(ts, page, total if whole_number(total) else None, currency)
 
 
 def payment_fields(ts: TransactionStatus) -> dict[str, Any]:

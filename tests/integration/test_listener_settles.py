@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from midtrans import MidtransClient, MidtransConfig, compute_signature
+from midtrans import MidtransClient, MidtransConfig
 from payment_listener.settling import Outcome
 from saga_kit.events import Topology
 from saga_kit.kube import kube_api_client
@@ -28,20 +28,14 @@ from tests.integration.saga_fixtures import (
     listener_settler,
     webhook_listener,
 )
-from tests.integration.test_payment_trust import publish_notification
+from tests.integration.test_payment_trust import publish_notification, signed
 
 NEVER = 24 * 3600.0  # a poller told to wait this long: only notifications can settle
 
 
-def signed(order_id: str, status: str, code: str, gross: str) -> dict[str, str]:
-    return {
-        "order_id": order_id,
-        "transaction_status": status,
-        "status_code": code,
-        "gross_amount": gross,
-        "fraud_status": "accept",
-        "signature_key": compute_signature(order_id, code, gross, SANDBOX_KEY),
-    }
+def paid_claim(order_id: str) -> dict[str, str]:
+    """A "settlement" notification for 10,000 IDR, signed with the sandbox's key."""
+    return signed(order_id, "settlement", "200", "10000.00", fraud_status="accept")
 
 
 def status_writers(saga: SagaEnv, name: str) -> list[str]:
@@ -118,9 +112,7 @@ async def test_a_paid_claim_midtrans_does_not_confirm_settles_nothing(saga: Saga
     chose = await saga.sandbox(name, "choose", payment_type="bank_transfer")
     assert chose.status_code == 200, chose.text
     async with httpx.AsyncClient() as http:
-        answer = await http.post(
-            saga.listener_url, json=signed(name, "settlement", "200", "10000.00")
-        )
+        answer = await http.post(saga.listener_url, json=paid_claim(name))
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "recorded"  # left to the operator, not settled
     assert (await saga.kube.get(saga.namespace, name) or {})["status"]["phase"] == "AwaitingPayment"
@@ -211,4 +203,4 @@ async def test_a_sold_and_announced_order_notified_again_costs_no_midtrans_call(
     await saga.operator.shutdown()
     # A successor that cannot reach Midtrans at all (a closed port).
     await saga.start_operator(poll_min_age=NEVER, midtrans_url=f"http://127.0.0.1:{free_port()}")
-    await publish_notification(saga, signed(name, "settlement", "200", "10000.00"))
+    await publish_notification(saga, paid_claim(name))
