@@ -771,8 +771,10 @@ async def apply_payment(
                 payment_fields(ts),
             )
         return None  # pending / denied: the buyer may still pay
-    unjournaled = record.paid_order_id is None and record.finished_at is None and (
-        not record.final_event_published
+    unjournaled = (
+        record.paid_order_id is None
+        and record.finished_at is None
+        and (not record.final_event_published)
     )
     if view.phase is Phase.SETTLED and state is PaymentState.PAID and current and unjournaled:
         # Settled by the webhook listener, not journaled yet: this is that payment. (Once
