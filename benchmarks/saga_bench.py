@@ -236,6 +236,12 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     add("--late-buyers", type=int, default=20, help="buyers arriving after the sell-out")
     add("--live", type=int, default=1000, help="live AwaitingPayment checkouts for RSS/polling")
     add("--live-window", type=float, default=30.0, help="seconds Midtrans calls are counted")
+    add(
+        "--open-per-user",
+        type=int,
+        default=5,
+        help="the API's CHECKOUT_API_MAX_OPEN_PER_USER: the live phase uses live/this buyers",
+    )
     add("--idle", type=float, default=10.0, help="seconds of idle measurement (background)")
     add("--json", type=Path, help="write every number here (for plot_latency.py)")
     options = parser.parse_args(argv)
@@ -274,7 +280,8 @@ async def run(options: argparse.Namespace) -> Results:
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         accounts = Accounts(cfg, http)
         shop = Shop(http)
-        pool = 1 + max(options.flash_buyers + options.late_buyers, options.live, 100)
+        live_buyers = -(-options.live // max(1, options.open_per_user))
+        pool = 1 + max(options.flash_buyers + options.late_buyers, live_buyers, 100)
         print(f"accounts: {pool} buyers (kept in {cfg.run_dir / 'bench'})", flush=True)
         results.users_seconds = await accounts.ensure(pool)
         await watcher.start()
