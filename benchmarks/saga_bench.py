@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from kubernetes_asyncio import config as kube_config
 
 from benchmarks import saga_phases as phases
 from benchmarks.saga_probes import SYSTEM, ApiserverMetrics, loadavg, pid_of, rss_mib
 from benchmarks.saga_shop import Accounts, Shop, Watcher, cancel_all, open_ones
 from saga_devenv.config import DevConfig
-from saga_kit.kube import kube_api_client
 
 QUICK = {
     "paid": 30,
@@ -273,7 +273,8 @@ async def run(options: argparse.Namespace) -> Results:
     began, cpu_began = time.monotonic(), time.process_time()
     results = Results(time.strftime("%Y-%m-%d %H:%M:%S %Z"), os.cpu_count() or 0, loadavg())
     os.environ.setdefault("KUBECONFIG", str(cfg.kubeconfig))
-    kube = await kube_api_client()
+    # The benchmark keeps kubernetes_asyncio (its models); the apps use saga_kit.apiserver.
+    kube = await kube_config.new_client_from_config(config_file=str(cfg.kubeconfig))
     limits = httpx.Limits(max_connections=4000, max_keepalive_connections=200)
     metrics = ApiserverMetrics(cfg)
     watcher = Watcher(kube)

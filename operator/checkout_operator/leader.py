@@ -39,15 +39,17 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+
+from saga_kit.apiserver import ApiClient, ApiError
 
 from . import metrics
 
 log = logging.getLogger(__name__)
 
 # What a failed call to the apiserver may raise (answers, connections, timeouts).
-_TRANSIENT = (ApiException, aiohttp.ClientError, OSError, TimeoutError)
+_TRANSIENT = (ApiError, aiohttp.ClientError, OSError, TimeoutError)
+
+Lease = dict[str, Any]
 
 
 def new_identity() -> str:
@@ -75,7 +77,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: ApiClient,
         namespace: str,
         name: str,
         *,
@@ -89,7 +91,7 @@ class LeaderElector:
                 f"the lease must be renewed at least twice per duration "
                 f"(renew every {renew_every}s, duration {duration}s)"
             )
-        self._leases = client.CoordinationV1Api(api)
+        self._api = api
         self.namespace = namespace
         self.name = name
         self.identity = identity or new_identity()
@@ -141,22 +143,25 @@ class LeaderElector:
         self.attempts += 1
         sent = self._clock()
         lease = await self._read()
-        now = dt.datetime.now(dt.UTC)
+        now = micro_time(dt.datetime.now(dt.UTC))
         if lease is None:
             return await self._write(None, sent, transitions=0, acquired=now)
-        spec = lease.spec
-        rv = lease.metadata.resource_version
+        spec = lease.get("spec") or {}
+        rv = lease["metadata"]["resourceVersion"]
         if self._seen is None or self._seen[0] != rv:
             self._seen = (rv, sent)
-        holder = spec.holder_identity
+        holder = spec.get("holderIdentity")
         if holder == self.identity:  # ours already (we lost track of it): just renew
             return await self._write(
-                lease, sent, transitions=spec.lease_transitions or 0, acquired=spec.acquire_time
+                lease,
+                sent,
+                transitions=spec.get("leaseTransitions") or 0,
+                acquired=spec.get("acquireTime"),
             )
-        duration = float(spec.lease_duration_seconds or self.duration)
+        duration = float(spec.get("leaseDurationSeconds") or self.duration)
         if not lease_is_free(holder, sent - self._seen[1], duration):
             return False
-        transitions = (spec.lease_transitions or 0) + 1
+        transitions = (spec.get("leaseTransitions") or 0) + 1
         return await self._write(lease, sent, transitions=transitions, acquired=now)
 
     # --- keeping -----------------------------------------------------------------------
@@ -198,15 +203,15 @@ class LeaderElector:
         """One renewal; False if it lost a race (retry) or the lease was taken (lost)."""
         sent = self._clock()
         lease = await self._read()
-        if lease is None or lease.spec.holder_identity != self.identity:
-            holder = None if lease is None else lease.spec.holder_identity
-            self._lose(f"the lease is held by {holder or 'nobody'} now")
+        spec = {} if lease is None else lease.get("spec") or {}
+        if spec.get("holderIdentity") != self.identity:
+            self._lose(f"the lease is held by {spec.get('holderIdentity') or 'nobody'} now")
             return False
         renewed = await self._write(
             lease,
             sent,
-            transitions=lease.spec.lease_transitions or 0,
-            acquired=lease.spec.acquire_time,
+            transitions=spec.get("leaseTransitions") or 0,
+            acquired=spec.get("acquireTime"),
         )
         if renewed:
             self.renewals += 1
@@ -222,7 +227,7 @@ class LeaderElector:
         try:
             async with asyncio.timeout(self.renew_every):
                 lease = await self._read()
-                if lease is None or lease.spec.holder_identity != self.identity:
+                if lease is None or _holder(lease) != self.identity:
                     return
                 body = self._body(lease, holder=None, duration=1, transitions=None, acquired=None)
                 await self._send(body, create=False)
@@ -231,24 +236,26 @@ class LeaderElector:
 
     # --- plumbing ----------------------------------------------------------------------
 
-    async def _read(self) -> Any:
+    @property
+    def _leases(self) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
+
+    async def _read(self) -> Lease | None:
         try:
-            return await self._leases.read_namespaced_lease(self.name, self.namespace)
-        except ApiException as exc:
+            return await self._api.request("GET", f"{self._leases}/{self.name}")
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
 
-    async def _send(self, body: dict[str, Any], *, create: bool) -> None:
-        # A plain dict, not a V1Lease: the client would write MicroTime fields without
-        # the six fractional digits the apiserver requires when microseconds are 0.
+    async def _send(self, body: Lease, *, create: bool) -> None:
         if create:
-            await self._leases.create_namespaced_lease(self.namespace, body)  # type: ignore[arg-type]
+            await self._api.send("POST", self._leases, body=body)
         else:
-            await self._leases.replace_namespaced_lease(self.name, self.namespace, body)  # type: ignore[arg-type]
+            await self._api.send("PUT", f"{self._leases}/{self.name}", body=body)
 
     async def _write(
-        self, lease: Any, sent: float, *, transitions: int, acquired: dt.datetime | None
+        self, lease: Lease | None, sent: float, *, transitions: int, acquired: str | None
     ) -> bool:
         """Create (``lease`` None) or compare-and-swap the lease with us as holder."""
         body = self._body(
@@ -260,7 +267,7 @@ class LeaderElector:
         )
         try:
             await self._send(body, create=lease is None)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status in (404, 409):  # someone else wrote first (or deleted it)
                 return False
             raise
@@ -271,28 +278,28 @@ class LeaderElector:
 
     def _body(
         self,
-        lease: Any,
+        lease: Lease | None,
         *,
         holder: str | None,
         duration: int,
         transitions: int | None,
-        acquired: dt.datetime | None,
-    ) -> dict[str, Any]:
+        acquired: str | None,
+    ) -> Lease:
         metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
         if lease is not None:  # compare-and-swap on the version we decided on
-            metadata["resourceVersion"] = lease.metadata.resource_version
-            metadata["labels"] = lease.metadata.labels
+            metadata["resourceVersion"] = lease["metadata"]["resourceVersion"]
+            metadata["labels"] = lease["metadata"].get("labels")
         spec: dict[str, Any] = {
             "holderIdentity": holder,
             "leaseDurationSeconds": duration,
             "renewTime": micro_time(dt.datetime.now(dt.UTC)),
         }
         if acquired is not None:
-            spec["acquireTime"] = micro_time(acquired)
+            spec["acquireTime"] = acquired
         if transitions is not None:
             spec["leaseTransitions"] = transitions
         elif lease is not None:
-            spec["leaseTransitions"] = lease.spec.lease_transitions
+            spec["leaseTransitions"] = (lease.get("spec") or {}).get("leaseTransitions")
         return {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -329,7 +336,12 @@ async def _sleep_unless(stop: asyncio.Event | None, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+def _holder(lease: Lease) -> str | None:
+    holder = (lease.get("spec") or {}).get("holderIdentity")
+    return holder if isinstance(holder, str) else None
+
+
 def _brief(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         return f"{exc.status} {exc.reason}"
     return f"{type(exc).__name__}: {exc}"

@@ -11,12 +11,12 @@ import aiohttp
 import asyncpg
 import grpc
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from checkout.product.v1 import product_pb2, product_pb2_grpc
 from saga_kit import checkout_bounds as bounds
 from saga_kit import problems
+from saga_kit.apiserver import ApiError
 from saga_kit.checkout_resource import API_VERSION, KIND, TERMINAL
 from saga_kit.pagination import InvalidPageToken
 from saga_kit.problems import Problem, ProblemError, ProblemResponse, problem
@@ -497,7 +497,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 raise ProblemError(409, "ALREADY_FINISHED", f"checkout is {out.phase}")
             try:
                 return _from_resource(await deps.checkouts.request_cancel(body))
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status != 409:
                     raise
         raise ProblemError(409, "CONFLICT", "checkout kept changing; retry")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
+from saga_kit.apiserver import MERGE_PATCH, ApiClient, ApiError
 from saga_kit.checkout_resource import GROUP, PLURAL, VERSION
+from saga_kit.checkout_store import checkouts_path
 
 __all__ = ["GROUP", "PLURAL", "VERSION", "AlreadyExists", "Checkouts", "Invalid"]
 
@@ -22,33 +20,27 @@ class Invalid(Exception):
 
 
 class Checkouts:
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self._custom = client.CustomObjectsApi(api)
+    def __init__(self, api: ApiClient, namespace: str) -> None:
+        self._api = api
         self.namespace = namespace
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            created: dict[str, Any] = await self._custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, body
-            )
-        except ApiException as exc:
+            return await self._api.request("POST", checkouts_path(self.namespace), body=body)
+        except ApiError as exc:
             if exc.status == 409:
                 raise AlreadyExists(body["metadata"]["name"]) from exc
             if exc.status == 422:
-                raise Invalid(_message(exc)) from exc
+                raise Invalid(exc.message or exc.reason) from exc
             raise
-        return created
 
     async def get(self, name: str) -> dict[str, Any] | None:
         try:
-            body: dict[str, Any] = await self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name
-            )
-        except ApiException as exc:
+            return await self._api.request("GET", checkouts_path(self.namespace, name))
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
-        return body
 
     async def request_cancel(self, body: dict[str, Any]) -> dict[str, Any]:
         """Set spec.cancelRequested, only on the version we looked at."""
@@ -57,20 +49,9 @@ class Checkouts:
             "metadata": {"resourceVersion": meta["resourceVersion"]},
             "spec": {"cancelRequested": True},
         }
-        updated: dict[str, Any] = await self._custom.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
-            meta["name"],
-            patch,
-            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+        return await self._api.request(
+            "PATCH",
+            checkouts_path(self.namespace, meta["name"]),
+            body=patch,
+            content_type=MERGE_PATCH,
         )
-        return updated
-
-
-def _message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or b"{}").get("message", exc.reason))
-    except (ValueError, TypeError, AttributeError):
-        return str(exc.reason)

@@ -19,12 +19,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
-from kubernetes_asyncio import client, watch
-from kubernetes_asyncio.client.exceptions import ApiException
-
+from saga_kit.apiserver import ApiClient, ApiError
+from saga_kit.checkout_store import checkouts_path
 from saga_kit.supervise import Backoff
-
-from .kube import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +36,8 @@ def _phase(body: Body) -> str | None:
 
 
 class CheckoutWatch:
-    def __init__(self, api: client.ApiClient, namespace: str, ready: Collection[str]) -> None:
-        self._custom = client.CustomObjectsApi(api)
+    def __init__(self, api: ApiClient, namespace: str, ready: Collection[str]) -> None:
+        self._api = api
         self.namespace = namespace
         self._ready = frozenset(ready)
         self._waiters: dict[str, list[asyncio.Future[Body | None]]] = {}
@@ -141,28 +138,24 @@ class CheckoutWatch:
 
     async def _watch(self, stop: asyncio.Event) -> None:
         # Start from now: a LIST of one item gives the collection's resource version.
-        listed = await self._custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, limit=1
-        )
+        path = checkouts_path(self.namespace)
+        listed = await self._api.request("GET", path, params={"limit": 1})
         version = listed["metadata"]["resourceVersion"]
         # Waiters registered while disconnected may have missed their event: the wait
         # loop's own GETs cover them, so nothing needs replaying here.
         while not stop.is_set():
-            stream = watch.Watch()
-            events = stream.stream(
-                self._custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                resource_version=version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_SECONDS,
+            events = self._api.watch(
+                path,
+                params={
+                    "resourceVersion": version,
+                    "allowWatchBookmarks": True,
+                    "timeoutSeconds": WATCH_SECONDS,
+                },
             )
             stopping = asyncio.create_task(stop.wait())
             try:
                 self.connected = True
-                async with events:
+                async with contextlib.aclosing(events):
                     while True:
                         step = asyncio.ensure_future(events.__anext__())
                         done, _ = await asyncio.wait(
@@ -170,15 +163,18 @@ class CheckoutWatch:
                         )
                         if step not in done:
                             step.cancel()
+                            # Settled before the stream is closed (a running one cannot be).
+                            await asyncio.wait({step})
                             return
                         try:
                             event = step.result()
                         except StopAsyncIteration:
                             break  # the server ended this watch: resume from `version`
+                        found = event["object"]
                         if event["type"] != "BOOKMARK":
-                            self.deliver(event["type"], event["raw_object"])
-                        version = stream.resource_version or version
-            except ApiException as exc:
+                            self.deliver(event["type"], found)
+                        version = (found.get("metadata") or {}).get("resourceVersion") or version
+            except ApiError as exc:
                 if exc.status == GONE:
                     self.connected = False
                     log.info("checkout watch: version %s is gone, listing again", version)

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
+from .apiserver import MERGE_PATCH, ApiClient, ApiError
 from .checkout_resource import GROUP, KIND, PLURAL, VERSION
 
-MERGE_PATCH = "application/merge-patch+json"
+__all__ = ["CheckoutStatusStore", "Conflict", "checkouts_path", "listed_items"]
+
+
+def checkouts_path(namespace: str = "", name: str = "", *, status: bool = False) -> str:
+    """The URL path of the Checkouts of ``namespace`` ("" for every namespace), of one
+    of them, or of its status subresource."""
+    path = f"/apis/{GROUP}/{VERSION}"
+    if namespace:
+        path += f"/namespaces/{namespace}"
+    path += f"/{PLURAL}"
+    if name:
+        path += f"/{name}/status" if status else f"/{name}"
+    return path
 
 
 def listed_items(reply: dict[str, Any]) -> list[dict[str, Any]]:
@@ -33,25 +43,22 @@ class Conflict(Exception):
 
 
 class CheckoutStatusStore:
-    def __init__(self, api: client.ApiClient, component: str) -> None:
-        self._custom = client.CustomObjectsApi(api)
+    def __init__(self, api: ApiClient, component: str) -> None:
+        self._api = api
         self._component = component  # the field manager: who wrote what, in managedFields
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            body: dict[str, Any] = await self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
-        except ApiException as exc:
+            return await self._api.request("GET", checkouts_path(namespace, name))
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
-        return body
 
     async def find(self, name: str) -> list[dict[str, Any]]:
         """The Checkouts named ``name`` in every namespace (one LIST by field selector)."""
-        reply = await self._custom.list_cluster_custom_object(
-            GROUP, VERSION, PLURAL, field_selector=f"metadata.name={name}"
+        reply = await self._api.request(
+            "GET", checkouts_path(), params={"fieldSelector": f"metadata.name={name}"}
         )
         return listed_items(reply)
 
@@ -63,18 +70,14 @@ class CheckoutStatusStore:
             "status": status,
         }
         try:
-            updated: dict[str, Any] = await self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                meta["namespace"],
-                PLURAL,
-                meta["name"],
-                patch,
-                field_manager=self._component,
-                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+            return await self._api.request(
+                "PATCH",
+                checkouts_path(meta["namespace"], meta["name"], status=True),
+                params={"fieldManager": self._component},
+                body=patch,
+                content_type=MERGE_PATCH,
             )
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status in (404, 409):
                 raise Conflict(f"{meta['namespace']}/{meta['name']} changed: {exc.reason}") from exc
             raise
-        return updated

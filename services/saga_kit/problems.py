@@ -14,7 +14,7 @@ response carried before stays as an extension member (``errors`` naming each inv
 field, the checkout API's ``checkout``, the Product service's ``fields``).
 
 ``install`` puts the handlers on an app (HTTPException, validation errors without the
-input echoed, :class:`ProblemError`, the apiserver's ApiException, declared outages, and
+input echoed, :class:`ProblemError`, the apiserver's ApiError, declared outages, and
 anything uncaught as a 500 without internals) and makes its OpenAPI document every
 error response as ``application/problem+json``.
 """
@@ -31,9 +31,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+
+from .apiserver import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,8 @@ def install(app: FastAPI, outages: Mapping[type[Exception], str] | None = None) 
         return invalid(field_errors(exc.errors()), instance=request.url.path)
 
     async def apiserver_error(request: Request, exc: Exception) -> ProblemResponse:
-        assert isinstance(exc, ApiException)
-        if exc.status in (None, 0, 429) or exc.status >= 500:
+        assert isinstance(exc, ApiError)
+        if exc.status in (0, 429) or exc.status >= 500:
             return _unavailable(request, "APISERVER_UNAVAILABLE")
         # Any other refusal means a request we should not have sent: a bug, not a retry.
         log.error("%s %s: the apiserver refused: %s", request.method, request.url.path, exc.status)
@@ -208,7 +209,7 @@ def install(app: FastAPI, outages: Mapping[type[Exception], str] | None = None) 
     app.add_exception_handler(ProblemError, problem_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(ApiException, apiserver_error)
+    app.add_exception_handler(ApiError, apiserver_error)
     for kind, reason in (outages or {}).items():
         app.add_exception_handler(kind, outage(reason))
     app.add_exception_handler(Exception, unexpected)

@@ -25,7 +25,6 @@ import httpx
 import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker
-from kubernetes_asyncio.client import ApiClient
 
 from checkout_operator.__main__ import Acting, prepare, start_acting
 from checkout_operator.actions import Deps
@@ -39,6 +38,7 @@ from midtrans import MidtransClient, MidtransConfig
 from payment_listener.app import create_app as create_listener
 from payment_listener.settling import Settler
 from product_service.consumer import EventConsumer
+from saga_kit.apiserver import ApiClient
 from saga_kit.checkout_store import CheckoutStatusStore
 from saga_kit.events import Topology, ensure_streams
 from saga_kit.kube import kube_api_client

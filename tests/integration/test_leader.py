@@ -4,37 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
-from kubernetes_asyncio import client as kclient
-from kubernetes_asyncio import config as kconfig
 
 from checkout_operator.leader import LeaderElector
+from saga_kit.apiserver import ApiClient, load_config
 from tests.conftest import Platform
 from tests.helpers.waiting import eventually
 
 DURATION = 2.0
 RENEW = 0.5
 
-ApiFactory = Callable[..., Awaitable[kclient.ApiClient]]
+ApiFactory = Callable[..., Awaitable[ApiClient]]
 
 
 @pytest.fixture
 async def api_client(platform: Platform) -> AsyncIterator[ApiFactory]:
     """Make apiserver clients (optionally through another address); closed at the end."""
-    made: list[kclient.ApiClient] = []
+    made: list[ApiClient] = []
 
-    async def make(host: str | None = None) -> kclient.ApiClient:
-        configuration = kclient.Configuration()
-        await kconfig.load_kube_config(
-            config_file=str(platform.kubeconfig), client_configuration=configuration
-        )
+    async def make(host: str | None = None) -> ApiClient:
+        connection = load_config(platform.kubeconfig)
         if host:
-            configuration.host = host
-        api = kclient.ApiClient(configuration)
+            connection = dataclasses.replace(connection, server=host)
+        api = ApiClient(connection)
         made.append(api)
         return api
 
@@ -57,10 +54,11 @@ async def elector(
 
 
 async def lease_holder(make: ApiFactory, namespace: str) -> str | None:
-    lease = await kclient.CoordinationV1Api(await make()).read_namespaced_lease(
-        "checkout-operator", namespace
+    api = await make()
+    lease = await api.request(
+        "GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/checkout-operator"
     )
-    holder: str | None = lease.spec.holder_identity
+    holder: str | None = lease["spec"].get("holderIdentity")
     return holder
 
 
@@ -171,7 +169,7 @@ async def test_a_cut_off_leader_stops_leading_before_anyone_else_starts(
     namespace: str, api_client: ApiFactory
 ) -> None:
     probe = await api_client()
-    server = urlsplit(str(probe.configuration.host))
+    server = urlsplit(probe.connection.server)
     proxy = PausableProxy(server.hostname or "127.0.0.1", server.port or 443)
     a = await elector(api_client, namespace, "a", host=await proxy.start())
     b = await elector(api_client, namespace, "b")

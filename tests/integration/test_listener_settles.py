@@ -9,14 +9,15 @@ reach) the notification is recorded and the operator settles it from its inbox.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from kubernetes_asyncio.client import ApiClient, Configuration
 
 from midtrans import MidtransClient, MidtransConfig
 from payment_listener.settling import Outcome
+from saga_kit.apiserver import ApiClient, Connection
 from saga_kit.events import Topology
 from saga_kit.kube import kube_api_client
 from tests.helpers.processes import free_port
@@ -123,10 +124,7 @@ async def test_a_paid_claim_midtrans_does_not_confirm_settles_nothing(saga: Saga
 @contextlib.asynccontextmanager
 async def unreachable_apiserver() -> AsyncIterator[ApiClient]:
     """A client of an apiserver that is not there (a closed port)."""
-    configuration = Configuration()
-    configuration.host = f"https://127.0.0.1:{free_port()}"
-    configuration.verify_ssl = False
-    api = ApiClient(configuration)
+    api = ApiClient(Connection(f"https://127.0.0.1:{free_port()}", ssl.create_default_context()))
     try:
         yield api
     finally:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from kubernetes_asyncio import client
-
 from checkout_api.app import READY
 from checkout_api.watch import CheckoutWatch
+from saga_kit.apiserver import ApiClient, Connection
 
 Body = dict[str, Any]
 
@@ -31,7 +30,7 @@ class Reads:
 
 
 def a_watch(connected: bool) -> CheckoutWatch:
-    watch = CheckoutWatch(client.ApiClient(), "shop", READY)
+    watch = CheckoutWatch(ApiClient(Connection("http://127.0.0.1:9", None)), "shop", READY)
     watch.connected = connected
     return watch
 

@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kubernetes_asyncio import client as kclient
 
 from checkout_operator.leader import LeaderElector, lease_is_free, micro_time, new_identity
 from checkout_operator.settings import OperatorSettings
+from saga_kit.apiserver import ApiClient, Connection
 
 
 @given(
@@ -45,7 +45,7 @@ def test_identities_are_unique_per_process_and_name_the_host(
 
 
 async def test_the_lease_must_be_renewed_at_least_twice_per_duration() -> None:
-    api = kclient.ApiClient(kclient.Configuration())
+    api = ApiClient(Connection("http://127.0.0.1:9", None))
     try:
         with pytest.raises(ValueError, match="renewed at least twice"):
             LeaderElector(api, "default", "x", duration=2.0, renew_every=1.5)

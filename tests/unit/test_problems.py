@@ -13,13 +13,13 @@ import httpx
 import pytest
 import yaml
 from fastapi import FastAPI
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from checkout_api.app import ApiDeps, CheckoutProblem, create_app
 from payment_listener.app import create_app as create_listener
 from product_service.rest_api import create_rest_app as create_products
 from saga_kit import checkout_bounds as bounds
 from saga_kit import problems
+from saga_kit.apiserver import ApiError
 from saga_kit.events import Topology
 from saga_kit.problems import PROBLEM_JSON, Problem
 from saga_kit.request_bodies import MAX_BODY_BYTES, BodyLimit
@@ -211,19 +211,24 @@ async def test_an_uncaught_error_is_a_500_problem_without_internals() -> None:
     async def boom() -> None:
         raise RuntimeError("password=hunter2 at /srv/secret.py")
 
-    @app.get("/apiserver")
-    async def apiserver() -> None:
-        raise ApiException(status=500, reason="etcd down")
+    @app.get("/apiserver/{status}")
+    async def apiserver(status: int) -> None:
+        raise ApiError(status, "etcd down" if status >= 500 else "Refused")
 
     problems.install(app)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         boom_reply = await client.get("/boom")
-        down = await client.get("/apiserver")
+        down = await client.get("/apiserver/500")
+        throttled = await client.get("/apiserver/429")
+        forbidden = await client.get("/apiserver/403")
     assert boom_reply.status_code == 500 and boom_reply.json()["reason"] == "INTERNAL_ERROR"
     assert "hunter2" not in boom_reply.text and "secret" not in boom_reply.text
     assert down.status_code == 503 and down.json()["reason"] == "APISERVER_UNAVAILABLE"
     assert down.headers["retry-after"] == "1"
+    assert throttled.status_code == 503 and throttled.json()["reason"] == "APISERVER_UNAVAILABLE"
+    # A refusal of a request we should not have sent is a bug, not a retry.
+    assert forbidden.status_code == 500 and forbidden.json()["reason"] == "INTERNAL_ERROR"
 
 
 def test_the_crd_refuses_what_the_api_refuses() -> None:

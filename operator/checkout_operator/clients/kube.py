@@ -4,53 +4,71 @@ compare-and-swap status (``saga_kit.checkout_store``), list, delete, Events."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
+import sys
 import uuid
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
+from saga_kit.apiserver import ApiClient, ApiError
 from saga_kit.checkout_resource import GROUP, KIND, PLURAL, VERSION
-from saga_kit.checkout_store import CheckoutStatusStore, Conflict, listed_items
+from saga_kit.checkout_store import CheckoutStatusStore, Conflict, checkouts_path, listed_items
 
 __all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "Conflict", "KubeCheckouts"]
 
 log = logging.getLogger(__name__)
 
+# kopf imports the kubernetes and kubernetes_asyncio clients when installed, only to
+# recognise their model objects (~70 MiB; the operator hands kopf dicts and logs in
+# with kopf's own login). This module is imported before kopf (checkout_operator's
+# __main__ through actions; tests/unit/test_app_imports.py checks), so it imports kopf
+# with them hidden; processes that already hold them (tests, tools) are left alone.
+_KOPF_OPTIONAL_CLIENTS = ("kubernetes", "kubernetes_asyncio", "pykube")
+
+
+def import_kopf_without_clients() -> None:
+    if "kopf" in sys.modules:
+        return
+    hidden = [name for name in _KOPF_OPTIONAL_CLIENTS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # "not installed"
+    try:
+        importlib.import_module("kopf")
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+import_kopf_without_clients()
+
+LIST_PAGE = 500  # a namespace of 10,000 Checkouts is 20 answers, never one of 40 MB
+
 
 class KubeCheckouts(CheckoutStatusStore):
-    def __init__(self, api: client.ApiClient, component: str = "checkout-operator") -> None:
+    def __init__(self, api: ApiClient, component: str = "checkout-operator") -> None:
         super().__init__(api, component)
-        self._core = client.CoreV1Api(api)
 
     async def list(self, namespace: str) -> list[dict[str, Any]]:
         """Every Checkout in ``namespace`` ("" for all), read from etcd (not a cache)."""
-        if namespace:
-            reply = await self._custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL
-            )
-        else:
-            reply = await self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-        return listed_items(reply)
+        items: list[dict[str, Any]] = []
+        async for page in self._api.pages(checkouts_path(namespace), limit=LIST_PAGE):
+            items.extend(listed_items(page))
+        return items
 
     async def delete(self, body: dict[str, Any]) -> bool:
         """Delete this very version of the resource; False if it changed or is gone."""
         meta = body["metadata"]
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+        }
         try:
-            await self._custom.delete_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                meta["namespace"],
-                PLURAL,
-                meta["name"],
-                body=client.V1DeleteOptions(
-                    preconditions=client.V1Preconditions(
-                        uid=meta["uid"], resource_version=meta["resourceVersion"]
-                    )
-                ),
+            await self._api.send(
+                "DELETE", checkouts_path(meta["namespace"], meta["name"]), body=options
             )
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status in (404, 409):
                 return False
             raise
@@ -62,30 +80,35 @@ class KubeCheckouts(CheckoutStatusStore):
         Best effort: an Event that cannot be posted is logged, never fatal.
         """
         meta = body["metadata"]
-        now = dt.datetime.now(dt.UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                name=f"{meta['name']}.{uuid.uuid4().hex[:12]}", namespace=meta["namespace"]
-            ),
-            involved_object=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}",
-                kind=KIND,
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta["uid"],
-                resource_version=meta.get("resourceVersion"),
-            ),
-            type=type_,
-            reason=reason,
-            message=message[:1024],
-            source=client.V1EventSource(component=self._component),
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            reporting_component=self._component,
-            reporting_instance=self._component,
-        )
+        namespace = meta["namespace"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": namespace,
+                "uid": meta["uid"],
+                **(
+                    {"resourceVersion": meta["resourceVersion"]}
+                    if "resourceVersion" in meta
+                    else {}
+                ),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self._component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": self._component,
+            "reportingInstance": self._component,
+        }
         try:
-            await self._core.create_namespaced_event(meta["namespace"], event)
-        except ApiException as exc:
+            await self._api.send("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+        except ApiError as exc:
             log.warning("could not post event %s on %s: %s", reason, meta["name"], exc.reason)
