@@ -3,7 +3,7 @@
 User and Product services, the REST checkout API, the webhook listener, the
 Midtrans sandbox, the operator and the arq expiry worker: one table row each,
 run as supervised :class:`Daemon` s with logs in the run folder. Local secrets
-(service token, JWT key, sandbox server key) are generated once into
+(service token, token signing key, sandbox server key) are generated once into
 ``<run>/secrets`` (mode 0600) when the system starts, and passed through the
 environment; none is printed. ``status`` and ``stop`` create nothing.
 
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saga_kit.access_tokens import new_private_key_pem
 from saga_kit.nats_access import Role
 
 from .config import REPO_ROOT, DevConfig
@@ -133,7 +134,7 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
         "user-service": {
             "USER_DATABASE_URL": dsn,
             "USER_REDIS_URL": cfg.redis_url,
-            "USER_JWT_SECRET": cfg.secret("jwt-secret"),
+            "USER_SIGNING_KEYS": cfg.secret("signing-keys", new_private_key_pem()),
             "USER_HTTP_PORT": str(cfg.user_http_port),
             "USER_GRPC_PORT": str(cfg.user_grpc_port),
         },

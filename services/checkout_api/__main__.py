@@ -13,8 +13,8 @@ from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.kube import kube_api_client
 from saga_kit.logs import setup_logging
 from saga_kit.serving import http_server, stop_on_signals
-from saga_kit.settings import env_float
-from saga_kit.user_auth import RememberingAuthenticator, UserServiceAuthenticator
+from saga_kit.signing_keys import PublishedKeys
+from saga_kit.user_auth import LocalAuthenticator
 
 from .admission import Admission
 from .app import READY, ApiDeps, create_app
@@ -41,6 +41,10 @@ async def main() -> None:
             cfg.redis_url.value, socket_timeout=2, socket_connect_timeout=2
         )
         stack.push_async_callback(redis.aclose)
+        # Tokens are verified here with the User service's public keys; revocations are
+        # read from Redis, which must be the User service's (it is, in the chart).
+        token_keys = PublishedKeys(users)
+        await token_keys.fetch_or_warn()  # if the User service is down, at the first token
         # Its own connection: a watch holds one open for minutes at a time.
         watch_api = await kube_api_client()
         stack.push_async_callback(watch_api.close)
@@ -51,9 +55,7 @@ async def main() -> None:
             ApiDeps(
                 checkouts=Checkouts(api, cfg.namespace),
                 readmodel=pool,
-                authenticator=RememberingAuthenticator(
-                    UserServiceAuthenticator(users), ttl=env_float("USER_AUTH_CACHE_SECONDS", 5.0)
-                ),
+                authenticator=LocalAuthenticator(token_keys, redis),
                 products=product_stub,
                 wait_seconds=cfg.wait_seconds,
                 quota=Quota(cfg.limits, redis, pool),

@@ -1,13 +1,24 @@
-"""Who is calling a REST API: bearer tokens checked by the User service over gRPC.
+"""Who is calling a REST API: bearer tokens, checked locally or by the User service.
 
-Shared by every REST API of the project (products, checkouts). A token the User
-service accepted is remembered for a few seconds (:class:`RememberingAuthenticator`),
-so a client polling its checkout costs one round trip per few seconds, not one per
-request; a logout or revocation takes effect within those seconds.
+:class:`LocalAuthenticator` (the checkout API) verifies the token's signature with
+the User service's published public keys (:mod:`saga_kit.signing_keys`) and asks
+Redis whether it was revoked: one EXISTS per request, no User service round trip,
+and a logout takes effect on the next request. The User service being down no
+longer fails valid tokens; Redis being down fails every token with the same error
+the User service being down gives (an AioRpcError, answered 503 + Retry-After),
+never lets one in.
+
+:class:`UserServiceAuthenticator` asks the User service (``Authenticate``) instead,
+and :class:`RememberingAuthenticator` remembers its answers for a few seconds: the
+Product service's owner API, with no Redis of its own, uses the two.
+
+Either way an :class:`AuthError` is a refusal (401) and a ``grpc.aio.AioRpcError``
+an outage (503).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from collections import OrderedDict
@@ -16,9 +27,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
+import redis.asyncio as aioredis
+import redis.exceptions
 
 from checkout.user.v1 import user_pb2, user_pb2_grpc
+from saga_kit import access_tokens
+from saga_kit.access_tokens import TokenFailure, TokenRefused, revoked_key
 from saga_kit.grpc_errors import error_details
+from saga_kit.signing_keys import PublishedKeys
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,57 @@ class Authenticator(Protocol):
 
 class TokenChecker(Protocol):
     async def check(self, access_token: str) -> tuple[Identity, float]: ...
+
+
+class RevocationsUnavailable(grpc.aio.AioRpcError):
+    """Redis, where the User service lists revoked tokens, did not answer. An
+    AioRpcError (UNAVAILABLE) so every REST API answers it as it answers the User
+    service being down (503, retry), without knowing where tokens are checked."""
+
+    def __init__(self, cause: BaseException) -> None:
+        empty = grpc.aio.Metadata()
+        super().__init__(
+            grpc.StatusCode.UNAVAILABLE,
+            empty,
+            empty,
+            details=f"the revoked-token list is unavailable: {type(cause).__name__}",
+        )
+
+
+_REDIS_OUTAGES = (redis.exceptions.RedisError, OSError, TimeoutError)
+
+
+class LocalAuthenticator:
+    """Verifies tokens here: signature (published keys), claims, and revocation."""
+
+    def __init__(
+        self,
+        keys: PublishedKeys,
+        redis_client: aioredis.Redis,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._keys = keys
+        self._redis = redis_client
+        self._clock = clock
+
+    async def authenticate(self, access_token: str) -> Identity:
+        kid = access_tokens.key_id_of(access_token)
+        public = await self._keys.get(kid) if kid else None
+        if public is None:
+            raise AuthError(
+                TokenFailure.INVALID, "the access token is malformed or signed by an unknown key"
+            )
+        try:
+            claims = access_tokens.verify(access_token, {kid: public}, self._clock())
+        except TokenRefused as exc:
+            raise AuthError(exc.failure, exc.message) from exc
+        try:
+            revoked = await self._redis.exists(revoked_key(claims.jti))
+        except _REDIS_OUTAGES as exc:
+            raise RevocationsUnavailable(exc) from exc
+        if revoked:
+            raise AuthError(TokenFailure.REVOKED, "the access token has been revoked")
+        return Identity(user_id=claims.user_id, username=claims.username)
 
 
 class UserServiceAuthenticator:

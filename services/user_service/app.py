@@ -79,7 +79,7 @@ async def open_runtime(
     accounts = Accounts(
         store,
         revocations,
-        TokenCodec(config.jwt_secret, config.token_ttl_seconds),
+        TokenCodec(config.load_keys(), config.token_ttl_seconds),
         scrypt=scrypt,
     )
     return UserServiceRuntime(

@@ -1,7 +1,7 @@
 """Settings of the User service, read once from the environment.
 
 Secrets (the database DSN, which carries a password, the Redis URL, which may,
-the JWT signing key and the accepted service tokens) are held as
+the token signing keys and the accepted service tokens) are held as
 :class:`saga_kit.settings.Secret` so that printing or logging the config cannot
 leak them, and each of them may be mounted as a file (``NAME_FILE``).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from saga_kit.access_tokens import SigningKey, load_signing_keys
 from saga_kit.db import check_schema_name
 from saga_kit.settings import (
     REDIS_SCHEMES,
@@ -21,10 +22,6 @@ from saga_kit.settings import (
     env_service_tokens,
     env_str,
 )
-
-# HS256 is only as strong as its key; RFC 7518 asks for a key at least as long as
-# the hash output (32 bytes). A short key is refused at start-up, not at first use.
-MIN_JWT_SECRET_LENGTH = 32
 
 
 def _port(name: str, default: int) -> int:
@@ -39,7 +36,8 @@ class UserServiceConfig:
     database_url: Secret
     db_schema: str
     redis_url: Secret
-    jwt_secret: Secret
+    # PEM Ed25519 private keys: the first signs, the others still verify (rotation).
+    signing_keys: Secret
     token_ttl_seconds: int
     http_host: str
     http_port: int
@@ -53,14 +51,17 @@ class UserServiceConfig:
             check_schema_name(self.db_schema)
         except ValueError as exc:
             raise ConfigError(f"USER_DB_SCHEMA: {exc}") from exc
-        if len(self.jwt_secret.value) < MIN_JWT_SECRET_LENGTH:
-            raise ConfigError(
-                f"USER_JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} characters long"
-            )
+        try:
+            load_signing_keys(self.signing_keys.value)
+        except ValueError as exc:  # the message never quotes the key
+            raise ConfigError(f"USER_SIGNING_KEYS {exc}") from exc
         if self.token_ttl_seconds <= 0:
             raise ConfigError("USER_TOKEN_TTL_SECONDS must be positive")
         if not self.service_tokens:
             raise ConfigError("SERVICE_TOKENS must list at least one non-empty token")
+
+    def load_keys(self) -> tuple[SigningKey, ...]:
+        return load_signing_keys(self.signing_keys.value)
 
     @classmethod
     def from_env(cls) -> UserServiceConfig:
@@ -68,7 +69,7 @@ class UserServiceConfig:
             database_url=env_secret("USER_DATABASE_URL"),
             db_schema=env_str("USER_DB_SCHEMA", "users"),
             redis_url=env_secret_url("USER_REDIS_URL", None, REDIS_SCHEMES),
-            jwt_secret=env_secret("USER_JWT_SECRET"),
+            signing_keys=env_secret("USER_SIGNING_KEYS"),
             token_ttl_seconds=env_int("USER_TOKEN_TTL_SECONDS", 3600),
             http_host=env_str("USER_HTTP_HOST", "127.0.0.1"),
             http_port=_port("USER_HTTP_PORT", 18100),

@@ -16,10 +16,12 @@ Why these choices:
 * A login for an unknown user still runs one full verification against a dummy
   hash, and answers with the same error as a wrong password, so neither the
   answer nor its timing tells whether an account exists.
-* Access tokens are HS256 JWTs with ``sub``, ``jti``, ``iat``, ``exp`` and a fixed
-  issuer; all are required. Expiry is checked against an injected clock so the
-  rules are testable without sleeping. Revocation (logout) is by ``jti``, kept
-  only until the token would have expired anyway.
+* Access tokens are EdDSA JWTs signed with the first of the service's keys; their
+  format and checks are the shared contract in :mod:`saga_kit.access_tokens`, since
+  the REST APIs verify them too (with the public keys, :meth:`TokenCodec.public_keys`).
+  Expiry is checked against an injected clock so the rules are testable without
+  sleeping. Revocation (logout) is by ``jti``, kept only until no verifier would
+  accept the token anyway.
 """
 
 from __future__ import annotations
@@ -37,27 +39,20 @@ import os
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from saga_kit.settings import Secret
-
-ISSUER = "checkout-saga-user"
-ALGORITHM = "HS256"
+from saga_kit import access_tokens
+from saga_kit.access_tokens import SigningKey, TokenClaims, TokenFailure, TokenRefused
 
 USERNAME_MIN_LENGTH = 3
 USERNAME_MAX_LENGTH = 32
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 EMAIL_MAX_LENGTH = 254  # RFC 5321: the longest address a mail server has to accept
-# No token this service issues comes near this; refusing longer ones early keeps
-# garbage from reaching the JWT parser.
-TOKEN_MAX_LENGTH = 4096
-# Tolerated clock difference between replicas for a token's issue time.
-CLOCK_SKEW = dt.timedelta(seconds=30)
 
 # ASCII only, on purpose: non-ASCII letters would make look-alike names possible
 # and str.lower() maps a few of them onto ASCII ones (the Kelvin sign onto "k").
@@ -87,14 +82,6 @@ class ErrorKind(enum.Enum):
     CONFLICT = "conflict"
     UNAUTHENTICATED = "unauthenticated"
     NOT_FOUND = "not_found"
-
-
-class TokenFailure(enum.StrEnum):
-    """Why an access token is refused (the ErrorInfo reasons of the gRPC contract)."""
-
-    INVALID = "TOKEN_INVALID"
-    EXPIRED = "TOKEN_EXPIRED"
-    REVOKED = "TOKEN_REVOKED"
 
 
 class UserError(Exception):
@@ -285,104 +272,51 @@ class AccessToken:
         return max(0, math.ceil((self.expires_at - now).total_seconds()))
 
 
-@dataclass(frozen=True)
-class TokenClaims:
-    """The verified content of a token."""
-
-    user_id: str
-    jti: str
-    issued_at: dt.datetime
-    expires_at: dt.datetime
-
-    def remaining_seconds(self, now: dt.datetime) -> int:
-        """Whole seconds until expiry, rounded up (a revocation must outlive the token)."""
-        return max(0, math.ceil((self.expires_at - now).total_seconds()))
-
-
 class TokenCodec:
-    """Issues and verifies the service's access tokens (HS256, one shared key)."""
+    """Issues tokens with the first key and verifies those of any of ``keys``."""
 
-    def __init__(self, secret: Secret, ttl_seconds: int, issuer: str = ISSUER) -> None:
+    def __init__(self, keys: Sequence[SigningKey], ttl_seconds: int) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is needed")
         if ttl_seconds <= 0:
             raise ValueError("the token lifetime must be positive")
-        self._key = secret.value
+        self._signer = keys[0]
+        self._public = {k.kid: k.public for k in keys}
         self._ttl = dt.timedelta(seconds=ttl_seconds)
-        self._issuer = issuer
 
-    def issue(self, user_id: str, now: dt.datetime) -> AccessToken:
+    @property
+    def signing_kid(self) -> str:
+        return self._signer.kid
+
+    def public_keys(self) -> Mapping[str, Ed25519PublicKey]:
+        """By kid: every key a token this service issued may carry."""
+        return dict(self._public)
+
+    def issue(self, user: User, now: dt.datetime) -> AccessToken:
         # JWT times are whole seconds; truncating here keeps expires_at in the
         # answer identical to the exp inside the token.
         issued = now.replace(microsecond=0)
-        expires = issued + self._ttl
-        jti = str(uuid.uuid4())
-        claims = {
-            "iss": self._issuer,
-            "sub": user_id,
-            "jti": jti,
-            "iat": int(issued.timestamp()),
-            "exp": int(expires.timestamp()),
-        }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM)
+        claims = TokenClaims(
+            user_id=user.id,
+            username=user.username,
+            jti=str(uuid.uuid4()),
+            issued_at=issued,
+            expires_at=issued + self._ttl,
+        )
         return AccessToken(
-            token=token, jti=jti, user_id=user_id, issued_at=issued, expires_at=expires
+            token=access_tokens.sign(self._signer, claims),
+            jti=claims.jti,
+            user_id=user.id,
+            issued_at=issued,
+            expires_at=claims.expires_at,
         )
 
     def verify(self, token: str, now: dt.datetime) -> TokenClaims:
-        """The claims of a valid token; :class:`UserError` (UNAUTHENTICATED) otherwise.
-
-        The signature and issuer are checked first, so a forged token is always
-        TOKEN_INVALID, whatever its ``exp`` says; only a genuine token can be
-        TOKEN_EXPIRED.
-        """
-        if not token or len(token) > TOKEN_MAX_LENGTH:
-            raise token_rejected(TokenFailure.INVALID, "the access token is malformed")
+        """The claims of a valid token; :class:`UserError` (UNAUTHENTICATED) otherwise."""
         try:
-            payload: dict[str, Any] = jwt.decode(
-                token,
-                self._key,
-                algorithms=[ALGORITHM],  # never "none", never an algorithm the token picks
-                issuer=self._issuer,
-                options={
-                    "require": ["iss", "sub", "jti", "iat", "exp"],
-                    # Times are checked below against the injected clock.
-                    "verify_exp": False,
-                    "verify_iat": False,
-                    "verify_nbf": False,
-                },
-            )
-        except jwt.InvalidSignatureError as exc:
-            raise token_rejected(
-                TokenFailure.INVALID, "the access token's signature is invalid"
-            ) from exc
-        except jwt.InvalidIssuerError as exc:
-            raise token_rejected(
-                TokenFailure.INVALID, "the access token has a wrong issuer"
-            ) from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise token_rejected(
-                TokenFailure.INVALID, f"the access token lacks the {exc.claim!r} claim"
-            ) from exc
-        except jwt.InvalidTokenError as exc:
-            raise token_rejected(TokenFailure.INVALID, "the access token is malformed") from exc
-
-        sub, jti, iat, exp = payload["sub"], payload["jti"], payload["iat"], payload["exp"]
-        if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti:
-            raise token_rejected(TokenFailure.INVALID, "the access token's sub or jti is invalid")
-        # bool is an int in Python; a JSON true is not a time.
-        if any(not isinstance(v, int) or isinstance(v, bool) for v in (iat, exp)):
-            raise token_rejected(TokenFailure.INVALID, "the access token's iat or exp is invalid")
-        try:
-            issued_at = dt.datetime.fromtimestamp(iat, dt.UTC)
-            expires_at = dt.datetime.fromtimestamp(exp, dt.UTC)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise token_rejected(
-                TokenFailure.INVALID, "the access token's iat or exp is out of range"
-            ) from exc
-        if issued_at > now + CLOCK_SKEW or expires_at <= issued_at:
-            raise token_rejected(TokenFailure.INVALID, "the access token's times are inconsistent")
-        if expires_at <= now:
-            raise token_rejected(TokenFailure.EXPIRED, "the access token has expired")
-        return TokenClaims(user_id=sub, jti=jti, issued_at=issued_at, expires_at=expires_at)
+            return access_tokens.verify(token, self._public, now)
+        except TokenRefused as exc:
+            raise token_rejected(exc.failure, exc.message) from exc
 
 
 # ---------------------------------------------------------------------------
@@ -471,6 +405,10 @@ class Accounts:
     def now(self) -> dt.datetime:
         return self._clock()
 
+    def public_keys(self) -> Mapping[str, Ed25519PublicKey]:
+        """The keys tokens are verified with, by kid (published for the REST APIs)."""
+        return self._tokens.public_keys()
+
     async def register(self, username: str, email: str, password: str) -> User:
         try:
             name = normalize_username(username)
@@ -506,7 +444,7 @@ class Accounts:
             raise invalid_credentials()
         if not await self._kdf(verify_password, password, found.password_hash):
             raise invalid_credentials()
-        return self._tokens.issue(found.user.id, self.now())
+        return self._tokens.issue(found.user, self.now())
 
     async def authenticate(self, token: str) -> Authenticated:
         claims = self._tokens.verify(token, self.now())

@@ -18,6 +18,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from checkout.user.v1 import user_pb2, user_pb2_grpc
+from saga_kit import access_tokens
+from saga_kit.access_tokens import public_pem
 from saga_kit.grpc_auth import ServiceTokenInterceptor
 from saga_kit.grpc_errors import RpcFailure, abort
 from saga_kit.settings import Secret
@@ -65,6 +67,21 @@ def user_message(user: User) -> user_pb2.User:
 class UserServicer(user_pb2_grpc.UserServiceServicer):
     def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts
+        self._signing_keys = user_pb2.ListSigningKeysResponse(
+            keys=[
+                user_pb2.SigningKey(
+                    kid=kid, algorithm=access_tokens.ALGORITHM, public_key_pem=public_pem(key)
+                )
+                for kid, key in accounts.public_keys().items()
+            ]
+        )
+
+    async def ListSigningKeys(
+        self,
+        request: user_pb2.ListSigningKeysRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> user_pb2.ListSigningKeysResponse:
+        return self._signing_keys
 
     async def Authenticate(
         self,

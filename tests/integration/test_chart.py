@@ -19,6 +19,7 @@ import httpx
 import yaml
 
 from checkout_operator.worker import HEALTH_PORT
+from saga_kit.access_tokens import load_signing_keys, new_private_key_pem
 from saga_kit.events import Topology
 from saga_kit.nats_access import Role, chart_permissions, permissions
 from tests.conftest import Platform
@@ -55,7 +56,7 @@ NATS_USER_OF = {
 SECRET_KEYS_OF = {
     "operator": {"database-url", "service-tokens", "midtrans-server-key"},
     "expiry-worker": {"database-url", "service-tokens", "midtrans-server-key"},
-    "user-service": {"database-url", "jwt-secret", "service-tokens"},
+    "user-service": {"database-url", "signing-keys", "service-tokens"},
     "product-service": {"database-url", "service-tokens"},
     "api": {"database-url", "service-tokens"},
     "listener": {"midtrans-server-key"},
@@ -73,8 +74,7 @@ CONFIG_LOADERS = {
     "product-service": "from product_service.config import ProductServiceConfig as C; "
     "C.from_env(); from saga_kit.settings import env_float; "
     "env_float('USER_AUTH_CACHE_SECONDS', 5.0)",
-    "api": "from checkout_api.config import CheckoutApiConfig as C; C.from_env(); "
-    "from saga_kit.settings import env_float; env_float('USER_AUTH_CACHE_SECONDS', 5.0)",
+    "api": "from checkout_api.config import CheckoutApiConfig as C; C.from_env()",
     "listener": "from payment_listener.config import ListenerConfig as C; C.from_env()",
     "midtrans-sandbox": "from midtrans_sandbox.settings import SandboxSettings as C; C.from_env()",
 }
@@ -358,7 +358,7 @@ def test_values_schema_and_rules_refuse_bad_values_clearly(platform: Platform) -
         ("--set=operator.pollInterval=5", "additional properties 'pollInterval' not allowed"),
         ("--set=imag.tag=1", "additional properties 'imag' not allowed"),
         ("--set=image.pullPolicy=Sometimes", "/image/pullPolicy'"),
-        ("--set=secrets.jwtSecret=short", "/secrets/jwtSecret'"),
+        ("--set=secrets.signingKeys=short", "/secrets/signingKeys'"),
         ("--set=external.redisUrl=http://redis:6379", "/external/redisUrl'"),
         ("--set=limits.maxPaymentTTLSeconds=90000", "/limits/maxPaymentTTLSeconds'"),
         ("--set=operator.resources.requests.memory=lots", "/operator/resources/requests/memory'"),
@@ -479,15 +479,18 @@ def test_each_workload_gets_only_the_secrets_its_configuration_reads(platform: P
 
 
 def test_a_changed_secret_rolls_only_the_pods_that_read_it(
-    platform: Platform, namespace: str
+    platform: Platform, namespace: str, tmp_path: Path
 ) -> None:
     """Each pod template's checksum covers the secrets it reads: an upgrade that
     changes one rolls its readers and nothing else."""
     release = f"roll-{namespace[-8:]}"
     fixed = (
-        "--set=secrets.serviceTokens=tok1,secrets.jwtSecret=" + "j" * 40 + ","
+        "--set=secrets.serviceTokens=tok1,"
         "secrets.midtransServerKey=SB-Mid-server-one,dev.postgresPassword=pw1"
     )
+    (tmp_path / "key-1").write_text(new_private_key_pem())
+    (tmp_path / "key-2").write_text(new_private_key_pem())
+    fixed_key = f"--set-file=secrets.signingKeys={tmp_path / 'key-1'}"
 
     def deploy(verb: str, *change: str) -> dict[str, str]:
         done = helm(
@@ -499,6 +502,7 @@ def test_a_changed_secret_rolls_only_the_pods_that_read_it(
             DEV,
             NO_NODE_PORTS,
             fixed,
+            fixed_key,
             *change,
         )
         assert done.returncode == 0, done.stderr
@@ -514,7 +518,7 @@ def test_a_changed_secret_rolls_only_the_pods_that_read_it(
             return {component for component in before if before[component] != after[component]}
 
         assert rolled_by() == set()
-        assert rolled_by("--set=secrets.jwtSecret=" + "k" * 40) == {"user-service"}
+        assert rolled_by(f"--set-file=secrets.signingKeys={tmp_path / 'key-2'}") == {"user-service"}
         assert rolled_by("--set=secrets.midtransServerKey=SB-Mid-server-two") == {
             "operator",
             "expiry-worker",
@@ -568,7 +572,7 @@ def test_the_midtrans_sandbox_is_off_unless_asked_for(platform: Platform) -> Non
 
 
 def test_chart_installs_keeps_its_generated_secrets_across_upgrade_and_rbac(
-    platform: Platform, namespace: str
+    platform: Platform, namespace: str, tmp_path: Path
 ) -> None:
     release = f"cs-{namespace[-8:]}"
     prefix = f"{release}-checkout-saga"
@@ -594,21 +598,23 @@ def test_chart_installs_keeps_its_generated_secrets_across_upgrade_and_rbac(
         assert '"status":"deployed"' in listed.stdout
         deployments = pod_annotations()
         assert {f"{prefix}-{c}" for c in (*APP_COMPONENTS, *DEV_SERVERS)} == set(deployments)
-        # Generated secrets (service tokens, JWT secret, the sandbox's server key, the
+        # Generated secrets (service tokens, signing key, the sandbox's server key, the
         # dev Postgres and NATS passwords) survive an upgrade, and so no pod rolls.
         before = {name: secret_data(platform, namespace, name) for name in secrets}
         assert set(before[prefix]) == {
             "database-url",
             "service-tokens",
-            "jwt-secret",
+            "signing-keys",
             "midtrans-server-key",
         }
+        assert len(load_signing_keys(before[prefix]["signing-keys"])) == 1  # Helm's Ed25519
         assert set(before[f"{prefix}-nats-users"]) == {role.value for role in Role}
         install("upgrade")
         assert {name: secret_data(platform, namespace, name) for name in secrets} == before
         assert pod_annotations() == deployments
         # A value given on upgrade replaces the generated one and rolls its readers.
-        jwt = "a-jwt-secret-of-at-least-32-characters"
+        signing_keys = new_private_key_pem() + new_private_key_pem()  # a rotation
+        (tmp_path / "keys").write_text(signing_keys)
         upgrade = helm(
             platform,
             "upgrade",
@@ -617,10 +623,10 @@ def test_chart_installs_keeps_its_generated_secrets_across_upgrade_and_rbac(
             f"--namespace={namespace}",
             DEV,
             NO_NODE_PORTS,
-            f"--set=secrets.jwtSecret={jwt}",
+            f"--set-file=secrets.signingKeys={tmp_path / 'keys'}",
         )
         assert upgrade.returncode == 0, upgrade.stderr
-        assert secret_data(platform, namespace, prefix)["jwt-secret"] == jwt
+        assert secret_data(platform, namespace, prefix)["signing-keys"] == signing_keys
         rolled = {n for n, a in pod_annotations().items() if a != deployments[n]}
         assert rolled == {f"{prefix}-user-service"}
 

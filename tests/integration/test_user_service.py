@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +22,8 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2
 
 from checkout.user.v1 import user_pb2, user_pb2_grpc
+from saga_kit import access_tokens
+from saga_kit.access_tokens import ISSUER, SigningKey, new_private_key_pem
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.grpc_errors import ErrorDetails, error_details
 from saga_kit.settings import Secret
@@ -37,7 +38,7 @@ from user_service.app import (
     start_grpc_server,
 )
 from user_service.config import UserServiceConfig
-from user_service.domain import ISSUER, verify_password
+from user_service.domain import verify_password
 
 REPO = Path(__file__).resolve().parents[2]
 TTL = 600
@@ -50,7 +51,7 @@ def _config(platform: Platform, schema: str, service_token: Secret) -> UserServi
         database_url=Secret(platform.postgres_dsn),
         db_schema=schema,
         redis_url=Secret(platform.cfg.redis_url),
-        jwt_secret=Secret(secrets.token_urlsafe(32)),
+        signing_keys=Secret(new_private_key_pem()),
         token_ttl_seconds=TTL,
         http_host="127.0.0.1",
         http_port=0,
@@ -58,6 +59,10 @@ def _config(platform: Platform, schema: str, service_token: Secret) -> UserServi
         grpc_port=0,
         service_tokens=(service_token,),
     )
+
+
+def _sign(key: SigningKey, claims: dict[str, Any], kid: str | None = None) -> str:
+    return jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": kid or key.kid})
 
 
 @pytest.fixture
@@ -144,13 +149,12 @@ async def test_register_login_me_logout(
     assert (
         before + dt.timedelta(seconds=TTL) <= expires_at <= before + dt.timedelta(seconds=TTL + 5)
     )
+    (key,) = runtime.config.load_keys()
+    assert jwt.get_unverified_header(token["access_token"])["kid"] == key.kid
     claims = jwt.decode(
-        token["access_token"],
-        runtime.config.jwt_secret.value,
-        algorithms=["HS256"],
-        issuer="checkout-saga-user",
+        token["access_token"], key.public, algorithms=["EdDSA"], issuer="checkout-saga-user"
     )
-    assert claims["sub"] == user["id"]
+    assert (claims["sub"], claims["preferred_username"]) == (user["id"], "alice")
     assert claims["exp"] == int(expires_at.timestamp())
 
     by_email = await http.post(
@@ -169,7 +173,9 @@ async def test_register_login_me_logout(
         ttl = await redis.ttl(f"user:revoked:{claims['jti']}")
     finally:
         await redis.aclose()
-    assert TTL - 10 <= ttl <= TTL  # kept exactly as long as the token would live
+    # kept exactly as long as any verifier would accept the token
+    lifetime = TTL + access_tokens.EXPIRY_LEEWAY.seconds
+    assert lifetime - 10 <= ttl <= lifetime
 
     again = await http.get("/api/v1/users/me", headers=_bearer(token["access_token"]))
     assert again.status_code == 401
@@ -291,10 +297,16 @@ async def test_bad_tokens_over_rest_are_401_with_a_reason(
 
     user = await _register(http)
     now = int(time.time())
-    expired = jwt.encode(
-        {"iss": ISSUER, "sub": user["id"], "jti": "j-1", "iat": now - 120, "exp": now - 60},
-        runtime.config.jwt_secret.value,
-        algorithm="HS256",
+    expired = _sign(
+        runtime.config.load_keys()[0],
+        {
+            "iss": ISSUER,
+            "sub": user["id"],
+            "preferred_username": "alice",
+            "jti": "j-1",
+            "iat": now - 120,
+            "exp": now - 60,
+        },
     )
     for token, reason in [("garbage", "TOKEN_INVALID"), (expired, "TOKEN_EXPIRED")]:
         for method, path in [("GET", "/api/v1/users/me"), ("POST", "/api/v1/auth/logout")]:
@@ -374,10 +386,11 @@ async def test_authenticate_refuses_bad_tokens_with_a_reason(
 ) -> None:
     user = await _register(http)
     now = int(time.time())
-    key = runtime.config.jwt_secret.value
+    (key,) = runtime.config.load_keys()
     claims = {
         "iss": ISSUER,
         "sub": user["id"],
+        "preferred_username": "alice",
         "jti": str(uuid.uuid4()),
         "iat": now,
         "exp": now + 60,
@@ -385,11 +398,11 @@ async def test_authenticate_refuses_bad_tokens_with_a_reason(
     revoked = (await _login(http))["access_token"]
     assert (await http.post("/api/v1/auth/logout", headers=_bearer(revoked))).status_code == 204
     cases = {
-        "bad signature": (jwt.encode(claims, "x" * 32, algorithm="HS256"), "TOKEN_INVALID"),
+        "bad signature": (_sign(_other_key(), claims, kid=key.kid), "TOKEN_INVALID"),
         "garbage": ("garbage", "TOKEN_INVALID"),
         "empty": ("", "TOKEN_INVALID"),
         "expired": (
-            jwt.encode({**claims, "iat": now - 120, "exp": now - 60}, key, algorithm="HS256"),
+            _sign(key, {**claims, "iat": now - 120, "exp": now - 60}),
             "TOKEN_EXPIRED",
         ),
         "revoked after logout": (revoked, "TOKEN_REVOKED"),
@@ -402,10 +415,28 @@ async def test_authenticate_refuses_bad_tokens_with_a_reason(
         assert (details.reason, details.domain) == (reason, GRPC_DOMAIN), name
     # The same claims signed with the right key do authenticate: the refusals above
     # are about the token, not the user.
-    good = await stub.Authenticate(
-        user_pb2.AuthenticateRequest(access_token=jwt.encode(claims, key, algorithm="HS256"))
-    )
+    good = await stub.Authenticate(user_pb2.AuthenticateRequest(access_token=_sign(key, claims)))
     assert good.user.id == user["id"]
+
+
+def _other_key() -> SigningKey:
+    return access_tokens.load_signing_keys(new_private_key_pem())[0]
+
+
+async def test_list_signing_keys_publishes_the_public_keys_tokens_verify_with(
+    http: httpx.AsyncClient,
+    stub: user_pb2_grpc.UserServiceAsyncStub,
+    runtime: UserServiceRuntime,
+) -> None:
+    await _register(http)
+    token = (await _login(http))["access_token"]
+    reply = await stub.ListSigningKeys(user_pb2.ListSigningKeysRequest(), timeout=5)
+    published = {k.kid: access_tokens.load_public_key(k.public_key_pem) for k in reply.keys}
+    assert [k.algorithm for k in reply.keys] == ["EdDSA"]
+    assert [k.kid for k in runtime.config.load_keys()] == list(published)
+    claims = access_tokens.verify(token, published, dt.datetime.now(dt.UTC))
+    assert claims.username == "alice"
+    assert "PRIVATE" not in reply.keys[0].public_key_pem
 
 
 async def test_get_user(http: httpx.AsyncClient, stub: user_pb2_grpc.UserServiceAsyncStub) -> None:
@@ -473,14 +504,14 @@ async def test_health_answers_without_a_token(grpc_server: RunningGrpcServer) ->
 async def test_the_process_serves_both_apis_and_stops_cleanly_on_sigterm(
     platform: Platform, db_schema: str, service_token: Secret, tmp_path: Path
 ) -> None:
-    jwt_key = secrets.token_urlsafe(32)
-    (tmp_path / "jwt").write_text(jwt_key)
+    signing_key = new_private_key_pem()
+    (tmp_path / "keys").write_text(signing_key)
     http_port, grpc_port = free_port(), free_port()
     env = {
         "USER_DATABASE_URL": platform.postgres_dsn,
         "USER_DB_SCHEMA": db_schema,
         "USER_REDIS_URL": platform.cfg.redis_url,
-        "USER_JWT_SECRET_FILE": str(tmp_path / "jwt"),  # the _FILE variant wins
+        "USER_SIGNING_KEYS_FILE": str(tmp_path / "keys"),
         "USER_TOKEN_TTL_SECONDS": "120",
         "USER_HTTP_PORT": str(http_port),
         "USER_GRPC_PORT": str(grpc_port),
@@ -512,5 +543,6 @@ async def test_the_process_serves_both_apis_and_stops_cleanly_on_sigterm(
     lines = [json.loads(line) for line in output.splitlines() if line.strip()]
     assert any(entry["msg"] == "stopped" for entry in lines), output
     dsn_password = platform.postgres_dsn.split(":")[2].split("@")[0]
-    for secret in [PASSWORD, token, jwt_key, service_token.value, dsn_password]:
+    key_body = signing_key.splitlines()[1]
+    for secret in [PASSWORD, token, key_body, service_token.value, dsn_password]:
         assert secret not in output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,9 +10,15 @@ import asyncpg
 import httpx
 import pytest
 
+from saga_kit.access_tokens import SigningKey, new_private_key_pem
 from saga_kit.settings import Secret
 from tests.conftest import Platform
-from user_service.app import create_rest_app, open_runtime, start_grpc_server
+from user_service.app import (
+    RunningGrpcServer,
+    create_rest_app,
+    open_runtime,
+    start_grpc_server,
+)
 from user_service.config import UserServiceConfig
 
 PASSWORD = "s3cret-passw0rd"
@@ -23,6 +28,8 @@ PASSWORD = "s3cret-passw0rd"
 class UserEnv:
     grpc_target: str
     http: httpx.AsyncClient
+    grpc_server: RunningGrpcServer  # stop it to show a caller does without
+    signing_key: SigningKey  # the key its tokens are signed with, to craft tokens
 
     async def token_for(self, username: str) -> tuple[str, str]:
         """Register ``username`` and log in; returns (user id, access token)."""
@@ -46,7 +53,7 @@ async def user_env(platform: Platform, service_token: Secret) -> AsyncIterator[U
             database_url=Secret(platform.postgres_dsn),
             db_schema=schema,
             redis_url=Secret(platform.cfg.redis_url),
-            jwt_secret=Secret(secrets.token_urlsafe(32)),
+            signing_keys=Secret(new_private_key_pem()),
             token_ttl_seconds=600,
             http_host="127.0.0.1",
             http_port=0,
@@ -58,7 +65,8 @@ async def user_env(platform: Platform, service_token: Secret) -> AsyncIterator[U
     server = await start_grpc_server(runtime, "127.0.0.1", 0)
     transport = httpx.ASGITransport(app=create_rest_app(runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://user-service") as http:
-        yield UserEnv(f"127.0.0.1:{server.port}", http)
+        key = runtime.config.load_keys()[0]
+        yield UserEnv(f"127.0.0.1:{server.port}", http, server, key)
     await server.stop(0)
     await runtime.close()
     conn = await asyncpg.connect(platform.postgres_dsn)

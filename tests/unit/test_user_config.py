@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from saga_kit.access_tokens import load_signing_keys, new_private_key_pem
 from saga_kit.settings import ConfigError
 from user_service.config import UserServiceConfig
 
 DSN = "postgresql://saga:dsn-password@127.0.0.1:15432/checkout"
-JWT_KEY = "j" * 40
+SIGNING_KEY = new_private_key_pem()
+OLD_KEY = new_private_key_pem()
 
 
 @pytest.fixture
@@ -22,13 +24,13 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "USER_HTTP_PORT",
         "USER_GRPC_HOST",
         "USER_GRPC_PORT",
-        "USER_JWT_SECRET_FILE",
+        "USER_SIGNING_KEYS_FILE",
         "USER_LOG_LEVEL",
     ]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("USER_DATABASE_URL", DSN)
     monkeypatch.setenv("USER_REDIS_URL", "redis://:redis-password@127.0.0.1:16379/0")
-    monkeypatch.setenv("USER_JWT_SECRET", JWT_KEY)
+    monkeypatch.setenv("USER_SIGNING_KEYS", SIGNING_KEY)
     monkeypatch.setenv("SERVICE_TOKENS", " tok-new , tok-old,")
     return monkeypatch
 
@@ -45,22 +47,26 @@ def test_defaults_and_token_list(env: pytest.MonkeyPatch) -> None:
 
 def test_repr_shows_no_secret(env: pytest.MonkeyPatch) -> None:
     text = repr(UserServiceConfig.from_env())
-    for secret in ["dsn-password", "redis-password", JWT_KEY, "tok-new", "tok-old"]:
+    key_body = SIGNING_KEY.splitlines()[1]
+    for secret in ["dsn-password", "redis-password", key_body, "tok-new", "tok-old"]:
         assert secret not in text
     assert "users" in text  # the rest is still there to debug with
 
 
-def test_jwt_secret_from_a_file(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / "jwt").write_text("f" * 48 + "\n")
-    env.delenv("USER_JWT_SECRET")
-    env.setenv("USER_JWT_SECRET_FILE", str(tmp_path / "jwt"))
-    assert UserServiceConfig.from_env().jwt_secret.value == "f" * 48
+def test_signing_keys_from_a_file_the_first_signs(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text(f"{SIGNING_KEY}\n{OLD_KEY}\n")
+    env.delenv("USER_SIGNING_KEYS")
+    env.setenv("USER_SIGNING_KEYS_FILE", str(tmp_path / "keys"))
+    (new,), (old,) = load_signing_keys(SIGNING_KEY), load_signing_keys(OLD_KEY)
+    assert [k.kid for k in UserServiceConfig.from_env().load_keys()] == [new.kid, old.kid]
 
 
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("USER_JWT_SECRET", "short", "at least 32"),
+        ("USER_SIGNING_KEYS", "j" * 40, "holds no PEM private key"),
+        ("USER_SIGNING_KEYS", SIGNING_KEY.replace("A", "B"), "key 1 is not a readable"),
+        ("USER_SIGNING_KEYS", SIGNING_KEY + SIGNING_KEY, "the same key twice"),
         ("USER_TOKEN_TTL_SECONDS", "0", "positive"),
         ("USER_TOKEN_TTL_SECONDS", "soon", "integer"),
         ("USER_HTTP_PORT", "70000", "TCP port"),

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
+import hmac
 import json
 import uuid
 from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from saga_kit.settings import Secret
+from saga_kit import access_tokens
+from saga_kit.access_tokens import EXPIRY_LEEWAY, SigningKey, TokenFailure
 from user_service import domain
 from user_service.domain import (
     Accounts,
@@ -21,7 +26,6 @@ from user_service.domain import (
     ScryptParams,
     StoredCredentials,
     TokenCodec,
-    TokenFailure,
     User,
     UserError,
     check_password,
@@ -31,9 +35,10 @@ from user_service.domain import (
     verify_password,
 )
 
-KEY = Secret("k" * 32)
-OTHER_KEY = Secret("o" * 32)
+KEY = SigningKey.of(Ed25519PrivateKey.generate())
+OTHER_KEY = SigningKey.of(Ed25519PrivateKey.generate())
 NOW = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+USER = User(id="user-1", username="alice", email="alice@example.com", created_at=NOW)
 # Cheap parameters where the cost is beside the point; the default is tested too.
 FAST = ScryptParams(n=2**10, r=8, p=1)
 
@@ -163,10 +168,11 @@ def _raw(token: str) -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-def _craft(key: Secret = KEY, algorithm: str = "HS256", **overrides: Any) -> str:
+def _claims(**overrides: Any) -> dict[str, Any]:
     claims: dict[str, Any] = {
-        "iss": domain.ISSUER,
+        "iss": access_tokens.ISSUER,
         "sub": "user-1",
+        "preferred_username": "alice",
         "jti": str(uuid.uuid4()),
         "iat": int(NOW.timestamp()) - 10,
         "exp": int(NOW.timestamp()) + 600,
@@ -176,7 +182,26 @@ def _craft(key: Secret = KEY, algorithm: str = "HS256", **overrides: Any) -> str
             claims.pop(name)
         else:
             claims[name] = value
-    return jwt.encode(claims, key.value, algorithm=algorithm)
+    return claims
+
+
+def _craft(key: SigningKey = KEY, kid: str | None = None, **overrides: Any) -> str:
+    """A token signed by ``key``, naming ``kid`` (by default the key's own)."""
+    return jwt.encode(
+        _claims(**overrides), key.private, algorithm="EdDSA", headers={"kid": kid or key.kid}
+    )
+
+
+def _hs256_with_public_key(key: SigningKey) -> str:
+    """The algorithm-confusion forgery: HMAC keyed with the (public) verification key."""
+    public = key.public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signing_input = (
+        f"{_b64url({'alg': 'HS256', 'typ': 'JWT', 'kid': key.kid})}.{_b64url(_claims())}"
+    )
+    mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
 
 def _b64url(obj: object) -> str:
@@ -191,13 +216,14 @@ def _refusal(codec: TokenCodec, token: str, now: dt.datetime = NOW) -> str:
 
 
 def test_issued_token_carries_the_required_claims_and_verifies() -> None:
-    codec = TokenCodec(KEY, ttl_seconds=900)
-    issued = codec.issue("user-1", NOW.replace(microsecond=123456))
-    assert jwt.get_unverified_header(issued.token)["alg"] == "HS256"
+    codec = TokenCodec([KEY], ttl_seconds=900)
+    issued = codec.issue(USER, NOW.replace(microsecond=123456))
+    assert jwt.get_unverified_header(issued.token) == {"alg": "EdDSA", "typ": "JWT", "kid": KEY.kid}
     claims = _raw(issued.token)
     assert claims == {
         "iss": "checkout-saga-user",
         "sub": "user-1",
+        "preferred_username": "alice",
         "jti": issued.jti,
         "iat": int(NOW.timestamp()),
         "exp": int(NOW.timestamp()) + 900,
@@ -211,35 +237,47 @@ def test_issued_token_carries_the_required_claims_and_verifies() -> None:
         issued.jti,
         issued.expires_at,
     )
-    assert verified.remaining_seconds(NOW + dt.timedelta(seconds=899, milliseconds=1)) == 1
-    assert codec.issue("user-1", NOW).jti != issued.jti
-
-
-def test_a_token_expires_exactly_at_exp() -> None:
-    codec = TokenCodec(KEY, ttl_seconds=60)
-    issued = codec.issue("user-1", NOW)
-    assert codec.verify(issued.token, issued.expires_at - dt.timedelta(microseconds=1))
-    assert _refusal(codec, issued.token, issued.expires_at) == TokenFailure.EXPIRED
-    assert (
-        _refusal(codec, issued.token, issued.expires_at + dt.timedelta(days=1)) == "TOKEN_EXPIRED"
+    assert (verified.username, verified.remaining_seconds(NOW + dt.timedelta(seconds=899))) == (
+        "alice",
+        1 + EXPIRY_LEEWAY.seconds,  # a revocation outlives the leeway too
     )
+    assert codec.issue(USER, NOW).jti != issued.jti
 
 
-# PyJWT rightly warns that our 32-byte key is short for HS512; that token is a forgery here.
-@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+def test_a_token_expires_at_exp_plus_the_leeway() -> None:
+    codec = TokenCodec([KEY], ttl_seconds=60)
+    issued = codec.issue(USER, NOW)
+    end = issued.expires_at + EXPIRY_LEEWAY
+    assert codec.verify(issued.token, end - dt.timedelta(microseconds=1))
+    assert _refusal(codec, issued.token, end) == TokenFailure.EXPIRED
+    assert _refusal(codec, issued.token, end + dt.timedelta(days=1)) == "TOKEN_EXPIRED"
+
+
+def test_the_first_key_signs_and_the_others_still_verify() -> None:
+    old = TokenCodec([OTHER_KEY], 60).issue(USER, NOW).token
+    rotated = TokenCodec([KEY, OTHER_KEY], 60)
+    issued = rotated.issue(USER, NOW)
+    assert jwt.get_unverified_header(issued.token)["kid"] == KEY.kid == rotated.signing_kid
+    assert rotated.verify(old, NOW).user_id == rotated.verify(issued.token, NOW).user_id
+    assert set(rotated.public_keys()) == {KEY.kid, OTHER_KEY.kid}
+    assert _refusal(TokenCodec([KEY], 60), old) == TokenFailure.INVALID  # old key dropped
+
+
 def test_forged_tokens_are_invalid_even_when_also_expired() -> None:
-    codec = TokenCodec(KEY, ttl_seconds=60)
-    genuine = codec.issue("user-1", NOW).token
+    codec = TokenCodec([KEY], ttl_seconds=60)
+    genuine = codec.issue(USER, NOW).token
     header, payload, signature = genuine.split(".")
     other_sig = "A" * len(signature) if not signature.startswith("A") else "B" * len(signature)
     past = int(NOW.timestamp()) - 100
     cases = {
         "other key": _craft(OTHER_KEY),
-        "other key, expired": _craft(OTHER_KEY, iat=past - 60, exp=past),
+        "other key naming ours": _craft(OTHER_KEY, kid=KEY.kid),
+        "other key, expired": _craft(OTHER_KEY, kid=KEY.kid, iat=past - 60, exp=past),
+        "no kid": jwt.encode(_claims(), KEY.private, algorithm="EdDSA"),
         "tampered signature": f"{header}.{payload}.{other_sig}",
         "tampered payload": f"{header}.{_craft().split('.')[1]}.{signature}",
-        "alg none": f"{_b64url({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
-        "HS512 with our key": _craft(algorithm="HS512"),
+        "alg none": f"{_b64url({'alg': 'none', 'typ': 'JWT', 'kid': KEY.kid})}.{payload}.",
+        "HS256 keyed with our public key": _hs256_with_public_key(KEY),
         "garbage": "not-a-jwt",
         "empty": "",
         "too long": "a" * 5000,
@@ -253,6 +291,8 @@ def test_forged_tokens_are_invalid_even_when_also_expired() -> None:
     "overrides",
     [
         {"sub": None},
+        {"preferred_username": None},
+        {"preferred_username": ""},
         {"jti": None},
         {"iat": None},
         {"exp": None},
@@ -268,12 +308,12 @@ def test_forged_tokens_are_invalid_even_when_also_expired() -> None:
     ],
 )
 def test_tokens_missing_or_with_bad_claims_are_invalid(overrides: dict[str, Any]) -> None:
-    assert _refusal(TokenCodec(KEY, 60), _craft(**overrides)) == TokenFailure.INVALID
+    assert _refusal(TokenCodec([KEY], 60), _craft(**overrides)) == TokenFailure.INVALID
 
 
 def test_small_clock_skew_between_replicas_is_tolerated() -> None:
     token = _craft(iat=int(NOW.timestamp()) + 20)
-    assert TokenCodec(KEY, 60).verify(token, NOW).user_id == "user-1"
+    assert TokenCodec([KEY], 60).verify(token, NOW).user_id == "user-1"
 
 
 # --- use cases on in-memory ports --------------------------------------------
@@ -342,7 +382,7 @@ def revocations() -> MemoryRevocations:
 
 @pytest.fixture
 def accounts(clock: Clock, revocations: MemoryRevocations) -> Accounts:
-    return Accounts(MemoryStore(), revocations, TokenCodec(KEY, 600), scrypt=FAST, clock=clock)
+    return Accounts(MemoryStore(), revocations, TokenCodec([KEY], 600), scrypt=FAST, clock=clock)
 
 
 async def _refused(call: Any) -> UserError:
@@ -394,20 +434,22 @@ async def test_logout_revokes_until_expiry_and_revoked_tokens_are_refused(
     assert (await accounts.authenticate(issued.token)).user == user
     clock.now = NOW + dt.timedelta(seconds=100, milliseconds=500)
     await accounts.logout(issued.token)
-    assert revocations.revoked == {issued.jti: 500}  # rounded up, never shorter than the token
+    # rounded up, never shorter than the token is accepted anywhere
+    assert revocations.revoked == {issued.jti: 500 + EXPIRY_LEEWAY.seconds}
     refused = await _refused(accounts.authenticate(issued.token))
     assert refused.reason == TokenFailure.REVOKED
     again = await _refused(accounts.logout(issued.token))
     assert again.reason == TokenFailure.REVOKED
     other = await accounts.login("s3cret-pass", username="alice")
-    clock.now = other.expires_at
+    clock.now = other.expires_at + EXPIRY_LEEWAY
     expired = await _refused(accounts.logout(other.token))
     assert expired.reason == TokenFailure.EXPIRED
     assert other.jti not in revocations.revoked
 
 
 async def test_a_valid_token_of_a_vanished_user_is_invalid(accounts: Accounts) -> None:
-    token = TokenCodec(KEY, 600).issue("no-such-user", NOW).token
+    ghost = User(id="no-such-user", username="ghost", email="g@example.com", created_at=NOW)
+    token = TokenCodec([KEY], 600).issue(ghost, NOW).token
     assert (await _refused(accounts.authenticate(token))).reason == TokenFailure.INVALID
 
 

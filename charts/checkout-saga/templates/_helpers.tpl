@@ -129,7 +129,7 @@ earlier install so that `helm upgrade` keeps them; computed once per render.
 {{- end -}}
 {{- $_ := set $data "database-url" $dbUrl -}}
 {{- $_ := set $data "service-tokens" (.Values.secrets.serviceTokens | default (get $old "service-tokens") | default (randAlphaNum 40)) -}}
-{{- $_ := set $data "jwt-secret" (.Values.secrets.jwtSecret | default (get $old "jwt-secret") | default (randAlphaNum 48)) -}}
+{{- $_ := set $data "signing-keys" (.Values.secrets.signingKeys | default (get $old "signing-keys") | default (genPrivateKey "ed25519")) -}}
 {{- if .Values.secrets.midtransServerKey -}}
 {{- $_ := set $data "midtrans-server-key" .Values.secrets.midtransServerKey -}}
 {{- else if .Values.midtrans.sandbox.enabled -}}

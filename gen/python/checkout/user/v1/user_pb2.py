@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63heckout/user/v1/user.proto\x12\x10\x63heckout.user.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\"+\n\x13\x41uthenticateRequest\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\"l\n\x14\x41uthenticateResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.checkout.user.v1.User\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x0fGetUserResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.checkout.user.v1.User2\xbc\x01\n\x0bUserService\x12]\n\x0c\x41uthenticate\x12%.checkout.user.v1.AuthenticateRequest\x1a&.checkout.user.v1.AuthenticateResponse\x12N\n\x07GetUser\x12 .checkout.user.v1.GetUserRequest\x1a!.checkout.user.v1.GetUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63heckout/user/v1/user.proto\x12\x10\x63heckout.user.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\"+\n\x13\x41uthenticateRequest\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\"l\n\x14\x41uthenticateResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.checkout.user.v1.User\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x0fGetUserResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.checkout.user.v1.User\"\x18\n\x16ListSigningKeysRequest\"D\n\nSigningKey\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x16\n\x0epublic_key_pem\x18\x03 \x01(\t\"E\n\x17ListSigningKeysResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.checkout.user.v1.SigningKey2\xa4\x02\n\x0bUserService\x12]\n\x0c\x41uthenticate\x12%.checkout.user.v1.AuthenticateRequest\x1a&.checkout.user.v1.AuthenticateResponse\x12N\n\x07GetUser\x12 .checkout.user.v1.GetUserRequest\x1a!.checkout.user.v1.GetUserResponse\x12\x66\n\x0fListSigningKeys\x12(.checkout.user.v1.ListSigningKeysRequest\x1a).checkout.user.v1.ListSigningKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERREQUEST']._serialized_end=318
   _globals['_GETUSERRESPONSE']._serialized_start=320
   _globals['_GETUSERRESPONSE']._serialized_end=375
-  _globals['_USERSERVICE']._serialized_start=378
-  _globals['_USERSERVICE']._serialized_end=566
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=377
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=401
+  _globals['_SIGNINGKEY']._serialized_start=403
+  _globals['_SIGNINGKEY']._serialized_end=471
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=473
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=542
+  _globals['_USERSERVICE']._serialized_start=545
+  _globals['_USERSERVICE']._serialized_end=837
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class UserServiceStub:
                 request_serializer=checkout_dot_user_dot_v1_dot_user__pb2.GetUserRequest.SerializeToString,
                 response_deserializer=checkout_dot_user_dot_v1_dot_user__pb2.GetUserResponse.FromString,
                 _registered_method=True)
+        self.ListSigningKeys = channel.unary_unary(
+                '/checkout.user.v1.UserService/ListSigningKeys',
+                request_serializer=checkout_dot_user_dot_v1_dot_user__pb2.ListSigningKeysRequest.SerializeToString,
+                response_deserializer=checkout_dot_user_dot_v1_dot_user__pb2.ListSigningKeysResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -64,6 +69,16 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSigningKeys(self, request, context):
+        """The public keys access tokens are signed with (EdDSA, Ed25519): the one that
+        signs now and older ones whose tokens may still be alive. A caller verifies
+        tokens itself with them (the key a token names is its header's `kid`) and
+        asks again when it meets a kid it does not know.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +91,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.GetUser,
                     request_deserializer=checkout_dot_user_dot_v1_dot_user__pb2.GetUserRequest.FromString,
                     response_serializer=checkout_dot_user_dot_v1_dot_user__pb2.GetUserResponse.SerializeToString,
+            ),
+            'ListSigningKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSigningKeys,
+                    request_deserializer=checkout_dot_user_dot_v1_dot_user__pb2.ListSigningKeysRequest.FromString,
+                    response_serializer=checkout_dot_user_dot_v1_dot_user__pb2.ListSigningKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +152,33 @@ class UserService:
             '/checkout.user.v1.UserService/GetUser',
             checkout_dot_user_dot_v1_dot_user__pb2.GetUserRequest.SerializeToString,
             checkout_dot_user_dot_v1_dot_user__pb2.GetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSigningKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/checkout.user.v1.UserService/ListSigningKeys',
+            checkout_dot_user_dot_v1_dot_user__pb2.ListSigningKeysRequest.SerializeToString,
+            checkout_dot_user_dot_v1_dot_user__pb2.ListSigningKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

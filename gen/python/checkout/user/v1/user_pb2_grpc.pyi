@@ -39,6 +39,12 @@ class UserServiceStub:
     """
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.GetUserResponse]
     """Looks a user up by id. NOT_FOUND when there is none."""
+    ListSigningKeys: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListSigningKeysRequest, _user_pb2.ListSigningKeysResponse]
+    """The public keys access tokens are signed with (EdDSA, Ed25519): the one that
+    signs now and older ones whose tokens may still be alive. A caller verifies
+    tokens itself with them (the key a token names is its header's `kid`) and
+    asks again when it meets a kid it does not know.
+    """
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -49,6 +55,12 @@ class UserServiceAsyncStub(UserServiceStub):
     """
     GetUser: _aio.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.GetUserResponse]  # type: ignore[assignment]
     """Looks a user up by id. NOT_FOUND when there is none."""
+    ListSigningKeys: _aio.UnaryUnaryMultiCallable[_user_pb2.ListSigningKeysRequest, _user_pb2.ListSigningKeysResponse]  # type: ignore[assignment]
+    """The public keys access tokens are signed with (EdDSA, Ed25519): the one that
+    signs now and older ones whose tokens may still be alive. A caller verifies
+    tokens itself with them (the key a token names is its header's `kid`) and
+    asks again when it meets a kid it does not know.
+    """
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -68,5 +80,17 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.GetUserResponse, _abc.Awaitable[_user_pb2.GetUserResponse]]:
         """Looks a user up by id. NOT_FOUND when there is none."""
+
+    @_abc_1.abstractmethod
+    def ListSigningKeys(
+        self,
+        request: _user_pb2.ListSigningKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.ListSigningKeysResponse, _abc.Awaitable[_user_pb2.ListSigningKeysResponse]]:
+        """The public keys access tokens are signed with (EdDSA, Ed25519): the one that
+        signs now and older ones whose tokens may still be alive. A caller verifies
+        tokens itself with them (the key a token names is its header's `kid`) and
+        asks again when it meets a kid it does not know.
+        """
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
