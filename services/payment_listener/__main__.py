@@ -8,13 +8,13 @@ import contextlib
 from fastapi import FastAPI
 
 from midtrans import MidtransClient, MidtransConfig
-from saga_kit.checkout_store import CheckoutStatusStore
 from saga_kit.kube import kube_api_client
 from saga_kit.logs import setup_logging
 from saga_kit.nats_access import connect as connect_nats
 from saga_kit.serving import http_server, stop_on_signals
 
 from .app import create_app
+from .checkout_feed import watched_checkouts
 from .config import ListenerConfig
 from .settling import Settler
 
@@ -42,8 +42,11 @@ async def main() -> None:
                 )
             )
             resources.push_async_callback(midtrans.aclose)
-            store = CheckoutStatusStore(api, "payment-listener")
-            settler = Settler(store, midtrans.status, cfg.checkout_namespace)
+            # The watch's view of the Checkouts saves a read per paid notification.
+            checkouts = await resources.enter_async_context(
+                watched_checkouts(api, cfg.checkout_namespace)
+            )
+            settler = Settler(checkouts, midtrans.status, cfg.checkout_namespace)
         await _serve(cfg, create_app(cfg.server_key.value, js, cfg.topology, settler))
     await nc.close()
 

@@ -36,10 +36,11 @@ from checkout_operator.settings import OperatorSettings
 from checkout_operator.worker import expire_checkout
 from midtrans import MidtransClient, MidtransConfig
 from payment_listener.app import create_app as create_listener
+from payment_listener.checkout_feed import watched_checkouts
+from payment_listener.known_checkouts import CachedCheckouts
 from payment_listener.settling import Settler
 from product_service.consumer import EventConsumer
 from saga_kit.apiserver import ApiClient
-from saga_kit.checkout_store import CheckoutStatusStore
 from saga_kit.events import Topology, ensure_streams
 from saga_kit.kube import kube_api_client
 from saga_kit.nats_access import Role
@@ -120,6 +121,7 @@ class SagaEnv:
     kube: KubeCheckouts
     audit: NamespaceAudit | None = None  # this test's apiserver writes, read incrementally
     listener_url: str = ""  # this test's webhook listener (the real app, in-process)
+    listener_view: CachedCheckouts | None = None  # its Checkouts, as its watch shows them
     user_id: str = ""
     operators: list[Operator] = field(default_factory=list)
 
@@ -320,9 +322,14 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
-def listener_settler(api: ApiClient, midtrans: MidtransClient, namespace: str) -> Settler:
-    """The listener's settling part as ``python -m payment_listener`` builds it."""
-    return Settler(CheckoutStatusStore(api, "payment-listener"), midtrans.status, namespace)
+@contextlib.asynccontextmanager
+async def listener_settler(
+    api: ApiClient, midtrans: MidtransClient, namespace: str
+) -> AsyncIterator[tuple[Settler, CachedCheckouts]]:
+    """The listener's settling part as ``python -m payment_listener`` builds it, and
+    its view of the Checkouts (fed by its watch)."""
+    async with watched_checkouts(api, namespace) as checkouts:
+        yield Settler(checkouts, midtrans.status, namespace), checkouts
 
 
 @contextlib.asynccontextmanager
@@ -401,9 +408,9 @@ async def saga(
     listener_midtrans = MidtransClient(
         MidtransConfig(server_key=SANDBOX_KEY, core_base_url=midtrans_sandbox)
     )
-    listener = webhook_listener(
-        platform, topology, listener_settler(api, listener_midtrans, namespace)
-    )
+    settling = listener_settler(api, listener_midtrans, namespace)
+    settler, env.listener_view = await settling.__aenter__()
+    listener = webhook_listener(platform, topology, settler)
     env.listener_url = await listener.__aenter__()
     nc = await platform.nats(Role.PRODUCT_SERVICE)
     consumer = EventConsumer(nc.jetstream(), product_env.pool, topology, name="products")
@@ -415,6 +422,7 @@ async def saga(
         if not operator.stop.is_set():
             await operator.shutdown()
     await listener.__aexit__(None, None, None)
+    await settling.__aexit__(None, None, None)
     await listener_midtrans.aclose()
     consumer_stop.set()
     await asyncio.wait_for(consumer_task, 10)

@@ -85,10 +85,20 @@ async def test_the_listener_settles_a_payment_midtrans_confirms(saga: SagaEnv) -
     chose = await saga.sandbox(name, "choose", payment_type="bank_transfer")
     assert chose.status_code == 200, chose.text
     await midtrans_quiet(saga, name)
+    view = saga.listener_view
+    assert view is not None
+
+    async def shown() -> bool:  # the listener's watch has shown the page
+        known = await view.get(saga.namespace, name) or {}
+        return bool(known.get("status", {}).get("phase") == "AwaitingPayment")
+
+    await eventually(shown, within=10)
+    reads = view.reads
     paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
     assert paid.status_code == 200, paid.text
     body = await saga.wait_phase(name, "Settled")
     assert body["status"]["payment"]["transactionStatus"] == "settlement"
+    assert view.reads == reads  # settled from the watch's view: no read of the Checkout
     assert {c["type"]: c["status"] for c in body["status"]["conditions"]}["Ready"] == "True"
     # The listener wrote the settlement; the operator wrote the payment page before it.
     assert status_writers(saga, name) == ["checkout-operator", "payment-listener"]
@@ -140,9 +150,8 @@ async def test_without_the_apiserver_the_notification_is_recorded_and_the_operat
     topology = Topology.namespaced(saga.settings.events_namespace)
     async with (
         unreachable_apiserver() as api,
-        webhook_listener(
-            saga.platform, topology, listener_settler(api, midtrans, saga.namespace)
-        ) as cut_off,
+        listener_settler(api, midtrans, saga.namespace) as (settler, _),
+        webhook_listener(saga.platform, topology, settler) as cut_off,
     ):
         saga.listener_url = cut_off  # Midtrans notifies this listener
         await saga.start_operator(poll_min_age=NEVER)
@@ -168,10 +177,10 @@ async def test_a_listener_for_every_namespace_finds_the_checkout_by_name(saga: S
     async with MidtransClient(config) as midtrans:
         api = await kube_api_client()
         try:
-            settler = listener_settler(api, midtrans, namespace="")
-            assert (await settler.settle(f"{name}~9")).outcome is Outcome.LEFT  # not its page
-            assert (await settler.settle(name)).outcome is Outcome.SETTLED
-            assert (await settler.settle(name)).outcome is Outcome.LEFT  # settled already
+            async with listener_settler(api, midtrans, namespace="") as (settler, _):
+                assert (await settler.settle(f"{name}~9")).outcome is Outcome.LEFT  # not its page
+                assert (await settler.settle(name)).outcome is Outcome.SETTLED
+                assert (await settler.settle(name)).outcome is Outcome.LEFT  # settled already
         finally:
             await api.close()
     await saga.wait_phase(name, "Settled")
