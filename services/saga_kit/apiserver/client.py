@@ -42,10 +42,8 @@ class ApiClient:
         if self._session is None or self._session.closed:
             ssl_context = self.connection.ssl_context
             self._session = aiohttp.ClientSession(
-                self.connection.server,
                 connector=aiohttp.TCPConnector(ssl=ssl_context if ssl_context else False),
                 timeout=self._timeout,
-                json_serialize=json.dumps,
             )
         return self._session
 
@@ -95,7 +93,7 @@ class ApiClient:
         try:
             async with session.request(
                 method,
-                path,
+                self.connection.server + path,  # the server's own path kept (a proxy's)
                 params=_query(params),
                 data=data,
                 headers=self._headers(content_type if data is not None else None),
@@ -139,7 +137,10 @@ class ApiClient:
         )
         session = self._open()
         async with session.get(
-            path, params=_query(query), headers=self._headers(), timeout=timeout
+            self.connection.server + path,
+            params=_query(query),
+            headers=self._headers(),
+            timeout=timeout,
         ) as answer:
             if answer.status >= 300:
                 raise ApiError.from_answer(answer.status, answer.reason or "", await answer.read())
