@@ -222,12 +222,11 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
             await deps.readmodel.mark(order_id, reserve_attempted=False)
         await fail(deps, body, reason, exc.details.message)
         return
-    await deps.readmodel.record_lines(order_id, reserved)
-
     amounts = price(reserved, deps.settings.fee, voucher)
     try:
         page_order, token, redirect_url = await payment_page(deps, body, record, reserved, amounts)
     except PaymentSetupFailed as exc:
+        await deps.readmodel.record_lines(order_id, reserved)
         await fail(deps, body, Reason.PAYMENT_SETUP_FAILED, str(exc))
         return
 
@@ -258,11 +257,11 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
         },
     )
     # The journal holds what a payment is checked against before any buyer can pay.
-    await deps.readmodel.record_terms(order_id, amounts.as_status(), expires_at)
+    await deps.readmodel.record_terms(order_id, amounts.as_status(), expires_at, reserved)
     updated = await write_status(deps, body, status)
-    await deps.readmodel.record_phase(order_id, entered)
+    record = await deps.readmodel.record_phase(order_id, entered)
     await _announce_transitions(deps, updated, entered)
-    await ensure_announced(deps, updated)
+    await ensure_announced(deps, updated, record)
 
 
 _ENTERED_AWAITING = (
@@ -306,7 +305,12 @@ async def payment_page(
     created = parse_timestamp(body["metadata"]["creationTimestamp"])
     assert created is not None
     while True:
-        journaled = await deps.readmodel.next_payment_attempt(order_id)
+        # Midtrans' Snap expiry starts when it answers; the margin keeps our bound later.
+        payable_until = deps.clock() + dt.timedelta(minutes=expiry_minutes + 5)
+        # The attempt and its Snap order are journaled together, before Midtrans is asked.
+        journaled = await deps.readmodel.next_payment_attempt(
+            order_id, payable_until, deps.settings.max_payment_attempts
+        )
         if journaled is None:  # another writer's page is recorded: that one is shown
             page = await deps.readmodel.payment_page(order_id)
             assert page is not None
@@ -314,9 +318,6 @@ async def payment_page(
         attempt, midtrans_order = journaled
         if attempt > deps.settings.max_payment_attempts:
             raise PaymentSetupFailed(f"no payment page after {attempt - 1} attempts")
-        # Midtrans' Snap expiry starts when it answers; the margin keeps our bound later.
-        payable_until = deps.clock() + dt.timedelta(minutes=expiry_minutes + 5)
-        await deps.readmodel.journal_snap_order(order_id, midtrans_order, attempt, payable_until)
         try:
             snap = await deps.breaker.call(
                 lambda order=midtrans_order: deps.midtrans.create_snap(  # type: ignore[misc]
@@ -365,10 +366,14 @@ def _customer(customer: dict[str, Any] | None) -> dict[str, Any] | None:
     return {keys[k]: v for k, v in customer.items() if k in keys and v}
 
 
-async def ensure_announced(deps: Deps, body: dict[str, Any]) -> None:
-    """AwaitingPayment: `committed` published and the expiry job scheduled, once."""
+async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | None = None) -> None:
+    """AwaitingPayment: `committed` published and the expiry job scheduled, once.
+
+    ``record``: this resource's journal as the caller just wrote it (else it is read).
+    """
     meta = body["metadata"]
-    record = await _own_record(deps, body)
+    if record is None:
+        record = await _own_record(deps, body)
     if record is None:
         return
     if record.phase != Phase.AWAITING_PAYMENT.value and record.finished_at is None:
@@ -377,16 +382,20 @@ async def ensure_announced(deps: Deps, body: dict[str, Any]) -> None:
         await deps.readmodel.record_phase(record.order_id, list(_ENTERED_AWAITING))
         metrics.READ_MODEL_LEVELLED.inc()
         log.warning("%s: the journal is brought level with AwaitingPayment", _key(body))
+    # Both announcements are idempotent (message id, job id): one journal write for both.
+    done: dict[str, bool] = {}
     if not record.committed_published:
         await deps.announcer.publish(record.order_id, "committed")
-        await deps.readmodel.mark(record.order_id, committed_published=True)
+        done["committed_published"] = True
     if not record.expiry_scheduled:
         expires_at = View.of(body).expires_at
         if expires_at is not None:
             await deps.announcer.schedule_expiry(
                 meta["namespace"], meta["name"], meta["uid"], expires_at
             )
-            await deps.readmodel.mark(record.order_id, expiry_scheduled=True)
+            done["expiry_scheduled"] = True
+    if done:
+        await deps.readmodel.mark(record.order_id, **done)
 
 
 async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> None:
@@ -551,8 +560,13 @@ async def settle(
 
 async def _journal_paid(deps: Deps, record: Record, paid: TransactionStatus) -> None:
     """Record the verified payment the checkout is sold by (before anything announces it)."""
+    await deps.readmodel.mark_paid(record.order_id, *_paid(paid))
+
+
+def _paid(paid: TransactionStatus) -> tuple[str, int]:
+    """The journal's record of a verified payment: its Midtrans order and amount."""
     assert paid.is_paid and paid.amount_idr is not None
-    await deps.readmodel.mark_paid(record.order_id, paid.order_id, paid.amount_idr)
+    return paid.order_id, paid.amount_idr
 
 
 async def confirmed_status(deps: Deps, midtrans_order: str) -> TransactionStatus | None:
@@ -670,11 +684,15 @@ async def _adopt_settlement(
     API confirmed the payment to it) and Midtrans confirms the payment to us too: the
     journal takes it, the goods are sold, the ending gets its Event. No status write:
     the listener's was the checkout's last."""
-    await _journal_paid(deps, record, paid)
     if record.finished_at is None:
         await deps.readmodel.record_phase(
-            record.order_id, [(Phase.SETTLED, SETTLED_REASON)], payment=payment_fields(paid)
+            record.order_id,
+            [(Phase.SETTLED, SETTLED_REASON)],
+            payment=payment_fields(paid),
+            paid=_paid(paid),
         )
+    else:
+        await _journal_paid(deps, record, paid)
     await _publish_final(deps, record, Phase.SETTLED)
     await _announce_transitions(deps, body, [(Phase.SETTLED, SETTLED_REASON)], SETTLED_MESSAGE)
 
@@ -772,14 +790,16 @@ async def apply_payment(
             )
         return None  # pending / denied: the buyer may still pay
     unjournaled = (
-        record.paid_order_id is None
+        # None; or this very payment, journaled by a settle whose status write lost to
+        # the listener's (the notification came before the watch showed Settled).
+        record.paid_order_id in (None, ts.order_id)
         and record.finished_at is None
         and (not record.final_event_published)
     )
     if view.phase is Phase.SETTLED and state is PaymentState.PAID and current and unjournaled:
-        # Settled by the webhook listener, not journaled yet: this is that payment. (Once
-        # the journal has an ending, e.g. a Settled written by hand that Midtrans did not
-        # confirm, a payment is money without goods: it goes back, below.)
+        # Settled by the webhook listener, its ending not journaled yet: this is that
+        # payment. (Once the journal has an ending, e.g. a Settled written by hand that
+        # Midtrans did not confirm, a payment is money without goods: it goes back, below.)
         if record.total is None:
             raise Retry(f"{record.order_id}: no total journaled yet")
         if _verified(record, ts, "poll"):
@@ -814,12 +834,12 @@ async def release_deleted(deps: Deps, record: Record, last: dict[str, Any] | Non
     paid = await _stop_payment(deps, record, Compensation.CANCEL_PAYMENT)
     if paid is not None and _verified(record, paid, "deletion"):
         # Paid before the deletion was seen: the goods are sold.
-        await _journal_paid(deps, record, paid)
         await deps.readmodel.record_phase(
             record.order_id,
             [(Phase.SETTLED, "PaidBeforeDeletion")],
             payment=payment_fields(paid),
             deleted=True,
+            paid=_paid(paid),
         )
         await _publish_final(deps, record, Phase.SETTLED)
         return

@@ -102,32 +102,34 @@ class ReadModel:
         currency: str,
         lines: Sequence[Line],
     ) -> Record | None:
-        """Record a new checkout; None when its order id belongs to another resource."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                "INSERT INTO checkouts (order_id, namespace, name, uid, user_id, currency, phase)"
-                " VALUES ($1, $2, $3, $4, $5, $6, 'Pending')"
-                " ON CONFLICT (order_id) DO NOTHING RETURNING true",
-                order_id,
-                namespace,
-                name,
-                uid,
-                user_id,
-                currency,
-            )
-            if inserted:
-                await conn.executemany(
-                    "INSERT INTO checkout_items (order_id, product_id, unit_price, quantity)"
-                    " VALUES ($1, $2, $3, $4)",
-                    [(order_id, x.product_id, x.unit_price, x.quantity) for x in lines],
-                )
-                await conn.execute(
-                    "INSERT INTO checkout_history (order_id, phase, reason) VALUES ($1, $2, $3)",
-                    order_id,
-                    Phase.PENDING.value,
-                    "Created",
-                )
-        record = await self.get(order_id)
+        """Record a new checkout; None when its order id belongs to another resource.
+
+        One statement: the row, its lines and its first history entry, or nothing when
+        the order id is taken (then the row that holds it is read).
+        """
+        row = await self.pool.fetchrow(
+            "WITH new AS ("
+            " INSERT INTO checkouts (order_id, namespace, name, uid, user_id, currency, phase)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 'Pending')"
+            f" ON CONFLICT (order_id) DO NOTHING RETURNING {_COLUMNS}),"
+            " lines AS (INSERT INTO checkout_items (order_id, product_id, unit_price, quantity)"
+            " SELECT $1, l.product_id, l.unit_price, l.quantity"
+            " FROM unnest($7::text[], $8::bigint[], $9::integer[])"
+            " AS l(product_id, unit_price, quantity) WHERE EXISTS (SELECT FROM new)),"
+            " history AS (INSERT INTO checkout_history (order_id, phase, reason)"
+            " SELECT order_id, phase, 'Created' FROM new)"
+            f" SELECT {_COLUMNS} FROM new",
+            order_id,
+            namespace,
+            name,
+            uid,
+            user_id,
+            currency,
+            [x.product_id for x in lines],
+            [x.unit_price for x in lines],
+            [x.quantity for x in lines],
+        )
+        record = Record(**dict(row)) if row else await self.get(order_id)
         assert record is not None
         return record if record.uid == uid else None
 
@@ -154,28 +156,39 @@ class ReadModel:
             *flags.values(),
         )
 
-    async def next_payment_attempt(self, order_id: str) -> tuple[int, str] | None:
+    async def next_payment_attempt(
+        self, order_id: str, snap_expires_at: dt.datetime | None = None, max_attempts: int = 0
+    ) -> tuple[int, str] | None:
         """Journal a new payment-page attempt (and its Midtrans order id) before calling.
 
         None when a page is already recorded (another writer got there first): the
-        caller uses that one (:meth:`payment_page`) and makes none of its own.
+        caller uses that one (:meth:`payment_page`) and makes none of its own. With
+        ``snap_expires_at`` the attempt's Snap order is listed in ``payment_pages`` by
+        the same statement (:meth:`journal_snap_order`), unless it is past
+        ``max_attempts``.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            attempt = await conn.fetchval(
-                "UPDATE checkouts SET payment_attempt = payment_attempt + 1,"
-                " updated_at = now() WHERE order_id = $1 AND snap_token IS NULL"
-                " RETURNING payment_attempt",
-                order_id,
-            )
-            if attempt is None:
-                return None
-            midtrans = midtrans_order_id(order_id, int(attempt))
-            await conn.execute(
-                "UPDATE checkouts SET midtrans_order_id = $2 WHERE order_id = $1",
-                order_id,
-                midtrans,
-            )
-        return int(attempt), midtrans
+        # midtrans_order_id() in SQL: the first attempt uses the order id itself.
+        row = await self.pool.fetchrow(
+            "WITH attempt AS (UPDATE checkouts SET payment_attempt = payment_attempt + 1,"
+            " midtrans_order_id = CASE WHEN payment_attempt < 1 THEN order_id"
+            " ELSE order_id || '~' || (payment_attempt + 1) END, updated_at = now()"
+            " WHERE order_id = $1 AND snap_token IS NULL"
+            " RETURNING payment_attempt, midtrans_order_id),"
+            " listed AS (INSERT INTO payment_pages"
+            " (midtrans_order_id, order_id, attempt, snap_expires_at)"
+            " SELECT midtrans_order_id, $1, payment_attempt, $2 FROM attempt"
+            " WHERE $2::timestamptz IS NOT NULL AND payment_attempt <= $3"
+            " ON CONFLICT (midtrans_order_id) DO NOTHING)"
+            " SELECT payment_attempt, midtrans_order_id FROM attempt",
+            order_id,
+            snap_expires_at,
+            max_attempts,
+        )
+        if row is None:
+            return None
+        attempt, midtrans = int(row["payment_attempt"]), str(row["midtrans_order_id"])
+        assert midtrans == midtrans_order_id(order_id, attempt)
+        return attempt, midtrans
 
     async def journal_snap_order(
         self, order_id: str, midtrans_order: str, attempt: int, snap_expires_at: dt.datetime
@@ -199,25 +212,21 @@ class ReadModel:
         both get its page, so whichever status write succeeds hands the buyer the page
         the journal polls. A loser's own Snap order stays listed in ``payment_pages``.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE payment_pages SET snap_token = $2 WHERE midtrans_order_id = $1",
-                midtrans_order,
-                token,
-            )
-            row = await conn.fetchrow(
-                "UPDATE checkouts SET snap_token = $2, redirect_url = $3, midtrans_order_id = $4,"
-                " updated_at = now() WHERE order_id = $1 AND snap_token IS NULL"
-                f" RETURNING {_PAGE_COLUMNS}",
-                order_id,
-                token,
-                redirect_url,
-                midtrans_order,
-            )
-            if row is None:  # lost the race: READ COMMITTED lets us see the winner's row
-                row = await conn.fetchrow(
-                    f"SELECT {_PAGE_COLUMNS} FROM checkouts WHERE order_id = $1", order_id
-                )
+        row = await self.pool.fetchrow(
+            "WITH page AS (UPDATE payment_pages SET snap_token = $2"
+            " WHERE midtrans_order_id = $4)"
+            " UPDATE checkouts SET snap_token = $2, redirect_url = $3, midtrans_order_id = $4,"
+            " updated_at = now() WHERE order_id = $1 AND snap_token IS NULL"
+            f" RETURNING {_PAGE_COLUMNS}",
+            order_id,
+            token,
+            redirect_url,
+            midtrans_order,
+        )
+        if row is None:  # lost the race: a statement of its own sees the winner's row
+            winner = await self.payment_page(order_id)
+            assert winner is not None
+            return winner
         return PaymentPage(**dict(row))
 
     async def payment_page(self, order_id: str) -> PaymentPage | None:
@@ -247,12 +256,19 @@ class ReadModel:
         )
 
     async def record_terms(
-        self, order_id: str, amounts: dict[str, int], expires_at: dt.datetime
+        self,
+        order_id: str,
+        amounts: dict[str, int],
+        expires_at: dt.datetime,
+        lines: Sequence[Line] = (),
     ) -> None:
         """Journal the amounts and the deadline a payment is judged by (before the
-        status write that lets anyone pay)."""
+        status write that lets anyone pay), and the reserved lines' names."""
         await self.pool.execute(
-            "UPDATE checkouts SET subtotal = $2, fees = $3, discount = $4, total = $5,"
+            "WITH named AS (UPDATE checkout_items i SET name = l.name"
+            " FROM unnest($7::text[], $8::text[]) AS l(product_id, name)"
+            " WHERE i.order_id = $1 AND i.product_id = l.product_id)"
+            " UPDATE checkouts SET subtotal = $2, fees = $3, discount = $4, total = $5,"
             " expires_at = $6, updated_at = now() WHERE order_id = $1",
             order_id,
             amounts["subtotal"],
@@ -260,6 +276,8 @@ class ReadModel:
             amounts["discount"],
             amounts["total"],
             expires_at,
+            [x.product_id for x in lines],
+            [x.name for x in lines],
         )
 
     async def record_phase(
@@ -270,38 +288,54 @@ class ReadModel:
         payment: dict[str, Any] | None = None,
         failure: tuple[str, str] | None = None,
         deleted: bool = False,
-    ) -> None:
-        """Record phase changes (and what came with them) and append them to the history."""
+        paid: tuple[str, int] | None = None,
+    ) -> Record:
+        """Record phase changes (and what came with them) and append them to the history,
+        in one statement; the journal as it is then.
+
+        ``paid``: the verified payment (Midtrans order, amount) the checkout settled by,
+        journaled with the ending (see :meth:`mark_paid`).
+        """
         final = phases[-1][0]
         payment = payment or {}
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE checkouts SET phase = $2, updated_at = now(),"
-                " payment_status = COALESCE($3, payment_status),"
-                " fraud_status = COALESCE($4, fraud_status),"
-                " midtrans_transaction_id = COALESCE($5, midtrans_transaction_id),"
-                " paid_at = COALESCE($6, paid_at),"
-                " failure_reason = COALESCE($7, failure_reason),"
-                " failure_message = COALESCE($8, failure_message),"
-                " finished_at = CASE WHEN $9 THEN COALESCE(finished_at, now())"
-                " ELSE finished_at END,"
-                " deleted_at = CASE WHEN $10 THEN COALESCE(deleted_at, now()) ELSE deleted_at END"
-                " WHERE order_id = $1",
-                order_id,
-                final.value,
-                payment.get("transactionStatus"),
-                payment.get("fraudStatus"),
-                payment.get("transactionId"),
-                parse_timestamp(payment.get("paidAt")),
-                failure[0] if failure else None,
-                failure[1] if failure else None,
-                final in TERMINAL,
-                deleted,
-            )
-            await conn.executemany(
-                "INSERT INTO checkout_history (order_id, phase, reason) VALUES ($1, $2, $3)",
-                [(order_id, phase.value, reason) for phase, reason in phases],
-            )
+        paid_order, paid_amount = paid or (None, None)
+        row = await self.pool.fetchrow(
+            "WITH changed AS (UPDATE checkouts SET phase = $2, updated_at = now(),"
+            " payment_status = COALESCE($3, payment_status),"
+            " fraud_status = COALESCE($4, fraud_status),"
+            " midtrans_transaction_id = COALESCE($5, midtrans_transaction_id),"
+            " paid_at = COALESCE($6, paid_at),"
+            " failure_reason = COALESCE($7, failure_reason),"
+            " failure_message = COALESCE($8, failure_message),"
+            " finished_at = CASE WHEN $9 THEN COALESCE(finished_at, now())"
+            " ELSE finished_at END,"
+            " deleted_at = CASE WHEN $10 THEN COALESCE(deleted_at, now()) ELSE deleted_at END,"
+            " paid_order_id = COALESCE($11, paid_order_id),"
+            " paid_amount = CASE WHEN $11::text IS NULL THEN paid_amount ELSE $12 END"
+            f" WHERE order_id = $1 RETURNING {_COLUMNS}),"
+            " history AS (INSERT INTO checkout_history (order_id, phase, reason)"
+            " SELECT $1, h.phase, h.reason"
+            " FROM unnest($13::text[], $14::text[]) WITH ORDINALITY AS h(phase, reason, n)"
+            " ORDER BY h.n)"
+            f" SELECT {_COLUMNS} FROM changed",
+            order_id,
+            final.value,
+            payment.get("transactionStatus"),
+            payment.get("fraudStatus"),
+            payment.get("transactionId"),
+            parse_timestamp(payment.get("paidAt")),
+            failure[0] if failure else None,
+            failure[1] if failure else None,
+            final in TERMINAL,
+            deleted,
+            paid_order,
+            paid_amount,
+            [phase.value for phase, _ in phases],
+            [reason for _, reason in phases],
+        )
+        if row is None:
+            raise LookupError(f"no checkout {order_id} in the journal")
+        return Record(**dict(row))
 
     async def mark_paid(self, order_id: str, midtrans_order: str, amount: int) -> None:
         """Journal a verified payment before the status write that settles by it.
