@@ -16,6 +16,8 @@ ENTRY_MODULES = (
     "checkout_api.__main__",
     "payment_listener.__main__",
     "checkout_operator.worker",
+    "user_service.__main__",  # through saga_kit.problems
+    "product_service.__main__",
 )
 HEAVY = ("kubernetes_asyncio", "kubernetes")
 
