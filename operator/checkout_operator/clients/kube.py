@@ -4,9 +4,7 @@ compare-and-swap status (``saga_kit.checkout_store``), list, delete, Events."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
-import sys
 import uuid
 from typing import Any
 
@@ -18,29 +16,6 @@ __all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "Conflict", "KubeCheckouts"]
 
 log = logging.getLogger(__name__)
 
-# kopf imports the kubernetes and kubernetes_asyncio clients when installed, only to
-# recognise their model objects (~70 MiB; the operator hands kopf dicts and logs in
-# with kopf's own login). This module is imported before kopf (checkout_operator's
-# __main__ through actions; tests/unit/test_app_imports.py checks), so it imports kopf
-# with them hidden; processes that already hold them (tests, tools) are left alone.
-_KOPF_OPTIONAL_CLIENTS = ("kubernetes", "kubernetes_asyncio", "pykube")
-
-
-def import_kopf_without_clients() -> None:
-    if "kopf" in sys.modules:
-        return
-    hidden = [name for name in _KOPF_OPTIONAL_CLIENTS if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # "not installed"
-    try:
-        importlib.import_module("kopf")
-    finally:
-        for name in hidden:
-            if sys.modules.get(name, 0) is None:
-                del sys.modules[name]
-
-
-import_kopf_without_clients()
 
 LIST_PAGE = 500  # a namespace of 10,000 Checkouts is 20 answers, never one of 40 MB
 
