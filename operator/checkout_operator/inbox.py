@@ -103,9 +103,10 @@ class PaymentInbox:
             log.error("dropping unreadable payment notification: %s", str(exc)[:200])
             await msg.term()
             return
+        first = msg.metadata.num_delivered <= 1
         try:
             with about_order(hint.order_id.split("~")[0]):  # name~n: a retry's page
-                applied = await self._apply(hint.order_id)
+                applied = await self._apply(hint.order_id, first)
         except Exception as exc:  # the journal unreachable, say: redelivered later
             log.warning("notification for %s not applied yet: %r", hint.order_id, exc)
             applied = False
@@ -115,13 +116,29 @@ class PaymentInbox:
         attempt = msg.metadata.num_delivered
         await msg.nak(delay=BACKOFF[min(attempt, len(BACKOFF)) - 1])
 
-    async def _apply(self, midtrans_order: str) -> bool:
-        """Ask Midtrans about the order and act on the answer; False: try again later."""
+    async def _apply(self, midtrans_order: str, first: bool = False) -> bool:
+        """Ask Midtrans about the order and act on the answer; False: try again later.
+
+        ``first``: the notification's first delivery.
+        """
         deps = self.reconciler.deps
         record = await deps.readmodel.get(order_id_of(midtrans_order))
         if record is None:
             log.warning("notification for unknown order %s acknowledged", midtrans_order)
             return True
+        if (
+            first
+            and record.phase == Phase.AWAITING_PAYMENT.value
+            and record.midtrans_order_id == midtrans_order
+        ):
+            # The listener publishes a payment after writing the Checkout Settled, and
+            # Midtrans' status is paid already when its 'pending' notification is read
+            # (a buyer pays in seconds): acting on the live checkout now loses the status
+            # write's race to the ending the watch is bringing (a refused write, a re-read,
+            # a journal write). Looked at again after the first backoff, when the reconciler
+            # has usually journaled the ending (then Midtrans is not asked either); if the
+            # listener did not settle it, the operator settles that much later.
+            return False
         if (
             record.phase == Phase.SETTLED.value
             and record.paid_order_id == midtrans_order

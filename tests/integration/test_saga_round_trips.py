@@ -120,3 +120,33 @@ async def test_a_paid_checkout_costs_few_postgres_round_trips(
     # Before the round trips were cut (issue 12): 39 statements, 23 acquires.
     assert len(statements) <= 18, listing
     assert acquires <= 18, listing
+
+
+def refused_status_writes(saga: SagaEnv, name: str) -> int:
+    """Status writes to this Checkout the apiserver refused (a lost compare-and-swap)."""
+    assert saga.audit is not None
+    return sum(
+        1
+        for e in saga.audit.refresh()
+        if (e.get("objectRef") or {}).get("name") == name
+        and (e.get("objectRef") or {}).get("subresource") == "status"
+        and (e.get("responseStatus") or {}).get("code") == 409
+    )
+
+
+async def test_the_operator_does_not_race_the_listeners_settlement(saga: SagaEnv) -> None:
+    """The listener writes Settled, then publishes the payment: the operator's inbox must
+    not try to settle from the cache's stale AwaitingPayment (a refused write, a re-read
+    and a journal write per paid checkout, for nothing)."""
+    await saga.start_operator(poll_min_age=3600.0)
+    product = await saga.products.product(price=10_000, stock=10)
+    names = []
+    for _ in range(4):
+        name = await saga.create(items=[(product, 10_000, 1)], paymentTTLSeconds=600)
+        names.append(name)
+        await saga.wait_phase(name, "AwaitingPayment")
+        paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+        assert paid.status_code == 200, paid.text
+        await saga.wait_phase(name, "Settled")
+        await eventually(lambda: inbox_done(saga), within=30)
+    assert [refused_status_writes(saga, name) for name in names] == [0] * len(names)
