@@ -30,7 +30,11 @@ from .saga import Phase
 
 log = logging.getLogger(__name__)
 
-SCAN_INTERVAL = 1.0  # seconds between looks at which checkouts need polling
+# Seconds between looks at which checkouts need polling: each look reads every cached
+# Checkout (ended ones too, until their TTL delete: thousands), so it is done about twice
+# per minimum age, not on every tick. A checkout's first poll is due that age after it
+# is found anyway; one that ends meanwhile is dropped when it comes due.
+SCAN_INTERVAL = 1.0  # at least
 LIVE_SHARE = 0.7  # of CHECKOUT_POLL_RATE for live checkouts; the rest for late-payment watching
 # Status calls in flight at once. One at a time, a call's round trip caps the rate
 # (300 ms to Midtrans: 3 calls/s, whatever CHECKOUT_POLL_RATE says); the bucket, not
@@ -69,6 +73,14 @@ class TokenBucket:
             await self._sleep((1 - self._tokens) / self.rate)
 
 
+def _pollable(body: dict[str, Any] | None) -> bool:
+    """Awaiting payment on a page the buyer was given."""
+    status = (body or {}).get("status") or {}
+    if not (status.get("payment") or {}).get("snapToken"):
+        return False
+    return bool(status.get("phase") == Phase.AWAITING_PAYMENT.value)
+
+
 class PaymentPoller:
     def __init__(self, reconciler: Reconciler) -> None:
         self.reconciler = reconciler
@@ -84,19 +96,13 @@ class PaymentPoller:
         self.late_bucket = TokenBucket(late, burst=max(1.0, late))
         self._due: dict[Key, float] = {}
         self._next_scan = 0.0
+        self._scan_every = max(SCAN_INTERVAL, min(self.min_age, self.interval) / 2)
         self._slots = asyncio.Semaphore(POLL_CONCURRENCY)
         self._in_flight: set[Key] = set()
         self._polls: set[asyncio.Task[None]] = set()
 
     def _candidates(self) -> list[Key]:
-        keys = []
-        for key, body in self.reconciler.cache.items():
-            status = body.get("status") or {}
-            if not (status.get("payment") or {}).get("snapToken"):
-                continue
-            if status.get("phase") == Phase.AWAITING_PAYMENT.value:
-                keys.append(key)
-        return keys
+        return [key for key, body in self.reconciler.cache.items() if _pollable(body)]
 
     async def run(self, stop: asyncio.Event, tick: float = 0.2) -> None:
         try:
@@ -118,7 +124,7 @@ class PaymentPoller:
         if now >= self._next_scan:
             # Which checkouts to poll changes slowly: scanning the whole cache on
             # every tick would cost O(checkouts) many times a second.
-            self._next_scan = now + SCAN_INTERVAL
+            self._next_scan = now + self._scan_every
             live = set(self._candidates())
             for key in list(self._due):
                 if key not in live:
@@ -129,6 +135,9 @@ class PaymentPoller:
         for key in sorted((k for k, t in self._due.items() if t <= now), key=self._due.__getitem__):
             if key in self._in_flight:
                 continue  # its last poll has not answered yet
+            if not _pollable(self.reconciler.cache.get(key)):
+                del self._due[key]  # ended (or gone) since the last scan
+                continue
             await self.bucket.take()
             self._due[key] = time.monotonic() + self.interval * random.uniform(0.8, 1.2)  # noqa: S311
             await self._slots.acquire()
