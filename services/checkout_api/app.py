@@ -319,9 +319,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
             return None  # still there: the create below answers from it
         return row
 
-    async def exists(name: str, row: dict[str, Any] | None) -> bool:
-        """Whether a checkout of this name was made (``row``: its journal record)."""
-        return row is not None or await deps.checkouts.get(name) is not None
+    async def exists(name: str, user: Identity, row: dict[str, Any] | None) -> bool:
+        """Whether a checkout of this name was made (``row``: its journal record). One
+        not registered yet is among the names the quota keeps (made before creating)."""
+        return row is not None or await deps.quota.created_lately(user.user_id, name)
 
     @api.post(
         "/checkouts",
@@ -375,7 +376,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             response.headers["Idempotent-Replayed"] = "true"
             return _from_record(archived)
         refusal = claim.refusal
-        if refusal is not None and not (idempotency_key and await exists(name, row)):
+        if refusal is not None and not (idempotency_key and await exists(name, user, row)):
             # Nothing is created: the saga could only have rejected it (a retried POST
             # whose checkout exists is answered from it below, sold out or not).
             status = REJECTED_STATUS[refusal.reason]
