@@ -18,10 +18,11 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -153,6 +154,22 @@ class Answer:
 class Shop:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
+        self._crowd: aiohttp.ClientSession | None = None
+
+    @contextlib.asynccontextmanager
+    async def crowd(self) -> AsyncIterator[None]:
+        """POST /checkouts through aiohttp while the block runs, for a crowd of buyers
+        at once. httpx's pool looks at every connection it holds each time a request
+        takes or gives one back, so 1,000 buyers cost the bench a million such looks: in
+        a flash sale the bench itself took most of a core and answers waited for it
+        (it is not what the system under test does)."""
+        connector = aiohttp.TCPConnector(limit=0)  # one connection per buyer, kept alive
+        async with aiohttp.ClientSession(connector=connector) as session:
+            self._crowd = session
+            try:
+                yield
+            finally:
+                self._crowd = None
 
     async def product(self, owner: Account, stock: int, price: int = 1000) -> str:
         reply = await self.http.post(
@@ -188,28 +205,23 @@ class Shop:
     async def checkout(
         self, buyer: Account, product_id: str, ttl: int = 900, within: float = 60
     ) -> Answer:
+        body = {
+            "products": [{"id": product_id, "price": 1000, "quantity": 1}],
+            "payment_ttl_seconds": ttl,
+        }
+        headers = {**buyer.auth, "Idempotency-Key": uuid.uuid4().hex}
+        if self._crowd is not None:
+            return await _post_aiohttp(self._crowd, body, headers, within)
         began = time.monotonic()
         try:
             reply = await self.http.post(
-                f"{API}/checkouts",
-                json={
-                    "products": [{"id": product_id, "price": 1000, "quantity": 1}],
-                    "payment_ttl_seconds": ttl,
-                },
-                headers={**buyer.auth, "Idempotency-Key": uuid.uuid4().hex},
-                timeout=within,
+                f"{API}/checkouts", json=body, headers=headers, timeout=within
             )
         except httpx.TimeoutException:
             return Answer(-1, time.monotonic() - began)
         except httpx.HTTPError:
             return Answer(0, time.monotonic() - began)
-        seconds = time.monotonic() - began
-        try:
-            body = dict(reply.json())
-        except ValueError:
-            body = {}
-        retry = float(reply.headers.get("retry-after", 0) or 0)
-        return Answer(reply.status_code, seconds, body, retry)
+        return _answer(reply.status_code, time.monotonic() - began, reply.content, reply.headers)
 
     async def pay(self, checkout_id: str) -> int:
         reply = await self.http.post(f"{SANDBOX}/_sandbox/transactions/{checkout_id}/pay", json={})
@@ -222,6 +234,34 @@ class Shop:
             )
             return reply.status_code
         return 0
+
+
+async def _post_aiohttp(
+    session: aiohttp.ClientSession, body: dict[str, Any], headers: dict[str, str], within: float
+) -> Answer:
+    began = time.monotonic()
+    try:
+        async with session.post(
+            f"{API}/checkouts",
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=within),
+        ) as reply:
+            content = await reply.read()
+    except TimeoutError:
+        return Answer(-1, time.monotonic() - began)
+    except aiohttp.ClientError:
+        return Answer(0, time.monotonic() - began)
+    return _answer(reply.status, time.monotonic() - began, content, reply.headers)
+
+
+def _answer(status: int, seconds: float, content: bytes, headers: Any) -> Answer:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = {}
+    retry = float(headers.get("retry-after", 0) or 0)
+    return Answer(status, seconds, body if isinstance(body, dict) else {}, retry)
 
 
 # --- one watch of our own ------------------------------------------------------------
