@@ -98,6 +98,10 @@ class SoldOutGate:
         self._known: dict[str, tuple[float, int | None]] = {}  # id -> (when, available)
         self._asking: dict[str, asyncio.Future[int | None]] = {}
         self._claimed: dict[str, int] = {}  # units this API's checkouts in flight want
+        # Products whose remembered answer may or may not count a reservation of ours:
+        # asked after the claim began, before it ended. Asked again before letting a
+        # buyer in on it (a flash sale once created 28 checkouts the saga then rejected).
+        self._unsure: set[str] = set()
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
     @contextlib.asynccontextmanager
@@ -124,6 +128,8 @@ class SoldOutGate:
                 return refusal  # gone even counting no claim of ours
             blocked = next((i for i in wanted if self._short(i) or self._queued(i)), None)
             left = deadline - self._clock()
+            if blocked is None and self._ask_again(wanted):
+                continue
             if blocked is None or left <= 0:
                 return None  # room, or waited long enough: the saga decides
             future = asyncio.get_running_loop().create_future()
@@ -137,6 +143,15 @@ class SoldOutGate:
                     waiting.remove(future)
                 if not waiting:
                     self._waiting.pop(blocked.product_id, None)
+
+    def _ask_again(self, wanted: Sequence[Wanted]) -> bool:
+        """Drop the answers about ``wanted`` that may miss a reservation of ours (the
+        next look asks the Product service); whether there were any."""
+        unsure = [i.product_id for i in wanted if i.product_id in self._unsure]
+        for product_id in unsure:
+            self._unsure.discard(product_id)
+            self._known.pop(product_id, None)
+        return bool(unsure)
 
     def _short(self, item: Wanted) -> bool:
         """Whether this API's claims leave less of the product than the item wants."""
@@ -167,7 +182,9 @@ class SoldOutGate:
         if claim.outcome == "reserved":
             # What is left shrinks with what is claimed, unless the Product service was
             # asked after the claim began (its answer may count the reservation already).
-            self.reserved([i for i in wanted if self._asked_by(i.product_id, claim.since)])
+            asked_before = [i for i in wanted if self._asked_by(i.product_id, claim.since)]
+            self.reserved(asked_before)
+            self._unsure.update(i.product_id for i in wanted if i not in asked_before)
         elif claim.outcome == "sold out":
             self.forget(wanted)
         if claim.outcome == "unused":
@@ -261,8 +278,10 @@ class SoldOutGate:
         """The saga found less stock than remembered: ask again next time."""
         for item in wanted:
             self._known.pop(item.product_id, None)
+            self._unsure.discard(item.product_id)
 
     def _remember(self, product_id: str, available: int) -> None:
         if len(self._known) >= MAX_REMEMBERED:
             self._known.pop(next(iter(self._known)))
         self._known[product_id] = (self._clock(), available)
+        self._unsure.discard(product_id)
