@@ -30,6 +30,7 @@ from midtrans.errors import (
 )
 from midtrans.models import ItemDetail, SnapToken, TransactionStatus
 from midtrans.notification_urls import OVERRIDE_HEADER
+from midtrans.transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ def _messages(body: Mapping[str, Any] | None, response: httpx.Response) -> list[
 
 
 class MidtransClient:
-    """Calls Midtrans with ``httpx.AsyncClient``; pass ``http_client`` or ``transport`` in tests.
+    """Calls Midtrans with ``httpx.AsyncClient`` over aiohttp (``transport``); pass
+    ``http_client`` or ``transport`` in tests.
 
     An injected ``http_client`` is left open by :meth:`aclose` (its owner closes it). The
     Authorization header is added per request rather than to a shared client, so a client
@@ -104,7 +106,7 @@ class MidtransClient:
             raise ValueError("pass either http_client or transport, not both")
         self._config = config
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(transport=transport)
+        self._http = http_client or httpx.AsyncClient(transport=transport or AiohttpTransport())
         token = base64.b64encode(f"{config.server_key}:".encode()).decode("ascii")
         self._headers = {
             "Authorization": f"Basic {token}",
