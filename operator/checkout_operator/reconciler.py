@@ -202,19 +202,19 @@ class Reconciler:
 
     async def sweep(self, namespace: str | None, min_age: dt.timedelta) -> int:
         """Release checkouts deleted while nobody saw it: while the operator was down, or
-        in a watch gap (cached but gone). One list of the resources, read from etcd."""
+        in a watch gap (cached but gone). One consistent list of the resources' metadata
+        (a namespace of ended checkouts waiting for their TTL delete costs no bodies)."""
         released = 0
         now = self.deps.clock()
         # The journal first: a row is registered only after its resource was seen, so
         # every row's resource, if it still exists, is in the list read after it.
         records = await self.deps.readmodel.undeleted(namespace or None)
-        present = {key_of(b): b for b in await self.deps.kube.list(namespace or "")}
+        present = await self.deps.kube.uids(namespace or "")
         for record in records:
             key = (record.namespace, record.name)
-            body = present.get(key)
-            if body is not None and body["metadata"]["uid"] == record.uid:
+            if present.get(key) == record.uid:
                 if key not in self.cache and record.finished_at is None:
-                    self._remember(body)
+                    await self._refresh(key)  # a watch gap: read it, then look at it
                     self.enqueue(key)
                 continue
             if now - record.created_at < min_age:

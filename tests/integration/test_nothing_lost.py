@@ -276,6 +276,23 @@ async def test_deleted_during_a_watch_gap_is_released_by_the_sweep(saga: SagaEnv
     assert (saga.namespace, name) not in operator.reconciler.cache
 
 
+async def test_a_live_checkout_missing_from_the_cache_is_read_again_by_the_sweep(
+    saga: SagaEnv,
+) -> None:
+    """The sweep lists metadata only (uids, no bodies); a live checkout it finds that the
+    cache lacks is read whole and looked at again."""
+    operator, _, name = await awaiting_payment(saga, stock=2)
+    await operator.watcher.stop()
+    key = (saga.namespace, name)
+    uid = operator.reconciler.cache.pop(key)["metadata"]["uid"]
+    assert await operator.deps.kube.uids(saga.namespace) == {key: uid}
+    released = await operator.reconciler.sweep(saga.namespace, dt.timedelta(0))
+    assert released == 0
+    body = operator.reconciler.cache[key]
+    assert body["metadata"]["uid"] == uid and body["status"]["phase"] == "AwaitingPayment"
+    assert body["spec"]["items"]  # read whole, not from the metadata list
+
+
 async def test_gone_on_refresh_is_a_deletion(saga: SagaEnv) -> None:
     operator, p, name = await awaiting_payment(saga, stock=2)
     await operator.watcher.stop()

@@ -8,9 +8,9 @@ import logging
 import uuid
 from typing import Any
 
-from saga_kit.apiserver import ApiClient, ApiError
+from saga_kit.apiserver import METADATA_LIST, ApiClient, ApiError
 from saga_kit.checkout_resource import GROUP, KIND, PLURAL, VERSION
-from saga_kit.checkout_store import CheckoutStatusStore, Conflict, checkouts_path, listed_items
+from saga_kit.checkout_store import CheckoutStatusStore, Conflict, checkouts_path
 
 __all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "Conflict", "KubeCheckouts"]
 
@@ -24,12 +24,16 @@ class KubeCheckouts(CheckoutStatusStore):
     def __init__(self, api: ApiClient, component: str = "checkout-operator") -> None:
         super().__init__(api, component)
 
-    async def list(self, namespace: str) -> list[dict[str, Any]]:
-        """Every Checkout in ``namespace`` ("" for all), read from etcd (not a cache)."""
-        items: list[dict[str, Any]] = []
-        async for page in self._api.pages(checkouts_path(namespace), limit=LIST_PAGE):
-            items.extend(listed_items(page))
-        return items
+    async def uids(self, namespace: str) -> dict[tuple[str, str], str]:
+        """The uid of every Checkout in ``namespace`` ("" for all) by (namespace, name):
+        a consistent LIST of their metadata only, in pages."""
+        found: dict[tuple[str, str], str] = {}
+        path = checkouts_path(namespace)
+        async for page in self._api.pages(path, limit=LIST_PAGE, accept=METADATA_LIST):
+            for item in page.get("items") or []:
+                meta = item.get("metadata") or {}
+                found[(meta["namespace"], meta["name"])] = meta["uid"]
+        return found
 
     async def delete(self, body: dict[str, Any]) -> bool:
         """Delete this very version of the resource; False if it changed or is gone."""

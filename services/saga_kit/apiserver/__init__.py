@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 from .errors import ApiError
 
 if TYPE_CHECKING:
-    from .client import MERGE_PATCH, ApiClient
+    from .client import MERGE_PATCH, METADATA_LIST, ApiClient
     from .config import ConfigError, Connection, in_cluster, load_config, load_kubeconfig
 
 __all__ = [
     "MERGE_PATCH",
+    "METADATA_LIST",
     "ApiClient",
     "ApiError",
     "ConfigError",
@@ -32,6 +33,7 @@ __all__ = [
 
 _WHERE = {
     "MERGE_PATCH": ".client",
+    "METADATA_LIST": ".client",
     "ApiClient": ".client",
     "ConfigError": ".config",
     "Connection": ".config",

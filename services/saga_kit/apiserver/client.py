@@ -21,6 +21,8 @@ from .errors import ApiError
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 PAGE_SIZE = 500
+# A LIST answered with each item's metadata only (no spec, no status).
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 Params = Mapping[str, str | int | bool]
 
 
@@ -47,8 +49,8 @@ class ApiClient:
             )
         return self._session
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": JSON}
+    def _headers(self, content_type: str | None = None, accept: str = JSON) -> dict[str, str]:
+        headers = {"Accept": accept}
         authorization = self.connection.authorization()
         if authorization:
             headers["Authorization"] = authorization
@@ -68,9 +70,11 @@ class ApiClient:
         params: Params | None = None,
         body: Any = None,
         content_type: str = JSON,
+        accept: str = JSON,
     ) -> dict[str, Any]:
-        """The decoded answer; :class:`ApiError` for a non-2xx one."""
-        raw = await self._send(method, path, params, body, content_type)
+        """The decoded answer; :class:`ApiError` for a non-2xx one. ``accept`` may ask for
+        another representation (e.g. :data:`METADATA_LIST`)."""
+        raw = await self._send(method, path, params, body, content_type, accept)
         try:
             decoded = json.loads(raw)
         except ValueError as exc:
@@ -86,7 +90,13 @@ class ApiClient:
         await self._send(method, path, None, body, content_type)
 
     async def _send(
-        self, method: str, path: str, params: Params | None, body: Any, content_type: str
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        body: Any,
+        content_type: str,
+        accept: str = JSON,
     ) -> bytes:
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         session = self._open()
@@ -96,7 +106,7 @@ class ApiClient:
                 self.connection.server + path,  # the server's own path kept (a proxy's)
                 params=_query(params),
                 data=data,
-                headers=self._headers(content_type if data is not None else None),
+                headers=self._headers(content_type if data is not None else None, accept),
             ) as answer:
                 raw = await answer.read()
                 if answer.status >= 300:
@@ -110,12 +120,17 @@ class ApiClient:
             ) from exc
 
     async def pages(
-        self, path: str, *, params: Params | None = None, limit: int = PAGE_SIZE
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        limit: int = PAGE_SIZE,
+        accept: str = JSON,
     ) -> AsyncIterator[dict[str, Any]]:
         """A LIST read in pages of ``limit`` items (each answer as it came)."""
         query = dict(params or {}, limit=limit)
         while True:
-            page = await self.request("GET", path, params=query)
+            page = await self.request("GET", path, params=query, accept=accept)
             yield page
             token = (page.get("metadata") or {}).get("continue")
             if not token:
