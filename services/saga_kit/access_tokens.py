@@ -158,8 +158,9 @@ class TokenClaims:
 
     def remaining_seconds(self, now: dt.datetime) -> int:
         """Whole seconds, rounded up, until no verifier accepts the token any more (its
-        exp plus the leeway): how long a revocation must be kept."""
-        left = self.expires_at + EXPIRY_LEEWAY - now
+        exp plus the leeway, by a verifier's clock up to CLOCK_SKEW behind ours): how
+        long a revocation must be kept."""
+        left = self.expires_at + EXPIRY_LEEWAY + CLOCK_SKEW - now
         return max(0, math.ceil(left.total_seconds()))
 
 

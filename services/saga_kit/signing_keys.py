@@ -4,8 +4,10 @@ Fetched with ``ListSigningKeys`` at start, again when a token names a key not he
 (a rotation: the User service signs with a new key), and in the background once
 they are older than ``max_age`` (so a key the User service dropped is dropped here
 too). Tokens naming an unknown key trigger at most one successful fetch per
-``min_interval`` seconds, shared by every request waiting for it, so forged kids
-cannot turn into a flood of calls. Keys once fetched keep serving while the User service is down.
+``min_interval`` seconds, shared by every request waiting for it, and at most one
+attempt per ``retry_after`` seconds while the User service fails (the others are
+answered unavailable at once), so forged kids cannot turn into a flood of calls.
+Keys once fetched keep serving while the User service is down.
 """
 
 from __future__ import annotations
@@ -24,6 +26,20 @@ from saga_kit.access_tokens import ALGORITHM, load_public_key
 log = logging.getLogger(__name__)
 
 
+class KeysUnavailable(grpc.aio.AioRpcError):
+    """The keys were just asked for and the User service did not answer: answered like
+    the User service being down (503, retry) without asking it again."""
+
+    def __init__(self) -> None:
+        empty = grpc.aio.Metadata()
+        super().__init__(
+            grpc.StatusCode.UNAVAILABLE,
+            empty,
+            empty,
+            details="the token keys are unavailable (the User service did not answer)",
+        )
+
+
 class PublishedKeys:
     def __init__(
         self,
@@ -31,17 +47,20 @@ class PublishedKeys:
         *,
         timeout: float = 3.0,
         min_interval: float = 10.0,
+        retry_after: float = 1.0,
         max_age: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stub = user_pb2_grpc.UserServiceStub(channel)
         self._timeout = timeout
         self._min_interval = min_interval
+        self._retry_after = retry_after
         self._max_age = max_age
         self._clock = clock
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._fetched_at = -float("inf")  # last successful fetch
         self._tried_at = -float("inf")  # last attempt, successful or not
+        self._failed_at = -float("inf")  # last failed attempt
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
         self.fetches = 0  # attempts, for tests and metrics
@@ -58,9 +77,13 @@ class PublishedKeys:
     async def _fetch(self) -> None:
         self.fetches += 1
         self._tried_at = self._clock()
-        reply = await self._stub.ListSigningKeys(
-            user_pb2.ListSigningKeysRequest(), timeout=self._timeout
-        )
+        try:
+            reply = await self._stub.ListSigningKeys(
+                user_pb2.ListSigningKeysRequest(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError:
+            self._failed_at = self._clock()
+            raise
         keys = {}
         for key in reply.keys:
             if key.algorithm != ALGORITHM:
@@ -88,6 +111,8 @@ class PublishedKeys:
             # Only a successful fetch counts: with none recent the User service is asked
             # (and its being down is an outage, 503), never a valid token refused.
             if kid not in self._keys and self._clock() - self._fetched_at >= self._min_interval:
+                if self._clock() - self._failed_at < self._retry_after:
+                    raise KeysUnavailable()
                 await self._fetch()
         return self._keys.get(kid)
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from saga_kit import access_tokens
-from saga_kit.access_tokens import EXPIRY_LEEWAY, SigningKey, TokenFailure
+from saga_kit.access_tokens import CLOCK_SKEW, EXPIRY_LEEWAY, SigningKey, TokenFailure
 from user_service import domain
 from user_service.domain import (
     Accounts,
@@ -239,7 +239,8 @@ def test_issued_token_carries_the_required_claims_and_verifies() -> None:
     )
     assert (verified.username, verified.remaining_seconds(NOW + dt.timedelta(seconds=899))) == (
         "alice",
-        1 + EXPIRY_LEEWAY.seconds,  # a revocation outlives the leeway too
+        # a revocation outlives the leeway too, by a verifier's clock running behind
+        1 + EXPIRY_LEEWAY.seconds + CLOCK_SKEW.seconds,
     )
     assert codec.issue(USER, NOW).jti != issued.jti
 
@@ -435,7 +436,7 @@ async def test_logout_revokes_until_expiry_and_revoked_tokens_are_refused(
     clock.now = NOW + dt.timedelta(seconds=100, milliseconds=500)
     await accounts.logout(issued.token)
     # rounded up, never shorter than the token is accepted anywhere
-    assert revocations.revoked == {issued.jti: 500 + EXPIRY_LEEWAY.seconds}
+    assert revocations.revoked == {issued.jti: 500 + EXPIRY_LEEWAY.seconds + CLOCK_SKEW.seconds}
     refused = await _refused(accounts.authenticate(issued.token))
     assert refused.reason == TokenFailure.REVOKED
     again = await _refused(accounts.logout(issued.token))
