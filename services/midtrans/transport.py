@@ -11,10 +11,16 @@ client keeps httpx's interface, so tests still hand it an ``httpx.MockTransport`
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import aiohttp
+import certifi
 import httpx
 from multidict import CIMultiDict
+
+
+def _trusting_certifi() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -25,8 +31,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            # Redirects and decompression are left to httpx, as with its own transport.
-            self._session = aiohttp.ClientSession(auto_decompress=False)
+            # Redirects and decompression are left to httpx, as with its own transport;
+            # like it, trust certifi's CAs and honour HTTPS_PROXY / NO_PROXY.
+            self._session = aiohttp.ClientSession(
+                auto_decompress=False,
+                trust_env=True,
+                connector=aiohttp.TCPConnector(ssl=_trusting_certifi()),
+            )
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -95,3 +95,18 @@ async def test_a_timeout_or_a_refused_connection_is_a_retryable_error(
     async with client(f"http://127.0.0.1:{free_port()}") as midtrans:
         with pytest.raises(MidtransServerError, match="ConnectError"):
             await midtrans.status(ORDER)
+
+
+async def test_the_proxy_of_the_environment_carries_the_calls(
+    server: tuple[str, list[web.Request], list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP(S)_PROXY / NO_PROXY are honoured, as httpx's own transport does: a cluster
+    whose egress goes through a proxy still reaches Midtrans."""
+    proxy, seen, _ = server  # it answers the proxied request for the status path
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with client("http://midtrans.invalid") as midtrans:
+        status = await midtrans.status(ORDER)
+    assert status is not None and status.order_id == ORDER
+    assert seen[0].headers["Host"] == "midtrans.invalid"
