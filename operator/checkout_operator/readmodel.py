@@ -157,7 +157,10 @@ class ReadModel:
         )
 
     async def next_payment_attempt(
-        self, order_id: str, snap_expires_at: dt.datetime | None = None, max_attempts: int = 0
+        self,
+        order_id: str,
+        snap_expires_at: dt.datetime | None = None,
+        max_attempts: int | None = None,
     ) -> tuple[int, str] | None:
         """Journal a new payment-page attempt (and its Midtrans order id) before calling.
 
@@ -165,7 +168,7 @@ class ReadModel:
         caller uses that one (:meth:`payment_page`) and makes none of its own. With
         ``snap_expires_at`` the attempt's Snap order is listed in ``payment_pages`` by
         the same statement (:meth:`journal_snap_order`), unless it is past
-        ``max_attempts``.
+        ``max_attempts`` (None: no cap).
         """
         # midtrans_order_id() in SQL: the first attempt uses the order id itself.
         row = await self.pool.fetchrow(
@@ -177,7 +180,7 @@ class ReadModel:
             " listed AS (INSERT INTO payment_pages"
             " (midtrans_order_id, order_id, attempt, snap_expires_at)"
             " SELECT midtrans_order_id, $1, payment_attempt, $2 FROM attempt"
-            " WHERE $2::timestamptz IS NOT NULL AND payment_attempt <= $3"
+            " WHERE $2::timestamptz IS NOT NULL AND ($3::int IS NULL OR payment_attempt <= $3)"
             " ON CONFLICT (midtrans_order_id) DO NOTHING)"
             " SELECT payment_attempt, midtrans_order_id FROM attempt",
             order_id,

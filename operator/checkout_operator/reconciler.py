@@ -214,7 +214,11 @@ class Reconciler:
             key = (record.namespace, record.name)
             if present.get(key) == record.uid:
                 if key not in self.cache and record.finished_at is None:
-                    await self._refresh(key)  # a watch gap: read it, then look at it
+                    try:  # a watch gap: read it, then look at it
+                        await self._refresh(key)
+                    except Exception as exc:  # the apiserver away: the next sweep reads it
+                        log.warning("%s/%s: sweep could not read it: %r", *key, exc)
+                        continue
                     self.enqueue(key)
                 continue
             if now - record.created_at < min_age:

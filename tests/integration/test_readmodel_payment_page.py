@@ -94,3 +94,17 @@ async def test_a_lost_answer_stays_listed_without_a_token(readmodel: ReadModel) 
         ("order-y~2", "tok2", True),
     ]
     assert all(p.snap_expires_at == LATER for p in pages)
+
+
+async def test_an_attempt_with_an_expiry_is_listed_with_or_without_a_cap(
+    readmodel: ReadModel,
+) -> None:
+    """Every Snap order is listed before Midtrans is asked; leaving out the cap must not
+    leave it out (it did: a default cap of 0 listed nothing)."""
+    await registered(readmodel, "order-uncapped")
+    assert await readmodel.next_payment_attempt("order-uncapped", LATER) == (1, "order-uncapped")
+    await registered(readmodel, "order-capped")
+    assert await readmodel.next_payment_attempt("order-capped", LATER, 0) == (1, "order-capped")
+    listed = [p.midtrans_order_id for p in await readmodel.payment_pages("order-uncapped")]
+    assert listed == ["order-uncapped"]
+    assert await readmodel.payment_pages("order-capped") == []  # past a cap of 0
