@@ -43,6 +43,7 @@ from .admission import Admission
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED = 10_000  # products; the oldest answers are dropped first
+STALE = float("-inf")  # when an answer to be asked again was asked
 SCARCE_PLACES = 10  # fewer units left than this many admission places: buyers queue
 
 
@@ -145,12 +146,15 @@ class SoldOutGate:
                     self._waiting.pop(blocked.product_id, None)
 
     def _ask_again(self, wanted: Sequence[Wanted]) -> bool:
-        """Drop the answers about ``wanted`` that may miss a reservation of ours (the
-        next look asks the Product service); whether there were any."""
+        """Make the answers about ``wanted`` that may miss a reservation of ours stale
+        (the next look asks the Product service); whether there were any. They stay
+        remembered meanwhile: buyers deciding during the question still wait on them
+        (dropped, they were let in and refused 503 by the hundred)."""
         unsure = [i.product_id for i in wanted if i.product_id in self._unsure]
         for product_id in unsure:
             self._unsure.discard(product_id)
-            self._known.pop(product_id, None)
+            if (known := self._known.get(product_id)) is not None:
+                self._known[product_id] = (STALE, known[1])
         return bool(unsure)
 
     def _short(self, item: Wanted) -> bool:
