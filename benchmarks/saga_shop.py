@@ -110,6 +110,8 @@ class Accounts:
                 self.all.append(await self._register())
 
         stale = [a for a in self.all if a.expires_at - time.time() < TOKEN_MARGIN]
+        if self.all and not stale and not await self._accepted(self.all[0]):
+            stale = list(self.all)  # signed by a key the User service no longer has
         try:
             await asyncio.gather(
                 *(fresh(a) for a in stale), *(new() for _ in range(count - len(self.all)))
@@ -117,6 +119,15 @@ class Accounts:
         finally:
             self._save()
         return time.monotonic() - began
+
+    async def _accepted(self, account: Account) -> bool:
+        """Whether the checkout API takes this account's saved token."""
+        reply = await self._http.get(
+            f"{API}/checkouts",
+            params={"page_size": 1},
+            headers={"Authorization": f"Bearer {account.token}"},
+        )
+        return reply.status_code != 401
 
     @property
     def owner(self) -> Account:
