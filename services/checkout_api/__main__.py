@@ -44,7 +44,7 @@ async def main() -> None:
         # Tokens are verified here with the User service's public keys; revocations are
         # read from Redis, which must be the User service's (it is, in the chart).
         token_keys = PublishedKeys(users)
-        await token_keys.fetch_or_warn()  # if the User service is down, at the first token
+        await token_keys.fetch_or_warn()  # if the User service is down: /readyz asks again
         # Its own connection: a watch holds one open for minutes at a time.
         watch_api = await kube_api_client()
         stack.push_async_callback(watch_api.close)
@@ -62,6 +62,7 @@ async def main() -> None:
                 watch=checkout_watch,
                 soldout=SoldOutGate(product_stub, admission=admission),
                 admission=admission,
+                token_keys=token_keys,
             )
         )
         server = http_server(app, cfg.host, cfg.port)

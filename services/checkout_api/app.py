@@ -21,6 +21,7 @@ from saga_kit.checkout_resource import API_VERSION, KIND, TERMINAL
 from saga_kit.pagination import InvalidPageToken
 from saga_kit.problems import Problem, ProblemError, ProblemResponse, problem
 from saga_kit.request_bodies import BodyLimit, StrictJsonRoute
+from saga_kit.signing_keys import PublishedKeys
 from saga_kit.user_auth import Authenticator, AuthError, Identity
 
 from . import store
@@ -271,6 +272,7 @@ class ApiDeps:
     watch: CheckoutWatch  # wakes waiting POSTs (run it: CheckoutWatch.run)
     soldout: SoldOutGate  # refuses at once what could not be reserved
     admission: Admission  # POSTs in flight at most; the rest 503 at once
+    token_keys: PublishedKeys | None = None  # not ready until it holds the User service's
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -555,10 +557,21 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.get(
         "/readyz",
         tags=["probes"],
-        responses=problems.responses({503: "READ_MODEL_UNAVAILABLE: Postgres does not answer"}),
+        responses=problems.responses(
+            {
+                503: "READ_MODEL_UNAVAILABLE: Postgres does not answer;"
+                " TOKEN_KEYS_UNAVAILABLE: no token can be verified yet"
+            }
+        ),
     )
     async def readyz() -> dict[str, str]:
         await deps.readmodel.fetchval("SELECT 1")
+        # Once held, keys serve through a User service outage: only the first fetch
+        # gates readiness, so an outage later does not take every replica out.
+        if deps.token_keys is not None and not await deps.token_keys.ready():
+            raise _unavailable(
+                "TOKEN_KEYS_UNAVAILABLE", "the User service has not published its token keys"
+            )
         return {"status": "ready"}
 
     @app.exception_handler(Refused)

@@ -116,6 +116,20 @@ class PublishedKeys:
                 await self._fetch()
         return self._keys.get(kid)
 
+    async def ready(self) -> bool:
+        """Whether keys are held, asking the User service first when none are (at most
+        once per ``retry_after``): a readiness probe, so a REST API that cannot verify
+        any token yet takes no traffic."""
+        if self._keys:
+            return True
+        async with self._lock:
+            if not self._keys and self._clock() - self._tried_at >= self._retry_after:
+                try:
+                    await self._fetch()
+                except grpc.aio.AioRpcError as exc:
+                    log.warning("no token keys yet: %s", exc.details())
+        return bool(self._keys)
+
     def _refresh_in_background(self) -> None:
         if self._background is not None and not self._background.done():
             return
