@@ -42,6 +42,8 @@ class CheckoutWatch:
         self._ready = frozenset(ready)
         self._waiters: dict[str, list[asyncio.Future[Body | None]]] = {}
         self.connected = False
+        # LISTs the watch has started from: events before a new one may have been missed.
+        self.lists = 0
         self._backoff = Backoff(first=0.5, cap=10.0)
 
     # --- waiting ----------------------------------------------------------------------
@@ -75,9 +77,10 @@ class CheckoutWatch:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         delay = 0.05
-        # Whether the watch has been connected all along since we last looked ourselves
-        # (or registered): then no event for us can have been missed.
-        watched = self.connected
+        # Whether the watch has been connected all along, from one LIST, since we last
+        # looked ourselves (or registered): then no event for us can have been missed.
+        # The LIST counts too: a watch told 410 lists and reconnects within one step.
+        watched, listed = self.connected, self.lists
         while (left := deadline - loop.time()) > 0:
             connected = self.connected
             if connected:
@@ -88,11 +91,11 @@ class CheckoutWatch:
             with contextlib.suppress(TimeoutError):
                 done = await asyncio.wait_for(asyncio.shield(future), step)
                 return body if done is None else done
-            if connected and watched:
+            if connected and watched and self.lists == listed:
                 continue
             # No watch, or one that has just (re)connected and may have missed our
             # event meanwhile: look for ourselves.
-            watched = connected
+            watched, listed = connected, self.lists
             fresh = await get(name)
             if fresh is None:
                 return body
@@ -141,6 +144,7 @@ class CheckoutWatch:
         path = checkouts_path(self.namespace)
         listed = await self._api.request("GET", path, params={"limit": 1})
         version = listed["metadata"]["resourceVersion"]
+        self.lists += 1
         # Waiters registered while disconnected may have missed their event: the wait
         # loop's own GETs cover them, so nothing needs replaying here.
         while not stop.is_set():
