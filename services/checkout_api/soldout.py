@@ -103,6 +103,9 @@ class SoldOutGate:
         # asked after the claim began, before it ended. Asked again before letting a
         # buyer in on it (a flash sale once created 28 checkouts the saga then rejected).
         self._unsure: set[str] = set()
+        # Products with a claim that ended reserved while they were being asked about:
+        # the answer on its way may have been read before that reservation.
+        self._reserved_while_asked: set[str] = set()
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
     @contextlib.asynccontextmanager
@@ -189,6 +192,9 @@ class SoldOutGate:
             asked_before = [i for i in wanted if self._asked_by(i.product_id, claim.since)]
             self.reserved(asked_before)
             self._unsure.update(i.product_id for i in wanted if i not in asked_before)
+            self._reserved_while_asked.update(
+                i.product_id for i in wanted if i.product_id in self._asking
+            )
         elif claim.outcome == "sold out":
             self.forget(wanted)
         if claim.outcome == "unused":
@@ -248,6 +254,8 @@ class SoldOutGate:
             available = await self._ask(product_id)
             if available is not None:
                 self._remember(product_id, available)
+                if product_id in self._reserved_while_asked:
+                    self._unsure.add(product_id)
             future.set_result(available)
             return available
         except BaseException as exc:
@@ -256,6 +264,7 @@ class SoldOutGate:
             raise
         finally:
             del self._asking[product_id]
+            self._reserved_while_asked.discard(product_id)
 
     async def _ask(self, product_id: str) -> int | None:
         try:

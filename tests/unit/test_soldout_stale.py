@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
+
 from checkout.product.v1 import product_pb2
 from checkout_api.soldout import Claim, SoldOutGate, Wanted
 from tests.helpers.waiting import budget, eventually
-from tests.unit.test_soldout_gate import Clock, Products
+from tests.unit.test_soldout_gate import Clock, Products, Unreachable
 
 
 class HeldProducts(Products):
-    """Questions about a product in ``held`` are answered once its event is set."""
+    """Questions about a product in ``held`` are answered once its event is set, with
+    what was available when they were asked (read then, answered later)."""
 
     def __init__(self, available: dict[str, int]) -> None:
         super().__init__(available)
@@ -30,9 +33,13 @@ class HeldProducts(Products):
         timeout: float,  # noqa: ASYNC109  (the gRPC stub's signature)
     ) -> Any:
         self.asked.append(request.id)
+        read = self.available.get(request.id)
         if request.id in self.held:
             await self.held[request.id].wait()
-        return await super().GetProduct(request, timeout)
+        self.calls += 1
+        if read is None:
+            raise Unreachable(grpc.StatusCode.NOT_FOUND)
+        return product_pb2.Product(id=request.id, available=read)
 
 
 async def decide(gate: SoldOutGate, wanted: list[Wanted]) -> Claim:
@@ -74,3 +81,44 @@ async def test_a_buyer_deciding_while_an_unsure_answer_is_asked_again_still_coun
         assert claim.refusal is not None, "let in while the answer about p was asked again"
         assert claim.refusal.reason == "InsufficientStock"  # 1 left, 2 wanted
         other.cancel()
+
+
+async def hold(gate: SoldOutGate, wanted: list[Wanted], end: asyncio.Event) -> Claim:
+    """Pass the gate and, if let in, hold the claim until ``end``; then it reserved."""
+    async with gate.claim(wanted, patience=60.0) as claim:
+        if claim.refusal is None:
+            await end.wait()
+            claim.reserved()
+        return claim
+
+
+async def test_a_reservation_ending_while_the_product_is_asked_makes_the_answer_unsure() -> None:
+    products, clock = HeldProducts({"p": 2}), Clock()
+    gate = SoldOutGate(products, ttl=1.0, clock=clock)
+    one = [Wanted("p", 1)]
+    first_ends = asyncio.Event()
+    first = asyncio.create_task(hold(gate, one, first_ends))
+    await eventually(lambda: products.asked.count("p") == 1 and bool(gate._claimed))
+    clock.now += 2.0
+    # The next buyer asks about p; the Product service reads 2 (the first has not
+    # reserved yet) and its answer is on the way while the first checkout reserves.
+    products.held["p"] = asyncio.Event()
+    second_ends = asyncio.Event()
+    second = asyncio.create_task(hold(gate, one, second_ends))
+    await eventually(lambda: products.asked.count("p") == 2)
+    first_ends.set()
+    assert (await first).refusal is None
+    products.available["p"] = 1  # the truth now
+    products.held["p"].set()
+    await eventually(lambda: sum(gate._claimed.values()) == 1)  # the second is in
+
+    # The answer (2) may miss the first reservation, so the second asked again before
+    # going in: 1 left, claimed by the second. A third buyer is not let in on 2 - 1
+    # claimed: it waits, and is refused once the second checkout has reserved it.
+    third = asyncio.create_task(decide(gate, one))
+    await eventually(lambda: third.done() or bool(gate._waiting.get("p")))
+    assert not third.done(), "let in on an answer that missed a reservation"
+    second_ends.set()
+    assert (await second).refusal is None
+    refused = (await asyncio.wait_for(third, budget(5))).refusal
+    assert refused is not None and refused.reason == "OutOfStock"
