@@ -511,6 +511,10 @@ async def configuration(name: str, bench: Bench, loop: Loop, options: Any) -> Re
 
 
 async def run(options: argparse.Namespace) -> list[Result]:
+    # A TERM (e.g. a timeout around flock) ends the run like Ctrl-C: replicas are stopped.
+    this = asyncio.current_task()
+    assert this is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     cfg = DevConfig.from_env()
     kube = await kube_config.new_client_from_config(config_file=str(cfg.kubeconfig))
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=200)
@@ -559,12 +563,10 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     options = _options(argv)
-    # A TERM (e.g. from flock's caller) ends the run like Ctrl-C: replicas are stopped.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     try:
         results = asyncio.run(run(options))
-    except KeyboardInterrupt:  # run()'s finally has stopped what it started
+    except (KeyboardInterrupt, asyncio.CancelledError):  # run() stopped what it started
         print("interrupted", file=sys.stderr)
         return 130
     print(f"\n{started}, {os.cpu_count()} CPUs, {options.buyers} buyers, {options.paid} paid each")
