@@ -394,7 +394,8 @@ def row(result: Result) -> str:
 
 
 HEADER = (
-    "| configuration | paid/s | POST p50 / p99 ms | POST -> Settled p50 / p99 ms "
+    "| configuration | paid/s | POST (answered with the payment link) p50 / p99 ms "
+    "| POST -> Settled p50 / p99 ms "
     "| paid (failed, 429/503 retried) | CPU, cores busy: all processes, then each "
     "| load (1 min) start -> end |\n| --- | --- | --- | --- | --- | --- | --- |"
 )
@@ -564,12 +565,21 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     options = _options(argv)
     started = time.strftime("%Y-%m-%d %H:%M %Z")
+    load = "/".join(f"{v:.2f}" for v in loadavg())
     try:
         results = asyncio.run(run(options))
     except (KeyboardInterrupt, asyncio.CancelledError):  # run() stopped what it started
         print("interrupted", file=sys.stderr)
         return 130
-    print(f"\n{started}, {os.cpu_count()} CPUs, {options.buyers} buyers, {options.paid} paid each")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    print(
+        f"\n{started} at {commit or '?'}, {os.cpu_count()} CPUs, {options.buyers} buyers, "
+        f"{options.paid} paid each; loadavg {load} at start, "
+        + "/".join(f"{v:.2f}" for v in loadavg())
+        + " at end"
+    )
     print(HEADER)
     print("\n".join(row(r) for r in results))
     return 0
