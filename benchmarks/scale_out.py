@@ -46,7 +46,9 @@ from benchmarks.saga_shop import (
     Answer,
     Shop,
     Watcher,
+    finished,
     has_link,
+    open_ones,
     settled,
 )
 from saga_devenv.apps import NOTIFICATIONS_PATH, url
@@ -343,6 +345,19 @@ class Loop:
         return time.monotonic() - began
 
 
+async def tidy(loop: Loop, door: Door) -> None:
+    """Cancel the bench's checkouts left open in the door's namespace (a run cut short
+    leaves some; they count against their buyers' open-checkout limit)."""
+    watcher = loop.watchers[door.namespace]
+    left = list(open_ones(watcher, loop.accounts))
+    for account, name in left:
+        with contextlib.suppress(httpx.HTTPError):
+            await loop.http.post(f"{door.api}/checkouts/{name}/cancel", headers=account.auth)
+    if left:
+        ended, _ = await watcher.wait_all([n for _, n in left], finished, WAIT)
+        print(f"{door.namespace}: cancelled {ended} of {len(left)} left open", flush=True)
+
+
 def cpu_of(pids: Mapping[str, int]) -> dict[str, float]:
     return {label: cpu_seconds(pid) for label, pid in pids.items()}
 
@@ -473,9 +488,9 @@ CONFIGS = ("1 API", "2 API", "3 API", "2 API + 2 Product", "2 shards")
 
 
 async def configuration(name: str, bench: Bench, loop: Loop, options: Any) -> Result:
-    default = Door(url(bench.cfg.api_port, "/api/v1"), "default")
-    doors = [default]
+    doors = [Door(url(bench.cfg.api_port, "/api/v1"), "default")]
     shard_products: tuple[str, list[str]] | None = None
+    shard_door: Door | None = None
     try:
         if name in ("2 API", "3 API"):
             doors += [bench.api(f"API {i + 2}") for i in range(int(name[0]) - 1)]
@@ -485,8 +500,8 @@ async def configuration(name: str, bench: Bench, loop: Loop, options: Any) -> Re
         elif name == "2 shards":
             shard = Shard(options.shard_namespace, free_port(), free_port())
             await _ensure_namespace(bench.kube, shard.namespace)
-            door, product_http = bench.shard(shard)
-            doors.append(door)
+            shard_door, product_http = bench.shard(shard)
+            doors.append(shard_door)
             await bench.replicas.ready(bench.http)
             owner = loop.accounts.owner
             products_url = url(product_http, "/api/v1")
@@ -495,10 +510,14 @@ async def configuration(name: str, bench: Bench, loop: Loop, options: Any) -> Re
             loop.products[shard.namespace] = ids
             loop.watchers[shard.namespace] = NamespaceWatcher(bench.kube, shard.namespace)
             await loop.watchers[shard.namespace].start()
+            await tidy(loop, shard_door)
         await bench.replicas.ready(bench.http)
         print(f"{name}: {len(bench.replicas.running)} extra processes ready", flush=True)
         return await measure(name, loop, doors, bench.pids(), options)
     finally:
+        if shard_door is not None and shard_door.namespace in loop.watchers:
+            with contextlib.suppress(Exception):  # best effort: the next run tidies too
+                await tidy(loop, shard_door)
         if shard_products is not None:
             products_url, ids = shard_products
             for product in ids:
@@ -531,7 +550,9 @@ async def run(options: argparse.Namespace) -> list[Result]:
         products_url = url(cfg.product_http_port, "/api/v1")
         ids = [await _product(http, products_url, owner) for _ in range(10)]
         loop = Loop(http, shop, accounts, {"default": ids}, {"default": watcher})
+        default = Door(url(cfg.api_port, "/api/v1"), "default")
         try:
+            await tidy(loop, default)
             for name in options.configs.split(","):
                 results.append(await configuration(name, bench, loop, options))
                 print(HEADER.splitlines()[0] + "\n" + row(results[-1]), flush=True)
