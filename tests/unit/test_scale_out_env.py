@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from benchmarks.saga_shop import Account
 from benchmarks.scale_out import (
     PORT_VARIABLES,
     Door,
     Shard,
+    accounts_of,
     doors_for,
     parse_environ,
     replica_env,
@@ -101,3 +103,18 @@ def test_buyers_are_spread_evenly_and_each_keeps_one_door(buyers: int, count: in
 def test_no_door_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no API"):
         doors_for(4, [])
+
+
+@given(people=st.integers(0, 60), count=st.integers(1, 5))
+def test_each_buyer_shops_at_one_door_and_every_buyer_at_some_door(people: int, count: int) -> None:
+    accounts = [Account(f"u{i}", str(i), "token", 0.0) for i in range(people)]
+    shares = [accounts_of(accounts, door, count) for door in range(count)]
+    ids = [a.user_id for share in shares for a in share]
+    assert sorted(ids) == sorted(a.user_id for a in accounts)  # all, and none twice
+    sizes = [len(share) for share in shares]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_door_outside_the_doors_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="door 2 of 2"):
+        accounts_of([], 2, 2)
