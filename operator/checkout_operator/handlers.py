@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from .clients.kube import GROUP, PLURAL, VERSION
+from .clients.kube import GROUP, LIST_PAGE, PLURAL, VERSION
 from .reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,17 @@ def register(
             loop.call_soon_threadsafe(reconciler.observe, event.get("type"), body)
 
 
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # the saga posts one Event per phase change
+    settings.watching.server_timeout = 300
+    # kopf lists every Checkout in one answer by default and parses it whole: with
+    # 10,000 ended Checkouts waiting for their TTL delete, a restarted operator went
+    # from 90 to 430 MiB in three seconds (186 MiB of it that one parsed answer).
+    settings.watching.chunk_size = LIST_PAGE
+    return settings
+
+
 class KopfWatcher:
     """kopf in a background thread, feeding the reconciler in the caller's loop."""
 
@@ -58,9 +69,7 @@ class KopfWatcher:
         loop = asyncio.get_running_loop()
         registry = kopf.OperatorRegistry()
         register(registry, self._reconciler, loop)
-        settings = kopf.OperatorSettings()
-        settings.posting.enabled = False  # the saga posts one Event per phase change
-        settings.watching.server_timeout = 300
+        settings = kopf_settings()
 
         def run() -> None:
             try:
