@@ -245,6 +245,7 @@ class Result:
     cpu: dict[str, float]  # label -> CPU seconds over the run
     load: tuple[float, float]  # 1-min loadavg at start and end
     bench_cpu: float = 0.0
+    restarted: list[str] = field(default_factory=list)  # whose pid changed meanwhile
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -383,11 +384,17 @@ def cpu_of(pids: Mapping[str, int]) -> dict[str, float]:
     return {label: cpu_seconds(pid) for label, pid in pids.items()}
 
 
+def restarted(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
+    """Processes whose pid changed (or that stopped) between two looks."""
+    return [label for label, pid in before.items() if after.get(label) != pid]
+
+
 async def measure(
-    name: str, loop: Loop, doors: Sequence[Door], pids: Mapping[str, int], options: Any
+    name: str, loop: Loop, doors: Sequence[Door], bench: Bench, options: Any
 ) -> Result:
     await loop.run(doors, options.buyers, options.warmup)  # first requests, connections
     load_start = loadavg()[0]
+    pids = bench.pids()
     before, bench_before = cpu_of(pids), time.process_time()
     seconds = await loop.run(doors, options.buyers, options.paid)
     after = cpu_of(pids)
@@ -402,6 +409,7 @@ async def measure(
         {k: after[k] - before[k] for k in after},
         (load_start, loadavg()[0]),
         time.process_time() - bench_before,
+        restarted(pids, bench.pids(missing_ok=True)),
     )
 
 
@@ -419,8 +427,9 @@ def row(result: Result) -> str:
         f"{k} {v:.2f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1]) if v >= 0.02
     )
     refused = ", ".join(f"{n} x {s}" for s, n in sorted(result.refused.items())) or "0"
+    void = f" (VOID: {', '.join(result.restarted)} restarted meanwhile)" if result.restarted else ""
     return (
-        f"| {result.name} | {result.paid / result.seconds:.1f} "
+        f"| {result.name}{void} | {result.paid / result.seconds:.1f} "
         f"| {_ms(percentile(result.posts, 50))} / {_ms(percentile(result.posts, 99))} "
         f"| {_ms(percentile(result.cycles, 50))} / {_ms(percentile(result.cycles, 99))} "
         f"| {result.paid} ({result.failed} failed, {refused} retried) "
@@ -463,8 +472,6 @@ class Bench:
     def __init__(self, cfg: DevConfig, http: httpx.AsyncClient, kube: client.ApiClient) -> None:
         self.cfg, self.http, self.kube = cfg, http, kube
         self.replicas = Replicas(cfg)
-        self.system = {label: pid_of(cfg, name) for label, name in SYSTEM.items()}
-        self.system["sandbox"] = pid_of(cfg, "midtrans-sandbox")
 
     def api(self, label: str, product_grpc: int | None = None) -> Door:
         """One more API replica; with ``product_grpc``, calling that Product replica."""
@@ -501,8 +508,16 @@ class Bench:
         api_port = self.replicas.running[-1].port
         return Door(url(api_port, "/api/v1"), shard.namespace), product_http
 
-    def pids(self) -> dict[str, int]:
-        return {**self.system, **{r.label: r.process.pid for r in self.replicas.running}}
+    def pids(self, missing_ok: bool = False) -> dict[str, int]:
+        """Every process measured, as now recorded (someone may restart the system's)."""
+        system: dict[str, int] = {}
+        for label, name in {**SYSTEM, "sandbox": "midtrans-sandbox"}.items():
+            try:
+                system[label] = pid_of(self.cfg, name)
+            except (OSError, ValueError):
+                if not missing_ok:
+                    raise SystemExit(f"{name} is not running: run scripts/up") from None
+        return {**system, **{r.label: r.process.pid for r in self.replicas.running}}
 
 
 CONFIGS = ("1 API", "2 API", "3 API", "2 API + 2 Product", "2 shards")
@@ -534,7 +549,7 @@ async def configuration(name: str, bench: Bench, loop: Loop, options: Any) -> Re
             await tidy(loop, shard_door)
         await bench.replicas.ready(bench.http)
         print(f"{name}: {len(bench.replicas.running)} extra processes ready", flush=True)
-        return await measure(name, loop, doors, bench.pids(), options)
+        return await measure(name, loop, doors, bench, options)
     finally:
         if shard_door is not None and shard_door.namespace in loop.watchers:
             with contextlib.suppress(Exception):  # best effort: the next run tidies too

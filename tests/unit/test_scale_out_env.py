@@ -18,6 +18,7 @@ from benchmarks.scale_out import (
     doors_for,
     parse_environ,
     replica_env,
+    restarted,
 )
 from saga_kit.events import Topology
 
@@ -118,3 +119,9 @@ def test_each_buyer_shops_at_one_door_and_every_buyer_at_some_door(people: int, 
 def test_a_door_outside_the_doors_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="door 2 of 2"):
         accounts_of([], 2, 2)
+
+
+def test_a_process_restarted_or_stopped_during_a_run_is_named() -> None:
+    before = {"operator": 10, "API": 11, "API 2": 12}
+    assert restarted(before, dict(before)) == []
+    assert restarted(before, {"operator": 99, "API": 11}) == ["operator", "API 2"]
