@@ -63,6 +63,9 @@ class Results:
     load_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
     users_seconds: float = 0.0
     rss_idle_mib: float = 0.0
+    # Checkouts in the namespace when the run began, by phase: ended ones waiting for
+    # their TTL delete cost the operator and the apiserver (docs/performance.md, session 7).
+    namespace_at_start: Counter[str] = dataclasses.field(default_factory=Counter)
     idle: phases.Rates | None = None
     closed: phases.ClosedLoop | None = None
     raw: phases.Raw | None = None
@@ -128,6 +131,14 @@ class Results:
                     + "".join(
                         f"; {r.rate:g}/s run's in {r.drain_seconds:.1f} s" for r in self.open_loop
                     ),
+                )
+            )
+        if self.namespace_at_start:
+            rows.append(
+                (
+                    "Checkouts in the namespace at the start",
+                    f"{sum(self.namespace_at_start.values())}: "
+                    + ", ".join(f"{k} {v}" for k, v in self.namespace_at_start.most_common()),
                 )
             )
         rows.append(
@@ -286,6 +297,9 @@ async def run(options: argparse.Namespace) -> Results:
         print(f"accounts: {pool} buyers (kept in {cfg.run_dir / 'bench'})", flush=True)
         results.users_seconds = await accounts.ensure(pool)
         await watcher.start()
+        results.namespace_at_start = Counter(
+            seen.phase or "Pending" for seen in watcher.seen.values()
+        )
         try:
             await _tidy(shop, watcher, accounts)
             bench = phases.Bench(cfg, accounts, shop, watcher, metrics, kube, accounts.owner)
