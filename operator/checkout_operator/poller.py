@@ -25,15 +25,14 @@ from saga_kit.supervise import every
 from . import metrics
 from .actions import apply_payment
 from .breaker import CircuitOpen
-from .reconciler import Key, Reconciler
-from .saga import Phase
+from .reconciler import Key, Reconciler, awaiting_payment
 
 log = logging.getLogger(__name__)
 
-# Seconds between looks at which checkouts need polling: each look reads every cached
-# Checkout (ended ones too, until their TTL delete: thousands), so it is done about twice
-# per minimum age, not on every tick. A checkout's first poll is due that age after it
-# is found anyway; one that ends meanwhile is dropped when it comes due.
+# Seconds between looks at which checkouts need polling (the reconciler's index of those
+# awaiting payment): about twice per minimum age, not on every tick. A checkout's first
+# poll is due that age after it is found anyway; one that ends meanwhile is dropped when
+# it comes due.
 SCAN_INTERVAL = 1.0  # at least
 LIVE_SHARE = 0.7  # of CHECKOUT_POLL_RATE for live checkouts; the rest for late-payment watching
 # Status calls in flight at once. One at a time, a call's round trip caps the rate
@@ -73,14 +72,6 @@ class TokenBucket:
             await self._sleep((1 - self._tokens) / self.rate)
 
 
-def _pollable(body: dict[str, Any] | None) -> bool:
-    """Awaiting payment on a page the buyer was given."""
-    status = (body or {}).get("status") or {}
-    if not (status.get("payment") or {}).get("snapToken"):
-        return False
-    return bool(status.get("phase") == Phase.AWAITING_PAYMENT.value)
-
-
 class PaymentPoller:
     def __init__(self, reconciler: Reconciler) -> None:
         self.reconciler = reconciler
@@ -102,7 +93,7 @@ class PaymentPoller:
         self._polls: set[asyncio.Task[None]] = set()
 
     def _candidates(self) -> list[Key]:
-        return [key for key, body in self.reconciler.cache.items() if _pollable(body)]
+        return list(self.reconciler.awaiting)
 
     async def run(self, stop: asyncio.Event, tick: float = 0.2) -> None:
         try:
@@ -135,7 +126,7 @@ class PaymentPoller:
         for key in sorted((k for k, t in self._due.items() if t <= now), key=self._due.__getitem__):
             if key in self._in_flight:
                 continue  # its last poll has not answered yet
-            if not _pollable(self.reconciler.cache.get(key)):
+            if not awaiting_payment(self.reconciler.cache.get(key)):
                 del self._due[key]  # ended (or gone) since the last scan
                 continue
             await self.bucket.take()

@@ -405,12 +405,17 @@ class ReadModel:
             order_id,
         )
 
-    async def undeleted(self, namespace: str | None = None) -> list[Record]:
-        """Checkouts whose resource is not known to be deleted (open or ended)."""
+    async def undeleted(
+        self, namespace: str | None = None, *, ended_before: dt.datetime | None = None
+    ) -> list[Record]:
+        """Checkouts whose resource is not known to be deleted: every open one, and the
+        ended ones (all, or with ``ended_before`` only those that ended before it)."""
         rows = await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM checkouts WHERE deleted_at IS NULL"
-            " AND ($1::text IS NULL OR namespace = $1)",
+            " AND ($1::text IS NULL OR namespace = $1)"
+            " AND (finished_at IS NULL OR $2::timestamptz IS NULL OR finished_at < $2)",
             namespace,
+            ended_before,
         )
         return [Record(**dict(r)) for r in rows]
 

@@ -9,6 +9,7 @@ import pytest
 
 from checkout_operator import poller as poller_module
 from checkout_operator.poller import PaymentPoller
+from checkout_operator.reconciler import awaiting_payment
 
 Key = tuple[str, str]
 
@@ -29,6 +30,10 @@ class Reconciler:
             settings = Settings()
 
         self.deps = Deps()
+
+    @property
+    def awaiting(self) -> set[Key]:  # the real one keeps this index as the cache changes
+        return {key for key, body in self.cache.items() if awaiting_payment(body)}
 
 
 class FakeTime:
