@@ -19,6 +19,7 @@ from benchmarks.scale_out import (
     parse_environ,
     replica_env,
     restarted,
+    shares_of,
 )
 from saga_kit.events import Topology
 
@@ -125,3 +126,17 @@ def test_a_process_restarted_or_stopped_during_a_run_is_named() -> None:
     before = {"operator": 10, "API": 11, "API 2": 12}
     assert restarted(before, dict(before)) == []
     assert restarted(before, {"operator": 99, "API": 11}) == ["operator", "API 2"]
+
+
+def test_a_shards_buyers_never_shop_in_default_and_defaults_never_in_the_shard() -> None:
+    home = [Account(f"h{i}", f"h{i}", "token", 0.0) for i in range(6)]
+    away = [Account(f"a{i}", f"a{i}", "token", 0.0) for i in range(3)]
+    doors = [
+        Door("http://127.0.0.1:18080/api/v1", "default"),
+        Door("http://127.0.0.1:28080/api/v1", "scale-out-b"),
+        Door("http://127.0.0.1:28081/api/v1", "default"),
+    ]
+    first, shard, second = shares_of(home, away, doors)
+    assert list(shard) == away
+    assert sorted(a.user_id for a in [*first, *second]) == sorted(a.user_id for a in home)
+    assert not {a.user_id for a in first} & {a.user_id for a in second}
