@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from midtrans import MidtransConfig
+from saga_kit import event_loop
 from saga_kit.kube import kube_api_client
 from saga_kit.logs import setup_logging
 from saga_kit.serving import stop_on_signals
@@ -225,4 +226,4 @@ def start_acting(
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

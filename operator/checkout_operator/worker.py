@@ -21,6 +21,7 @@ from arq import Retry as ArqRetry
 from arq import run_worker
 from arq.connections import ArqRedis, RedisSettings
 
+from saga_kit import event_loop
 from saga_kit.logs import setup_logging
 from saga_kit.settings import ConfigError, env_int, env_secret, env_str, port_problem
 from saga_kit.supervise import Heartbeat, Readiness
@@ -122,7 +123,7 @@ assert expire_checkout.__name__ == EXPIRE_JOB
 
 
 def main() -> None:
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    asyncio.set_event_loop(event_loop.loop_factory()())
     run_worker(WorkerSettings)  # type: ignore[arg-type]
 
 

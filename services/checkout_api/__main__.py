@@ -8,7 +8,7 @@ import contextlib
 import redis.asyncio as aioredis
 
 from checkout.product.v1 import product_pb2_grpc
-from saga_kit import db
+from saga_kit import db, event_loop
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.kube import kube_api_client
 from saga_kit.logs import setup_logging
@@ -77,4 +77,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

@@ -6,6 +6,11 @@ the operator's CPU, most of it there (an event and a lock set up per request, ea
 asking which async library runs, an import that fails every time). aiohttp, which the
 apps already use for the apiserver, keeps one connection pool and parses in C. The
 client keeps httpx's interface, so tests still hand it an ``httpx.MockTransport``.
+
+The environment's proxy (HTTP(S)_PROXY, NO_PROXY, ~/.netrc for its credentials) is
+looked up once per origin. aiohttp's ``trust_env`` looks it up on every request, in a
+thread, reading ~/.netrc each time: 4-6 % of the operator's and the listener's busy
+CPU in a py-spy profile of paid checkouts (issue 12, session 8).
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ import ssl
 import aiohttp
 import certifi
 import httpx
+from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
 from multidict import CIMultiDict
+from yarl import URL
+
+Proxy = tuple[URL | None, BasicAuth | None]
 
 
 def _trusting_certifi() -> ssl.SSLContext:
@@ -28,17 +37,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str, int | None], Proxy] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # Redirects and decompression are left to httpx, as with its own transport;
-            # like it, trust certifi's CAs and honour HTTPS_PROXY / NO_PROXY.
+            # like it, trust certifi's CAs and honour HTTPS_PROXY / NO_PROXY (_proxy).
             self._session = aiohttp.ClientSession(
                 auto_decompress=False,
-                trust_env=True,
                 connector=aiohttp.TCPConnector(ssl=_trusting_certifi()),
             )
         return self._session
+
+    def _proxy(self, url: URL) -> Proxy:
+        """The environment's proxy for ``url``'s origin, as aiohttp's trust_env finds it."""
+        origin = (url.scheme, url.host or "", url.port)
+        found = self._proxies.get(origin)
+        if found is None:
+            try:
+                found = get_env_proxy_for_url(url)
+            except LookupError:  # none, or NO_PROXY names the host
+                found = (None, None)
+            self._proxies[origin] = found
+        return found
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout") or {}
@@ -49,11 +70,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = CIMultiDict(
             (key.decode("latin-1"), value.decode("latin-1")) for key, value in request.headers.raw
         )
+        url = URL(str(request.url), encoded=True)
+        proxy, proxy_auth = self._proxy(url)
         try:
             async with self._open().request(
                 request.method,
-                str(request.url),
+                url,
                 headers=headers,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
                 data=await request.aread() or None,
                 timeout=timeout,
                 allow_redirects=False,

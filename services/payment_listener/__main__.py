@@ -8,6 +8,7 @@ import contextlib
 from fastapi import FastAPI
 
 from midtrans import MidtransClient, MidtransConfig
+from saga_kit import event_loop
 from saga_kit.kube import kube_api_client
 from saga_kit.logs import setup_logging
 from saga_kit.nats_access import connect as connect_nats
@@ -62,4 +63,4 @@ async def _serve(cfg: ListenerConfig, app: FastAPI) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

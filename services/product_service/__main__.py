@@ -14,6 +14,7 @@ import logging
 
 from grpc_health.v1 import health
 
+from saga_kit import event_loop
 from saga_kit.grpc_auth import authenticated_channel
 from saga_kit.logs import setup_logging
 from saga_kit.nats_access import connect as connect_nats
@@ -100,4 +101,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

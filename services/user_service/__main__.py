@@ -21,6 +21,7 @@ import asyncpg
 import redis.exceptions
 import uvicorn
 
+from saga_kit import event_loop
 from saga_kit.logs import setup_logging
 from saga_kit.serving import EmbeddedServer, stop_on_signals
 from saga_kit.settings import ConfigError
@@ -107,7 +108,7 @@ def main() -> int:
         logging.getLogger("user_service").error("configuration error: %s", exc)
         return 2
     setup_logging("user-service", config.log_level)
-    return asyncio.run(serve(config))
+    return event_loop.run(serve(config))
 
 
 if __name__ == "__main__":
