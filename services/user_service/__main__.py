@@ -73,6 +73,7 @@ async def serve(config: UserServiceConfig) -> int:
                 lifespan="off",  # resources are opened above, not in the app
                 log_config=None,  # keep the JSON logging of setup_logging
                 server_header=False,
+                http="httptools",  # as saga_kit.serving.http_server: C, not h11
             )
         )
         http_task = asyncio.create_task(_serve_http(http, sock), name="http")
