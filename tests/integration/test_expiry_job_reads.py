@@ -31,14 +31,19 @@ def counting_gets(monkeypatch: pytest.MonkeyPatch, kube: Any) -> list[tuple[str,
     return made
 
 
+async def awaiting_payment(saga: SagaEnv, ttl: int) -> tuple[str, dict[str, Any]]:
+    """An operator without the arq worker, and a checkout awaiting payment for ``ttl`` s."""
+    await saga.start_operator(worker=False)
+    product = await saga.products.product(price=10_000, stock=3)
+    name = await saga.create(items=[(product, 10_000, 1)], paymentTTLSeconds=ttl)
+    return name, await saga.wait_phase(name, "AwaitingPayment")
+
+
 async def test_the_job_of_a_paid_checkout_reads_no_checkout(
     saga: SagaEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await saga.start_operator(worker=False)
+    name, _ = await awaiting_payment(saga, 600)
     deps = saga.operator.deps
-    product = await saga.products.product(price=10_000, stock=3)
-    name = await saga.create(items=[(product, 10_000, 1)], paymentTTLSeconds=600)
-    await saga.wait_phase(name, "AwaitingPayment")
     await saga.sandbox(name, "pay", payment_type="bank_transfer")
     body = await saga.wait_phase(name, "Settled")
 
@@ -57,11 +62,8 @@ async def test_the_job_of_a_paid_checkout_reads_no_checkout(
 async def test_the_job_of_an_unended_checkout_still_reads_and_expires_it(
     saga: SagaEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await saga.start_operator(worker=False)
+    name, body = await awaiting_payment(saga, 2)
     deps = saga.operator.deps
-    product = await saga.products.product(price=10_000, stock=3)
-    name = await saga.create(items=[(product, 10_000, 1)], paymentTTLSeconds=2)
-    body = await saga.wait_phase(name, "AwaitingPayment")
     gets = counting_gets(monkeypatch, deps.kube)
     uid = body["metadata"]["uid"]
 
