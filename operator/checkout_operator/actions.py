@@ -461,6 +461,7 @@ async def _publish_final(deps: Deps, record: Record, phase: Phase) -> None:
     event = FINAL_EVENT[phase]
     await deps.announcer.publish(record.order_id, event)
     await deps.readmodel.mark(record.order_id, final_event_published=True)
+    await deps.announcer.drop_expiry(record.uid)
 
 
 # --- endings -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The expiry job of a checkout that has already ended asks the journal, not the apiserver.
+"""The expiry job of a checkout that has ended: taken off the queue by the ending, and,
+should one be left behind, answered by the journal, not the apiserver.
 
 Every checkout's job runs at its payment deadline, long after most were paid: one
 Checkout GET each, 20/s a quarter of an hour after 20 paid/s (issue 12, session 8:
@@ -12,7 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from arq.jobs import Job, JobStatus
 
+from checkout_operator.clients.announcer import expiry_job_id
 from checkout_operator.worker import expire_checkout
 from tests.helpers.waiting import eventually
 from tests.integration.saga_fixtures import SagaEnv
@@ -76,3 +80,27 @@ async def test_the_job_of_an_unended_checkout_still_reads_and_expires_it(
 
     await eventually(expired_by_the_job, within=30, interval=0.2)
     assert (saga.namespace, name) in gets
+
+
+async def test_an_ending_takes_the_expiry_job_off_the_queue(saga: SagaEnv) -> None:
+    """A paid checkout's job never runs: its ending removes it (red before: deferred)."""
+    name, body = await awaiting_payment(saga, 600)
+    uid = body["metadata"]["uid"]
+    redis = aioredis.Redis.from_url(saga.settings.redis_url.value)
+    try:
+        job = Job(expiry_job_id(uid), redis, _queue_name=saga.settings.arq_queue)
+
+        async def scheduled() -> bool:
+            return await job.status() is JobStatus.deferred
+
+        await eventually(scheduled, within=15, interval=0.05)
+        await saga.sandbox(name, "pay", payment_type="bank_transfer")
+        await saga.wait_phase(name, "Settled")
+
+        async def dropped() -> bool:
+            return await job.status() is JobStatus.not_found
+
+        await eventually(dropped, within=30, interval=0.05)
+        assert await redis.zscore(saga.settings.arq_queue, expiry_job_id(uid)) is None
+    finally:
+        await redis.aclose()
