@@ -96,7 +96,7 @@ async def prepare(
     reconciler = Reconciler(deps, workers=settings.workers)
     inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
     await inbox.ensure()
-    # Its own connection: lease renewals never queue behind the reconciler's calls.
+    # Its own connection (acquire, release; renewals make one in their own thread).
     lease_api = await kube_api_client()
     stack.push_async_callback(lease_api.close)
     elector = LeaderElector(
@@ -212,7 +212,7 @@ def start_acting(
     }
     tasks = [
         # The lease, the watch and the reconciler end the operator if they end.
-        asyncio.create_task(elector.keep(stop), name="lease"),
+        asyncio.create_task(elector.keep_in_own_thread(stop), name="lease"),
         asyncio.create_task(watch_the_watcher(watcher, stop), name="kopf"),
         asyncio.create_task(reconciler.run(stop), name="reconciler"),
         # The others are started again if they fail; /readyz says so meanwhile.

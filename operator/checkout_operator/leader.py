@@ -22,11 +22,18 @@ The algorithm is client-go's, made small:
   Giving up ends :meth:`LeaderElector.keep`; the caller stops acting at once.
 * **release** on a clean shutdown, after acting has stopped: the holder is cleared,
   so a successor (a rolling update) takes over at its next try, not after expiry.
+
+While acting, renewals run in a thread of their own, with their own event loop and
+apiserver connection (:meth:`LeaderElector.keep_in_own_thread`), as client-go renews
+from its own goroutine: nothing the operator's loop does can delay them. A restart that
+reconciled 15,000 ended Checkouts kept that loop busy past the renew deadline, and the
+operator gave up its lease and exited (a crash loop in a Pod).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
@@ -34,6 +41,7 @@ import math
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -185,6 +193,40 @@ class LeaderElector:
                 self._lose(f"not renewed within {self.renew_deadline:g}s")
                 return
 
+    async def keep_in_own_thread(self, stop: asyncio.Event) -> None:
+        """:meth:`keep`, run in a thread with its own event loop and apiserver client.
+
+        Returns like :meth:`keep`: once ``stop`` is set and the renewals have stopped, or
+        when the lease was lost (:attr:`leading` False).
+        """
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="lease", daemon=True)
+        thread.start()
+        thread_stop = asyncio.Event()  # bound to the thread's loop by its first wait
+
+        async def keep_there() -> None:
+            caller_api, self._api = self._api, ApiClient(self._api.connection)
+            try:
+                await self.keep(thread_stop)
+            finally:
+                await self._api.close()
+                self._api = caller_api  # release() runs in the caller's loop
+
+        done = asyncio.run_coroutine_threadsafe(keep_there(), loop)
+        kept: asyncio.Future[Any] = asyncio.wrap_future(done)
+        kept.add_done_callback(lambda f: f.cancelled() or f.exception())  # read below
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({kept, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # stopped, lost, or cancelled: the renewals end before this returns
+            stopping.cancel()
+            loop.call_soon_threadsafe(thread_stop.set)
+            await asyncio.to_thread(_wait_quietly, done)
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join)
+            loop.close()
+        done.result()  # an error of keep() is the caller's, as it would be in its loop
+
     async def _renew_until_done(self, stop: asyncio.Event) -> bool:
         """Renew, retrying transient failures; False when the lease is no longer ours."""
         while True:
@@ -334,6 +376,11 @@ async def _sleep_unless(stop: asyncio.Event | None, seconds: float) -> None:
         return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _wait_quietly(done: concurrent.futures.Future[None]) -> None:
+    """Block until ``done`` has an outcome, whatever it is."""
+    concurrent.futures.wait([done])
 
 
 def _holder(lease: Lease) -> str | None:

@@ -191,3 +191,53 @@ async def test_a_cut_off_leader_stops_leading_before_anyone_else_starts(
         stop.set()
         await proxy.close()
     await b.release()
+
+
+async def leading_from_its_thread(
+    make: ApiFactory, namespace: str
+) -> tuple[LeaderElector, asyncio.Event, asyncio.Task[None]]:
+    """Elector "a", leading, renewing from its own thread until the event is set."""
+    a = await elector(make, namespace, "a")
+    stop = asyncio.Event()
+    assert await a.try_acquire()
+    return a, stop, asyncio.create_task(a.keep_in_own_thread(stop))
+
+
+async def test_a_busy_operator_loop_does_not_lose_the_lease(
+    namespace: str, api_client: ApiFactory
+) -> None:
+    """Renewals run in their own thread: the caller's loop blocked past the renew deadline
+    (a restart reconciling 15,000 ended Checkouts did that) costs no lease. Red when
+    renewing in the caller's loop (``keep``): lost on the first look after the block."""
+    a, stop, keeping = await leading_from_its_thread(api_client, namespace)
+    try:
+        await eventually(lambda: a.renewals >= 2, within=30.0, interval=0.02)
+        before = a.renewals
+        time.sleep(3 * DURATION)  # noqa: ASYNC251  the loop busy, as with a long start
+        await asyncio.sleep(RENEW)  # the loop's first look after the block
+        assert a.leading and not keeping.done()
+        assert a.renewals >= before + 4, "renewed while the loop was blocked"
+        assert await lease_holder(api_client, namespace) == "a"
+    finally:
+        stop.set()
+        await asyncio.wait_for(keeping, 30)
+    assert a.leading  # stopped, not lost
+    await a.release()  # in the caller's loop, with its own connection
+    assert await lease_holder(api_client, namespace) is None
+
+
+async def test_a_lease_taken_away_ends_the_thread_that_renews_it(
+    namespace: str, api_client: ApiFactory
+) -> None:
+    a, stop, keeping = await leading_from_its_thread(api_client, namespace)
+    try:
+        await eventually(lambda: a.renewals >= 1, within=30.0, interval=0.02)
+        api = await api_client()
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/checkout-operator"
+        lease = await api.request("GET", path)
+        lease["spec"]["holderIdentity"] = "someone-else"  # e.g. edited by hand
+        await api.send("PUT", path, body=lease)
+        await asyncio.wait_for(keeping, 30)  # ends on its own: the lease is lost
+        assert not a.leading
+    finally:
+        stop.set()
