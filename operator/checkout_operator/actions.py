@@ -401,15 +401,16 @@ async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | No
 async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> None:
     """Terminal: the journal records the ending and the product side has been told
     (settled / expired / cancelled), once."""
-    record = await _own_record(deps, body)
-    if record is None:
-        return
     phase = Phase(body["status"]["phase"])
+    if deps.readmodel.ending_known_done(body["metadata"]["uid"], phase):
+        return  # the start's one read of the journal showed it (a restart sees thousands)
+    record = await _own_record(deps, body)
+    if record is None or record.ending_done(phase):
+        return
     if phase is Phase.SETTLED and record.paid_order_id is None:
         # Settled, but not by this operator's verified write (edited by hand, or a
         # crash between the journal and the status write): ask Midtrans.
-        if not record.final_event_published:
-            await _settled_without_journal(deps, body, record)
+        await _settled_without_journal(deps, body, record)
         return
     if record.finished_at is None:
         reason = await _level(deps, body, record, phase)

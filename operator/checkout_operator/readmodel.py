@@ -46,8 +46,38 @@ class Record:
     final_event_attempts: int = 0  # deliberate republications of the final event
     reservation_closed_at: dt.datetime | None = None  # the Product service showed it closed
 
+    def ending_done(self, phase: Phase) -> bool:
+        """Whether the ending its resource shows (``phase``) is journaled and announced."""
+        return ending_done(
+            phase,
+            finished=self.finished_at is not None,
+            reserve_attempted=self.reserve_attempted,
+            final_event_published=self.final_event_published,
+            paid=self.paid_order_id is not None,
+        )
+
+
+def ending_done(
+    phase: Phase,
+    *,
+    finished: bool,
+    reserve_attempted: bool,
+    final_event_published: bool,
+    paid: bool,
+) -> bool:
+    """Whether nothing is left to journal or announce of an ending in ``phase``.
+
+    Settled needs a verified payment in the journal, or its final event out (the journal
+    then records what a hand-written Settled really was); any ending needs the journal
+    to record it and, once stock was asked for, its final event out.
+    """
+    if phase is Phase.SETTLED and not paid:
+        return final_event_published
+    return finished and (final_event_published or not reserve_attempted)
+
 
 _COLUMNS = ", ".join(Record.__dataclass_fields__)
+_DONE_SETTLED, _DONE_OTHER = 1, 2  # read_endings: done if the resource is (not) Settled
 
 
 @dataclass(frozen=True)
@@ -91,6 +121,8 @@ def order_id_of(midtrans_order: str) -> str:
 class ReadModel:
     def __init__(self, pool: Any) -> None:
         self.pool = pool
+        # uid -> _DONE_* bits, from one read of the journal at start (read_endings)
+        self._endings: dict[str, int] = {}
 
     async def register(
         self,
@@ -418,6 +450,46 @@ class ReadModel:
             ended_before,
         )
         return [Record(**dict(r)) for r in rows]
+
+    async def read_endings(self, namespace: str | None = None) -> int:
+        """Learn, in one read, which ended checkouts' endings are journaled and announced.
+
+        A restarted operator looks at every stored Checkout once, most of them ended and
+        waiting for their TTL delete: :meth:`ending_known_done` answers for those without
+        a query each (15,000 of them took 15,000 journal reads). Returns how many are known.
+        """
+        rows = await self.pool.fetch(
+            "SELECT uid, reserve_attempted, final_event_published,"
+            " paid_order_id IS NOT NULL AS paid FROM checkouts"
+            " WHERE deleted_at IS NULL AND finished_at IS NOT NULL"
+            " AND ($1::text IS NULL OR namespace = $1)",
+            namespace or None,
+        )
+        endings: dict[str, int] = {}
+        for row in rows:
+            flags = {
+                k: bool(row[k]) for k in ("reserve_attempted", "final_event_published", "paid")
+            }
+            bits = 0
+            # Cancelled stands for every ending but Settled: the rule tells only those apart.
+            for phase, bit in ((Phase.SETTLED, _DONE_SETTLED), (Phase.CANCELLED, _DONE_OTHER)):
+                if ending_done(phase, finished=True, **flags):
+                    bits |= bit
+            if bits:
+                endings[row["uid"]] = bits
+        self._endings = endings
+        return len(endings)
+
+    def ending_known_done(self, uid: str, phase: Phase) -> bool:
+        """Whether :meth:`read_endings` found this resource's ending journaled and
+        announced (asked once per resource: the answer is forgotten, as the journal moves on).
+
+        Safe to trust later: an ending once journaled and announced stays so.
+        """
+        bits = self._endings.pop(uid, 0)
+        if bits and not self._endings:
+            self._endings = {}  # the emptied table's memory back
+        return bool(bits & (_DONE_SETTLED if phase is Phase.SETTLED else _DONE_OTHER))
 
     async def history(self, order_id: str) -> list[tuple[str, str]]:
         rows = await self.pool.fetch(

@@ -137,6 +137,7 @@ class Reconciler:
     # --- processing --------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self._read_endings()
         workers = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
         try:
             await stop.wait()
@@ -153,6 +154,16 @@ class Reconciler:
                     await task
             for timer in self._timers.values():
                 timer.cancel()
+
+    async def _read_endings(self) -> None:
+        """Before the first look at anything: which endings the journal shows done, in
+        one read, so that a restart's look at each ended checkout costs no query."""
+        try:
+            known = await self.deps.readmodel.read_endings(self.deps.settings.namespace)
+        except Exception as exc:  # Postgres away: each checkout's look reads its own row
+            log.warning("could not read the journal's endings at start: %r", exc)
+            return
+        log.info("%d ended checkouts are journaled and announced", known)
 
     async def _worker(self) -> None:
         while True:
