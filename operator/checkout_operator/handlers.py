@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import kopf
+from kopf._cogs.structs import bodies, ephemera  # kopf.operator(memories=...) takes these,
+from kopf._core.reactor import inventory  # but kopf does not re-export them
 
 from .clients.kube import GROUP, LIST_PAGE, PLURAL, VERSION
 from .reconciler import Reconciler
@@ -65,6 +67,39 @@ class NoDiffBase(kopf.DiffBaseStorage):
         raise AssertionError("no change handlers: nothing to store")
 
 
+class RelayOnlyMemories(inventory.ResourceMemories):
+    """kopf's per-object memory, kept for no object.
+
+    kopf remembers every object it has seen until its deletion: a memo, an error
+    throttler, indexing and daemon state, flags for resuming change handlers. A
+    ``@kopf.on.event`` handler that only relays the event uses none of it across events,
+    and ended Checkouts wait an hour for their TTL delete: after a restart with 15,000
+    ended, 15,000 such records (and the heap arenas they pin) stayed for that hour.
+    Each event gets a fresh record, dropped when it is processed. A daemon, timer,
+    index or change handler would need kopf's own memories back:
+    ``tests/unit/test_kopf_listing.py`` fails when one is registered.
+    """
+
+    async def recall(
+        self,
+        raw_body: bodies.RawBody,
+        *,
+        memobase: ephemera.AnyMemo | None = None,
+        noticed_by_listing: bool = False,
+        ephemeral: bool = False,
+    ) -> inventory.ResourceMemory:
+        return await super().recall(
+            raw_body, memobase=memobase, noticed_by_listing=noticed_by_listing, ephemeral=True
+        )
+
+
+# kopf runs a worker task per object, which keeps the last event's whole body until it
+# has idled this long (kopf's default: 5 s). A restart lists every Checkout within a few
+# seconds, so with the default nearly all of them were alive at once (15,000 ended: RSS
+# past 300 MiB), and the heap's arenas stayed that size (docs/performance.md, "Session 9").
+WORKER_IDLE_SECONDS = 0.1
+
+
 def kopf_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.persistence.diffbase_storage = NoDiffBase()
@@ -74,6 +109,7 @@ def kopf_settings() -> kopf.OperatorSettings:
     # 10,000 ended Checkouts waiting for their TTL delete, a restarted operator went
     # from 90 to 430 MiB in three seconds (186 MiB of it that one parsed answer).
     settings.watching.chunk_size = LIST_PAGE
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     return settings
 
 
@@ -87,6 +123,7 @@ class KopfWatcher:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.memories = RelayOnlyMemories()
 
     def start(self) -> None:
         # kopf logs every handled watch event at INFO; the saga logs what matters.
@@ -107,6 +144,7 @@ class KopfWatcher:
                         namespaces=[self._namespace] if self._namespace else [],
                         stop_flag=self._stop,
                         ready_flag=self._ready,
+                        memories=self.memories,
                     )
                 )
             except BaseException as exc:

@@ -23,8 +23,10 @@ from saga_kit.logs import about_order
 
 from . import metrics
 from .actions import Deps, Retry, reconcile, release_deleted
+from .keyed_locks import KeyedLocks
 from .readmodel import Record
 from .saga import TERMINAL, Phase
+from .wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,8 @@ class Reconciler:
         self._workers = workers
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._locks: KeyedLocks[Key] = KeyedLocks()
+        self._wakeups: Wakeups[Key] = Wakeups(self.enqueue)
         self._failures: dict[Key, int] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -88,11 +90,9 @@ class Reconciler:
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         if delay > 0:
-            self._cancel_timer(key)
-            loop = asyncio.get_running_loop()
-            self._timers[key] = loop.call_later(delay, self.enqueue, key)
+            self._wakeups.after(key, delay)
             return
-        self._cancel_timer(key)
+        self._wakeups.cancel(key)
         if key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
@@ -114,7 +114,7 @@ class Reconciler:
         ``attempts`` times; returns whether ``fn`` completed. False also when the
         checkout is unknown or gone.
         """
-        async with self._lock(key):
+        async with self._locks(key):
             for _ in range(attempts):
                 body = self.cache.get(key)
                 if body is None or (whole and body.get(PARTIAL)):
@@ -152,8 +152,7 @@ class Reconciler:
             for task in [*workers, *self._background]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            for timer in self._timers.values():
-                timer.cancel()
+            self._wakeups.close()
 
     async def _read_endings(self) -> None:
         """Before the first look at anything: which endings the journal shows done, in
@@ -177,7 +176,7 @@ class Reconciler:
                 self._backoff(key)
 
     async def _process(self, key: Key) -> None:
-        async with self._lock(key):
+        async with self._locks(key):
             body = self.cache.get(key)
             if body is None:
                 return
@@ -227,11 +226,10 @@ class Reconciler:
         self.enqueue(key, delay)
 
     async def _deleted(self, key: Key, uid: str, last: dict[str, Any] | None = None) -> None:
-        async with self._lock(key):
+        async with self._locks(key):
             record = await self.deps.readmodel.get(key[1])
             if record is not None and record.uid == uid:
                 await release_deleted(self.deps, record, last)
-        self._locks.pop(key, None)
         self._failures.pop(key, None)
 
     async def sweep(self, namespace: str | None, min_age: dt.timedelta) -> int:
@@ -287,13 +285,12 @@ class Reconciler:
                 found[(record.namespace, record.name)] = body["metadata"]["uid"]
         return found
 
-    def _lock(self, key: Key) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
+    def waits(self, key: Key) -> bool:
+        """Whether ``key`` has a wake-up set (a deadline: expiry, TTL, a retry)."""
+        return key in self._wakeups
 
     def _cancel_timer(self, key: Key) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
+        self._wakeups.cancel(key)
 
     def phases(self) -> dict[str, int]:
         """Checkouts in the cache by phase."""
@@ -341,11 +338,23 @@ ENDED_PHASES = frozenset(phase.value for phase in TERMINAL)
 # whatever would write its status reads the whole resource first (``exclusive``).
 PARTIAL = "checkout.saga.dev/partial"
 _ENDED_STATUS = ("phase", "observedGeneration", "orderId", "failure", "expiresAt")
+# What names it (Events, the TTL delete's preconditions, logs): not its labels or
+# annotations (the buyer's id, the request's hash), which only the API reads.
+_ENDED_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
 
 
 def ended(body: dict[str, Any]) -> dict[str, Any]:
     """An ended checkout as the cache keeps it until its TTL delete: the phase, when and
-    why it ended, its payment (no link), and the metadata to delete or describe it.
+    why it ended, its payment (no link), and the metadata to delete or describe it
+    (no labels or annotations).
 
     Ended checkouts stay an hour (the TTL), so under load they outnumber live ones many
     times over; their items, conditions and history are never read again.
@@ -357,10 +366,11 @@ def ended(body: dict[str, Any]) -> dict[str, Any]:
     if history := status.get("history"):
         kept["history"] = history[-1:]
     spec = body.get("spec") or {}
+    meta = body["metadata"]
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": body["metadata"],
+        "metadata": {k: meta[k] for k in _ENDED_METADATA if k in meta},
         "spec": {"cancelRequested": True} if spec.get("cancelRequested") else {},
         "status": kept,
         PARTIAL: True,

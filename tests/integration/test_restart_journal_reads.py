@@ -54,7 +54,7 @@ def journal_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 async def looked_at(operator: Operator, name: str) -> None:
     """Once the operator has looked at the ended checkout: it waits for its TTL delete."""
     key = (operator.deps.settings.namespace, name)
-    await eventually(lambda: key in operator.reconciler._timers, within=30, interval=0.05)
+    await eventually(lambda: operator.reconciler.waits(key), within=30, interval=0.05)
 
 
 async def test_a_restart_reads_no_journal_row_of_an_ending_done(

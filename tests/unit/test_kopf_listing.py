@@ -12,10 +12,22 @@ import asyncio
 from typing import cast
 
 import kopf
+from kopf._cogs.structs import bodies
 
 from checkout_operator.clients.kube import GROUP, LIST_PAGE, PLURAL, VERSION
-from checkout_operator.handlers import kopf_settings, register
+from checkout_operator.handlers import RelayOnlyMemories, kopf_settings, register
 from checkout_operator.reconciler import Reconciler
+
+
+def registered() -> kopf.OperatorRegistry:
+    """The operator's kopf handlers, as ``KopfWatcher`` registers them."""
+    registry = kopf.OperatorRegistry()
+    loop = asyncio.new_event_loop()
+    try:
+        register(registry, cast(Reconciler, object()), loop)
+    finally:
+        loop.close()
+    return registry
 
 
 def test_kopf_lists_in_pages_of_list_page() -> None:
@@ -41,13 +53,26 @@ def test_kopf_copies_no_body_to_diff_it() -> None:
 
 def test_only_event_handlers_are_registered() -> None:
     # What makes a diff-less storage right: no change handler and no daemon needs one.
-    registry = kopf.OperatorRegistry()
-    loop = asyncio.new_event_loop()
-    try:
-        register(registry, cast(Reconciler, object()), loop)
-    finally:
-        loop.close()
+    registry = registered()
     checkouts = kopf.Resource(GROUP, VERSION, PLURAL)
     assert registry._watching.has_handlers(resource=checkouts)
     assert not registry._changing.has_handlers(resource=checkouts)
     assert not registry._spawning.has_handlers(resource=checkouts)
+
+
+async def test_kopf_keeps_no_memory_of_the_objects_it_relays() -> None:
+    # kopf's default keeps a record per object until its deletion; ended Checkouts stay
+    # an hour, and the relay (``@kopf.on.event``) needs nothing across events.
+    memories = RelayOnlyMemories()
+    raw = {"metadata": {"uid": "u-1", "name": "co-1", "namespace": "ns"}}
+    first = await memories.recall(cast(bodies.RawBody, raw), noticed_by_listing=True)
+    second = await memories.recall(cast(bodies.RawBody, raw))
+    assert first is not second
+    assert first.noticed_by_listing
+    assert list(memories.iter_all_memories()) == []
+
+
+def test_no_index_or_timer_needs_kopf_memory() -> None:
+    registry = registered()
+    checkouts = kopf.Resource(GROUP, VERSION, PLURAL)
+    assert not registry._indexing.has_handlers(resource=checkouts)

@@ -1,0 +1,74 @@
+"""One timer for every checkout's deadline (``checkout_operator.wakeups``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from checkout_operator import wakeups as module
+from checkout_operator.wakeups import Wakeups
+
+
+async def test_keys_wake_in_deadline_order_once_each() -> None:
+    woken: list[str] = []
+    wakeups: Wakeups[str] = Wakeups(woken.append)
+    wakeups.after("c", 0.06)
+    wakeups.after("a", 0.02)
+    wakeups.after("b", 0.04)
+    assert "a" in wakeups and len(wakeups) == 3
+    await asyncio.sleep(0.12)
+    assert woken == ["a", "b", "c"]
+    assert len(wakeups) == 0 and "a" not in wakeups
+
+
+async def test_a_deadline_set_again_moves_and_cancel_drops_it() -> None:
+    woken: list[str] = []
+    wakeups: Wakeups[str] = Wakeups(woken.append)
+    wakeups.after("later", 0.01)
+    wakeups.after("later", 0.08)  # moved: not at 0.01
+    wakeups.after("gone", 0.02)
+    wakeups.cancel("gone")
+    wakeups.after("sooner", 0.5)
+    wakeups.after("sooner", 0.03)  # moved earlier than the armed timer
+    await asyncio.sleep(0.05)
+    assert woken == ["sooner"]
+    await asyncio.sleep(0.06)
+    assert woken == ["sooner", "later"]
+
+
+async def test_many_deadlines_share_one_loop_timer() -> None:
+    loop = asyncio.get_running_loop()
+    armed: list[float] = []
+    call_at = loop.call_at
+
+    def counting(when: float, *args: object) -> asyncio.TimerHandle:
+        armed.append(when)
+        return call_at(when, *args)  # type: ignore[arg-type]
+
+    loop.call_at = counting  # type: ignore[method-assign,assignment]
+    try:
+        wakeups: Wakeups[int] = Wakeups(lambda _: None)
+        for key in range(1000):
+            wakeups.after(key, 3600 + key)  # an hour of TTL deletes, latest last
+        assert len(armed) == 1
+    finally:
+        del loop.call_at
+        wakeups.close()
+
+
+async def test_moved_deadlines_leave_a_bounded_heap() -> None:
+    wakeups: Wakeups[int] = Wakeups(lambda _: None)
+    for round_ in range(50):
+        for key in range(100):
+            wakeups.after(key, 60 + round_)  # each moved 50 times
+    assert len(wakeups) == 100
+    assert len(wakeups._heap) <= module.STALE_FLOOR + (module.STALE_PER_LIVE + 1) * 100
+    wakeups.close()
+
+
+async def test_close_wakes_nothing() -> None:
+    woken: list[str] = []
+    wakeups: Wakeups[str] = Wakeups(woken.append)
+    wakeups.after("a", 0.01)
+    wakeups.close()
+    await asyncio.sleep(0.03)
+    assert woken == []
