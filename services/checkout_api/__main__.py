@@ -50,7 +50,9 @@ async def main() -> None:
         stack.push_async_callback(watch_api.close)
         checkout_watch = CheckoutWatch(watch_api, cfg.namespace, READY)
         product_stub = product_pb2_grpc.ProductServiceStub(products)
-        admission = Admission(cfg.max_in_flight)
+        admission = Admission(
+            cfg.max_in_flight, target_seconds=cfg.admit_target_seconds, floor=cfg.min_in_flight
+        )
         app = create_app(
             ApiDeps(
                 checkouts=Checkouts(api, cfg.namespace),

@@ -33,7 +33,9 @@ class CheckoutApiConfig:
     service_token: Secret
     redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
     wait_seconds: float = 10.0
-    max_in_flight: int = 32  # POSTs at once; more are refused 503 (admission.py)
+    max_in_flight: int = 32  # POSTs at once at most; more are refused 503 (admission.py)
+    min_in_flight: int = 8  # the adaptive limit's floor
+    admit_target_seconds: float = 0.5  # a POST slower than this lowers the limit; 0: fixed
     limits: Limits = field(default_factory=Limits)
     host: str = "127.0.0.1"
     port: int = 18080
@@ -51,7 +53,9 @@ class CheckoutApiConfig:
                 "CHECKOUT_REDIS_URL", "redis://127.0.0.1:6379/0", REDIS_SCHEMES
             ),
             wait_seconds=env_positive("CHECKOUT_API_WAIT_SECONDS", 10.0),
-            max_in_flight=_at_least_one("CHECKOUT_API_MAX_IN_FLIGHT", 32),
+            max_in_flight=(ceiling := _at_least_one("CHECKOUT_API_MAX_IN_FLIGHT", 32)),
+            min_in_flight=_floor(ceiling),
+            admit_target_seconds=_admit_target(),
             limits=_limits(),
             host=env_str("CHECKOUT_API_HOST", "127.0.0.1"),
             port=env_port("CHECKOUT_API_PORT", 18080),
@@ -62,6 +66,24 @@ def _at_least_one(name: str, default: int) -> int:
     value = env_int(name, default)
     if value < 1:
         raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _floor(ceiling: int) -> int:
+    name = "CHECKOUT_API_MIN_IN_FLIGHT"
+    value = _at_least_one(name, max(1, ceiling // 4))
+    if value > ceiling:
+        raise ConfigError(
+            f"{name} must be at most CHECKOUT_API_MAX_IN_FLIGHT ({ceiling}), got {value}"
+        )
+    return value
+
+
+def _admit_target() -> float:
+    name = "CHECKOUT_API_ADMIT_TARGET_SECONDS"
+    value = env_float(name, 0.5)
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 (a fixed limit) or more, got {value}")
     return value
 
 

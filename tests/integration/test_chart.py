@@ -191,6 +191,20 @@ def test_chart_passes_the_notification_url_to_the_operator(platform: Platform) -
     assert "MIDTRANS_NOTIFICATION_URL" not in operator_env()
 
 
+def test_chart_passes_the_admission_settings_to_the_api(platform: Platform) -> None:
+    def api_env(*args: str) -> dict[str, str]:
+        return env_values(by_component(render(platform, DEV, *args))["api"])
+
+    assert {k: v for k, v in api_env().items() if "FLIGHT" in k or "ADMIT" in k} == {
+        "CHECKOUT_API_MAX_IN_FLIGHT": "32",
+        "CHECKOUT_API_MIN_IN_FLIGHT": "8",
+        "CHECKOUT_API_ADMIT_TARGET_SECONDS": "0.5",
+    }
+    fixed = api_env("--set=api.admission.targetSeconds=0,api.admission.maxInFlight=64")
+    assert fixed["CHECKOUT_API_ADMIT_TARGET_SECONDS"] == "0"
+    assert fixed["CHECKOUT_API_MAX_IN_FLIGHT"] == "64"
+
+
 def test_chart_nats_permissions_are_saga_kits() -> None:
     """The chart's NATS users are rendered from the same table as the local server's."""
     assert (CHART / "files" / "nats-permissions.json").read_text() == chart_permissions()
@@ -354,6 +368,7 @@ def test_values_schema_and_rules_refuse_bad_values_clearly(platform: Platform) -
     for bad, says in [
         ("--set=operator.pollRate=abc", "/operator/pollRate': got string, want number"),
         ("--set=api.nodePort=-1", "/api/nodePort': minimum: got -1, want 0"),
+        ("--set=api.admission.minInFlight=0", "/api/admission/minInFlight'"),
         ("--set=listener.nodePort=40000", "/listener/nodePort': maximum"),
         ("--set=operator.pollInterval=5", "additional properties 'pollInterval' not allowed"),
         ("--set=imag.tag=1", "additional properties 'imag' not allowed"),
