@@ -76,3 +76,10 @@ def test_no_index_or_timer_needs_kopf_memory() -> None:
     registry = registered()
     checkouts = kopf.Resource(GROUP, VERSION, PLURAL)
     assert not registry._indexing.has_handlers(resource=checkouts)
+
+
+def test_kopf_workers_do_not_keep_bodies_for_seconds() -> None:
+    # Each object's worker keeps its last whole body while it idles; with kopf's 5 s a
+    # restart's listing had every Checkout alive at once (15,015 ended: 323 MiB idle
+    # after, 191 MiB with 0.1 s; docs/performance.md, "Session 9").
+    assert kopf_settings().queueing.idle_timeout <= 0.5
