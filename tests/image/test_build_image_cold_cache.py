@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit  # no server, no podman: runs in the main suite
 
 ROOT = Path(__file__).resolve().parents[2]
 
-STANDIN = "#!/bin/sh\necho \"$0 $*\" >> \"$CALLS\"\nexit 1\n"
+STANDIN = '#!/bin/sh\necho "$0 $*" >> "$CALLS"\nexit 1\n'
 
 
 def test_a_cold_cache_gets_as_far_as_debootstrap(tmp_path: Path) -> None:
