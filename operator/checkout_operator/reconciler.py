@@ -83,7 +83,7 @@ class Reconciler:
     def _forget(self, key: Key, last: dict[str, Any]) -> None:
         """The resource is gone: release what it held (in the background)."""
         self._uncache(key)
-        self._cancel_timer(key)
+        self._wakeups.cancel(key)
         task = asyncio.create_task(self._deleted(key, last["metadata"]["uid"], last))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -266,7 +266,7 @@ class Reconciler:
             last = self.cache.get(key)
             if last is not None and last["metadata"]["uid"] == record.uid:
                 self._uncache(key)
-                self._cancel_timer(key)
+                self._wakeups.cancel(key)
             else:
                 last = None
             await self._deleted(key, record.uid, last)
@@ -288,9 +288,6 @@ class Reconciler:
     def waits(self, key: Key) -> bool:
         """Whether ``key`` has a wake-up set (a deadline: expiry, TTL, a retry)."""
         return key in self._wakeups
-
-    def _cancel_timer(self, key: Key) -> None:
-        self._wakeups.cancel(key)
 
     def phases(self) -> dict[str, int]:
         """Checkouts in the cache by phase."""

@@ -32,6 +32,11 @@ CUT = 0.9  # the limit after a slow POST, as a share of the one before
 IN_USE = 0.5  # grows only while at least this share of the places is taken
 
 
+def default_floor(ceiling: int) -> int:
+    """The adaptive limit's floor when none is set: a quarter of the ceiling."""
+    return max(1, ceiling // 4)
+
+
 class Admission:
     def __init__(
         self,
@@ -44,7 +49,7 @@ class Admission:
         if limit < 1:
             raise ValueError(f"the in-flight limit must be at least 1, got {limit}")
         self.ceiling = limit
-        self.floor = max(1, limit // 4) if floor is None else floor
+        self.floor = default_floor(limit) if floor is None else floor
         if not 1 <= self.floor <= limit:
             raise ValueError(f"the in-flight floor must be 1..{limit}, got {self.floor}")
         if target_seconds < 0:

@@ -20,6 +20,7 @@ from saga_kit.settings import (
     env_target,
 )
 
+from .admission import default_floor
 from .limits import Limits
 
 
@@ -71,7 +72,7 @@ def _at_least_one(name: str, default: int) -> int:
 
 def _floor(ceiling: int) -> int:
     name = "CHECKOUT_API_MIN_IN_FLIGHT"
-    value = _at_least_one(name, max(1, ceiling // 4))
+    value = _at_least_one(name, default_floor(ceiling))
     if value > ceiling:
         raise ConfigError(
             f"{name} must be at most CHECKOUT_API_MAX_IN_FLIGHT ({ceiling}), got {value}"

@@ -8,31 +8,53 @@ from checkout_operator import wakeups as module
 from checkout_operator.wakeups import Wakeups
 
 
+class Woken:
+    """What woke, when (the loop's clock), and an event per key to wait on."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.at: dict[str, float] = {}
+        self._events: dict[str, asyncio.Event] = {}
+
+    def __call__(self, key: str) -> None:
+        self.keys.append(key)
+        self.at[key] = asyncio.get_running_loop().time()
+        self.event(key).set()
+
+    def event(self, key: str) -> asyncio.Event:
+        return self._events.setdefault(key, asyncio.Event())
+
+    async def wait(self, key: str) -> None:
+        await asyncio.wait_for(self.event(key).wait(), 5)
+
+
 async def test_keys_wake_in_deadline_order_once_each() -> None:
-    woken: list[str] = []
-    wakeups: Wakeups[str] = Wakeups(woken.append)
+    woken = Woken()
+    wakeups: Wakeups[str] = Wakeups(woken)
     wakeups.after("c", 0.06)
     wakeups.after("a", 0.02)
     wakeups.after("b", 0.04)
     assert "a" in wakeups and len(wakeups) == 3
-    await asyncio.sleep(0.12)
-    assert woken == ["a", "b", "c"]
+    await woken.wait("c")
+    assert woken.keys == ["a", "b", "c"]
     assert len(wakeups) == 0 and "a" not in wakeups
 
 
 async def test_a_deadline_set_again_moves_and_cancel_drops_it() -> None:
-    woken: list[str] = []
-    wakeups: Wakeups[str] = Wakeups(woken.append)
+    woken = Woken()
+    wakeups: Wakeups[str] = Wakeups(woken)
+    began = asyncio.get_running_loop().time()
     wakeups.after("later", 0.01)
     wakeups.after("later", 0.08)  # moved: not at 0.01
     wakeups.after("gone", 0.02)
     wakeups.cancel("gone")
     wakeups.after("sooner", 0.5)
     wakeups.after("sooner", 0.03)  # moved earlier than the armed timer
-    await asyncio.sleep(0.05)
-    assert woken == ["sooner"]
-    await asyncio.sleep(0.06)
-    assert woken == ["sooner", "later"]
+    wakeups.after("last", 0.1)  # wakes after all the others would have
+    await woken.wait("last")
+    assert woken.keys == ["sooner", "later", "last"]
+    assert woken.at["sooner"] - began < 0.5
+    assert woken.at["later"] - began >= 0.08
 
 
 async def test_many_deadlines_share_one_loop_timer() -> None:
@@ -66,9 +88,11 @@ async def test_moved_deadlines_leave_a_bounded_heap() -> None:
 
 
 async def test_close_wakes_nothing() -> None:
-    woken: list[str] = []
-    wakeups: Wakeups[str] = Wakeups(woken.append)
+    woken = Woken()
+    wakeups: Wakeups[str] = Wakeups(woken)
     wakeups.after("a", 0.01)
     wakeups.close()
-    await asyncio.sleep(0.03)
-    assert woken == []
+    after: Wakeups[str] = Wakeups(woken)  # a witness: wakes after "a" would have
+    after.after("witness", 0.03)
+    await woken.wait("witness")
+    assert woken.keys == ["witness"]
