@@ -432,8 +432,10 @@ class ReadModel:
 
     async def mark_deleted(self, order_id: str) -> None:
         await self.pool.execute(
-            "UPDATE checkouts SET deleted_at = COALESCE(deleted_at, now()), updated_at = now()"
-            " WHERE order_id = $1",
+            # Already marked (the TTL delete marks it, then its DELETED event comes):
+            # no row version, no WAL, no commit flush.
+            "UPDATE checkouts SET deleted_at = now(), updated_at = now()"
+            " WHERE order_id = $1 AND deleted_at IS NULL",
             order_id,
         )
 

@@ -81,9 +81,15 @@ class Reconciler:
         self.enqueue(key)
 
     def _forget(self, key: Key, last: dict[str, Any]) -> None:
-        """The resource is gone: release what it held (in the background)."""
+        """The resource is gone: release what it held (in the background).
+
+        The background step gets only what a release reads of the last body (its
+        ending), not the whole event: a burst of TTL deletes (thousands a minute) would
+        otherwise keep every deleted checkout's whole body alive until its step ran.
+        """
         self._uncache(key)
         self._wakeups.cancel(key)
+        last = ended(last)
         task = asyncio.create_task(self._deleted(key, last["metadata"]["uid"], last))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -108,3 +108,20 @@ async def test_an_attempt_with_an_expiry_is_listed_with_or_without_a_cap(
     listed = [p.midtrans_order_id for p in await readmodel.payment_pages("order-uncapped")]
     assert listed == ["order-uncapped"]
     assert await readmodel.payment_pages("order-capped") == []  # past a cap of 0
+
+
+async def test_a_second_deletion_mark_writes_no_row_version(readmodel: ReadModel) -> None:
+    """The TTL delete marks the row, then its DELETED event marks it again: the second
+    must leave the row alone (no new version, no WAL, no commit flush)."""
+    await registered(readmodel, "gone")
+    await readmodel.mark_deleted("gone")
+    first = await readmodel.get("gone")
+    assert first is not None and first.deleted_at is not None
+    version = await readmodel.pool.fetchval("SELECT xmin FROM checkouts WHERE order_id = 'gone'")
+    await readmodel.mark_deleted("gone")
+    again = await readmodel.get("gone")
+    assert again is not None and again.deleted_at == first.deleted_at
+    assert (
+        await readmodel.pool.fetchval("SELECT xmin FROM checkouts WHERE order_id = 'gone'")
+        == version
+    )

@@ -152,6 +152,54 @@ async def test_deleted_checkouts_are_released(monkeypatch: pytest.MonkeyPatch) -
     assert released == ["a"] and ("ns", "a") not in rec.cache
 
 
+async def test_a_deleted_checkouts_release_holds_only_its_ending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst of TTL deletes queues thousands of releases: none may hold a whole body."""
+    held: list[dict[str, Any]] = []
+    go = asyncio.Event()
+
+    class Record:
+        order_id = "a"
+        uid = "u1"
+
+    class SlowReadModel:
+        async def get(self, order_id: str) -> Any:
+            await go.wait()
+            return Record()
+
+    async def release(deps: Any, record: Any, last: dict[str, Any] | None = None) -> None:
+        assert last is not None
+        held.append(last)
+
+    monkeypatch.setattr(module, "release_deleted", release)
+    deps = FakeDeps()
+    deps.readmodel = SlowReadModel()  # type: ignore[assignment]
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+    gone = body("a", 5) | {
+        "spec": {"userId": "u", "items": [{"productId": "p", "unitPrice": 5, "quantity": 1}]},
+        "status": {
+            "phase": "Settled",
+            "payment": {"transactionStatus": "settlement", "redirectUrl": "https://x" * 50},
+            "history": [{"phase": "Settled", "reason": "PaymentSettled"}],
+            "conditions": [{"type": "Ready", "status": "True"}] * 20,
+        },
+    }
+    gone["metadata"]["managedFields"] = [{"manager": "m", "fieldsV1": {"f:status": {}}}] * 20
+    rec.observe("DELETED", gone)
+    (task,) = rec._background
+    waiting = task.get_coro().cr_frame.f_locals["last"]  # type: ignore[union-attr]
+    assert "items" not in waiting["spec"] and "conditions" not in waiting["status"]
+    assert "managedFields" not in waiting["metadata"]
+    assert "redirectUrl" not in waiting["status"]["payment"]
+    go.set()
+    await task
+    (last,) = held
+    assert last["status"]["phase"] == "Settled"  # what a release reads: the ending
+    assert last["status"]["history"] == gone["status"]["history"]
+    assert last["status"]["payment"] == {"transactionStatus": "settlement"}
+
+
 def test_the_cache_keeps_no_field_ownership_or_applied_copies() -> None:
     full = body("a", 7)
     full["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
