@@ -92,9 +92,11 @@ class Wakeups(Generic[K]):
         self._timer = None
         now = loop.time()
         heap = self._heap
-        while heap and heap[0][0] <= now:
-            when, _, key = heapq.heappop(heap)
-            if self._due.get(key) == when:
-                del self._due[key]
-                self._wake(key)
-        self._arm(loop)
+        try:
+            while heap and heap[0][0] <= now:
+                when, _, key = heapq.heappop(heap)
+                if self._due.get(key) == when:
+                    del self._due[key]
+                    self._wake(key)
+        finally:  # a wake-up that raised (the loop logs it) leaves the rest armed
+            self._arm(loop)

@@ -96,3 +96,25 @@ async def test_close_wakes_nothing() -> None:
     after.after("witness", 0.03)
     await woken.wait("witness")
     assert woken.keys == ["witness"]
+
+
+async def test_a_failing_wake_up_does_not_strand_the_others() -> None:
+    woken = Woken()
+
+    def wake(key: str) -> None:
+        woken(key)
+        if key == "a":
+            raise RuntimeError("a bug in one wake-up")
+
+    loop = asyncio.get_running_loop()
+    errors: list[BaseException | None] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context.get("exception")))
+    try:
+        wakeups: Wakeups[str] = Wakeups(wake)
+        wakeups.after("a", 0.01)
+        wakeups.after("b", 0.01)  # due in the same firing as "a"
+        await woken.wait("b")
+    finally:
+        loop.set_exception_handler(None)
+    assert woken.keys == ["a", "b"]
+    assert [type(e) for e in errors] == [RuntimeError]
