@@ -1,4 +1,5 @@
-"""The journal's payment page on real Postgres: compare-and-set, every Snap order listed."""
+"""The journal on real Postgres: the payment page (compare-and-set, every Snap order listed)
+and the cost of its upkeep (deletion marks, the returns gauge)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,26 @@ async def test_a_second_deletion_mark_writes_no_row_version(readmodel: ReadModel
         await readmodel.pool.fetchval("SELECT xmin FROM checkouts WHERE order_id = 'gone'")
         == version
     )
+
+
+async def test_counting_refused_returns_reads_only_the_refused(readmodel: ReadModel) -> None:
+    """The returns' gauge is counted after every batch: it must not scan every row kept."""
+    from checkout_operator.returns_store import PaymentReturnsStore
+
+    await registered(readmodel, "many")
+    await readmodel.pool.execute(
+        "INSERT INTO payment_returns (midtrans_order_id, order_id, state, watch_until)"
+        " SELECT 'many~' || n, 'many', 'closed', now() FROM generate_series(1, 5000) AS n"
+    )
+    await readmodel.pool.execute(
+        "UPDATE payment_returns SET state = 'refused' WHERE midtrans_order_id = 'many~7'"
+    )
+    await readmodel.pool.execute("ANALYZE payment_returns")
+    assert await PaymentReturnsStore(readmodel.pool).count_refused() == 1
+    plan = "\n".join(
+        r[0]
+        for r in await readmodel.pool.fetch(
+            "EXPLAIN SELECT count(*) FROM payment_returns WHERE state = 'refused'"
+        )
+    )
+    assert "payment_returns_refused" in plan and "Seq Scan" not in plan, plan
