@@ -48,45 +48,64 @@ class FinalEvents:
         await every(self.tick, self.check_due, stop, "checking final events")
 
     async def check_due(self) -> int:
-        due = await self.deps.readmodel.final_events_due(self.grace, BATCH)
+        deps = self.deps
+        due = await deps.readmodel.final_events_due(self.grace, BATCH)
+        closed: list[str] = []  # nothing held, or the Product service shows it closed
+        asked: list[Record] = []  # announced: is the reservation closed?
         for record in due:
-            try:
-                await self.check(record)
-            except grpc.aio.AioRpcError as exc:  # the Product service is away: later
-                log.info("%s: reservation state unknown: %s", record.order_id, exc.code().name)
-                await self.deps.readmodel.final_event_recheck(record.order_id, self.grace)
+            if not record.reserve_attempted:
+                closed.append(record.order_id)  # nothing was ever held
+            elif await self._announced(record):
+                asked.append(record)
+        try:  # one call for the batch (it was one GetReservation per ended checkout)
+            held = await deps.products.open_reservations([r.order_id for r in asked])
+        except grpc.aio.AioRpcError as exc:  # the Product service is away: later
+            log.info("reservation states unknown: %s", exc.code().name)
+            for record in asked:
+                await deps.readmodel.final_event_recheck(record.order_id, self.grace)
+            asked, held = [], set()
+        closed += [r.order_id for r in asked if r.order_id not in held]
+        await deps.readmodel.reservations_closed(closed)
+        for record in asked:
+            if record.order_id in held:
+                await self._publish_again(record)
         return len(due)
 
-    async def check(self, record: Record) -> None:
+    async def _announced(self, record: Record) -> bool:
+        """Whether the ending's final event went out (so the reservation is worth a
+        look); if not, publish it now or leave it to the reconciler, and look later."""
         deps, order = self.deps, record.order_id
-        if not record.reserve_attempted:
-            await deps.readmodel.reservation_closed(order)  # nothing was ever held
-            return
         phase = Phase(record.phase)
         if phase is Phase.SETTLED and record.paid_order_id is None:
             # Settled without a verified payment in the journal: the reconciler
             # decides from Midtrans (actions.ensure_final_event), not this relay.
             await deps.readmodel.final_event_recheck(order, self.grace)
-            return
+            return False
+        if record.final_event_published:
+            return True
         event = FINAL_EVENT[phase]
-        if not record.final_event_published:
-            await deps.announcer.publish(order, event)
-            await deps.readmodel.mark(order, final_event_published=True)
-            metrics.FINAL_EVENTS_RELAYED.labels("unpublished").inc()
-            log.warning("%s: published its final event %r, left unpublished", order, event)
-            await deps.readmodel.final_event_recheck(order, self.grace)
-            return
-        if not await deps.products.reservation_open(order):
-            await deps.readmodel.reservation_closed(order)
-            return
+        await deps.announcer.publish(order, event)
+        await deps.readmodel.mark(order, final_event_published=True)
+        metrics.FINAL_EVENTS_RELAYED.labels("unpublished").inc()
+        log.warning("%s: published its final event %r, left unpublished", order, event)
+        await deps.readmodel.final_event_recheck(order, self.grace)
+        return False
+
+    async def _publish_again(self, record: Record) -> None:
+        """The ending was announced but the reservation still holds stock: the event was
+        lost on the way (or dead-lettered), so it goes out again under a fresh id."""
+        phase = Phase(record.phase)
+        event = FINAL_EVENT[phase]
         attempts = record.final_event_attempts + 1
-        await deps.announcer.publish(order, event, redo=attempts)
+        await self.deps.announcer.publish(record.order_id, event, redo=attempts)
         metrics.FINAL_EVENTS_RELAYED.labels("reservation_open").inc()
         log.warning(
             "%s: ended %s but its reservation is still open: %r published again (%d)",
-            order,
+            record.order_id,
             phase.value,
             event,
             attempts,
         )
-        await deps.readmodel.final_event_recheck(order, recheck_delay(attempts), republished=True)
+        await self.deps.readmodel.final_event_recheck(
+            record.order_id, recheck_delay(attempts), republished=True
+        )

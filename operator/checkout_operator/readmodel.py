@@ -410,12 +410,14 @@ class ReadModel:
         )
         return [Record(**dict(r)) for r in rows]
 
-    async def reservation_closed(self, order_id: str) -> None:
-        await self.pool.execute(
-            "UPDATE checkouts SET reservation_closed_at = now(), updated_at = now()"
-            " WHERE order_id = $1",
-            order_id,
-        )
+    async def reservations_closed(self, order_ids: Sequence[str]) -> None:
+        """The Product service shows these orders' reservations closed (or never made)."""
+        if order_ids:
+            await self.pool.execute(
+                "UPDATE checkouts SET reservation_closed_at = now(), updated_at = now()"
+                " WHERE order_id = ANY($1::text[])",
+                list(order_ids),
+            )
 
     async def final_event_recheck(
         self, order_id: str, delay: dt.timedelta, *, republished: bool = False

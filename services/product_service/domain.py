@@ -117,6 +117,29 @@ def validate_reserve_request(
         )
 
 
+MAX_ASKED = 500  # transaction ids per OpenReservations call
+
+
+def validate_asked_ids(transaction_ids: Sequence[str]) -> None:
+    """The ids of an OpenReservations call: at most ``MAX_ASKED``, each well formed."""
+    violations: list[tuple[str, str]] = []
+    if len(transaction_ids) > MAX_ASKED:
+        violations.append(("transaction_ids", f"at most {MAX_ASKED} ids"))
+    violations += [
+        (f"transaction_ids[{i}]", "1-50 characters of letters, digits, '-', '_', '~' or '.'")
+        for i, tid in enumerate(transaction_ids)
+        if not TRANSACTION_ID_RE.fullmatch(tid)
+    ][:10]
+    if violations:
+        raise ProductError(
+            ErrorKind.INVALID,
+            "INVALID_OPEN_RESERVATIONS_REQUEST",
+            "invalid OpenReservations request: "
+            + "; ".join(f"{name}: {why}" for name, why in violations),
+            field_violations=violations,
+        )
+
+
 def request_fingerprint(user_id: str, items: Sequence[ReserveItem]) -> str:
     """Identifies what was asked, independent of item order."""
     canonical = ";".join(

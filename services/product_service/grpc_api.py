@@ -17,6 +17,7 @@ from .domain import (
     ReservationStatus,
     ReserveItem,
     not_found,
+    validate_asked_ids,
     validate_reserve_request,
 )
 
@@ -132,6 +133,19 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
                 ),
             )
         return reservation_message(reservation)
+
+    async def OpenReservations(
+        self,
+        request: product_pb2.OpenReservationsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> product_pb2.OpenReservationsResponse:
+        asked = list(request.transaction_ids)
+        try:
+            validate_asked_ids(asked)
+        except ProductError as exc:
+            await abort(context, to_failure(exc))
+        open_ids = await store.open_reservations(self._pool, asked) if asked else []
+        return product_pb2.OpenReservationsResponse(transaction_ids=open_ids)
 
     async def GetProduct(
         self,

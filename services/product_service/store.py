@@ -32,6 +32,7 @@ from saga_kit.events import EventType
 from saga_kit.pagination import InvalidPageToken, decode_page_token, encode_page_token
 
 from .domain import (
+    OUTSTANDING,
     Decision,
     ErrorKind,
     Outcome,
@@ -207,6 +208,17 @@ async def _replay(conn: Any, transaction_id: str, fingerprint: str) -> Reservati
 async def get_reservation(pool: Any, transaction_id: str) -> Reservation | None:
     async with pool.acquire() as conn:
         return await _load_reservation(conn, transaction_id)
+
+
+async def open_reservations(pool: Any, transaction_ids: Sequence[str]) -> list[str]:
+    """Which of these transactions' reservations still hold stock."""
+    rows = await pool.fetch(
+        "SELECT transaction_id FROM reservations"
+        " WHERE transaction_id = ANY($1::text[]) AND status = ANY($2::text[])",
+        list(transaction_ids),
+        [status.value for status in OUTSTANDING],
+    )
+    return [row["transaction_id"] for row in rows]
 
 
 async def apply_event(

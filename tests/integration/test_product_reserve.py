@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from checkout.product.v1 import product_pb2, product_pb2_grpc
 from product_service import store
 from product_service.domain import ProductError
+from saga_kit.events import EventType
 from saga_kit.grpc_auth import ServiceTokenClientInterceptor
 from saga_kit.grpc_errors import error_details
 from saga_kit.settings import Secret
@@ -206,6 +207,42 @@ async def test_get_reservation_and_list_products(product_env: ProductEnv) -> Non
         product_env.stub.ListProducts(product_pb2.ListProductsRequest(page_token="garbage!"))
     )
     assert error_details(err).code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_open_reservations_names_those_still_holding_stock(
+    product_env: ProductEnv,
+) -> None:
+    p = await product_env.product(stock=10)
+    held, committed, cancelled, settled = txid(), txid(), txid(), txid()
+    for order in (held, committed, cancelled, settled):
+        await product_env.reserve(order, (p, 10_000, 1))
+    for order, event in (
+        (committed, EventType.COMMITTED),
+        (cancelled, EventType.CANCELLED),
+        (settled, EventType.COMMITTED),
+        (settled, EventType.SETTLED),
+    ):
+        await store.apply_event(product_env.pool, order, event)
+    asked = [held, committed, cancelled, settled, "never-reserved"]
+    reply = await product_env.stub.OpenReservations(
+        product_pb2.OpenReservationsRequest(transaction_ids=asked)
+    )
+    assert sorted(reply.transaction_ids) == sorted([held, committed])
+    empty = await product_env.stub.OpenReservations(product_pb2.OpenReservationsRequest())
+    assert list(empty.transaction_ids) == []
+
+    for bad, field in (
+        ([txid() for _ in range(501)], "transaction_ids"),
+        ([held, "a b"], "transaction_ids[1]"),
+    ):
+        err = await failure(
+            product_env.stub.OpenReservations(
+                product_pb2.OpenReservationsRequest(transaction_ids=bad)
+            )
+        )
+        details = error_details(err)
+        assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in details.field_violations, details
 
 
 async def test_callers_without_the_service_token_are_refused(product_env: ProductEnv) -> None:

@@ -30,14 +30,6 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-_OPEN = frozenset(
-    {
-        product_pb2.ReservationStatus.RESERVATION_STATUS_RESERVED,
-        product_pb2.ReservationStatus.RESERVATION_STATUS_COMMITTED,
-    }
-)
-
-
 class ServiceRefused(Exception):
     """A permanent answer (not found, precondition failed, ...): retrying won't help."""
 
@@ -74,17 +66,19 @@ class Products:
         self._stub = product_pb2_grpc.ProductServiceStub(channel)
         self._timeout = timeout
 
-    async def reservation_open(self, order_id: str) -> bool:
-        """Whether the order's reservation still holds stock (False: closed, or none)."""
-        try:
-            reply = await self._stub.GetReservation(
-                product_pb2.GetReservationRequest(transaction_id=order_id), timeout=self._timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.NOT_FOUND:
-                return False
-            raise classify(exc) from exc
-        return reply.status in _OPEN
+    async def open_reservations(self, order_ids: Sequence[str]) -> set[str]:
+        """Which of these orders' reservations still hold stock (one call per batch).
+
+        Any error (``grpc.aio.AioRpcError`` as raised, an older service's UNIMPLEMENTED
+        included) leaves every one of them unknown: the caller looks again later.
+        """
+        if not order_ids:
+            return set()
+        reply = await self._stub.OpenReservations(
+            product_pb2.OpenReservationsRequest(transaction_ids=list(order_ids)),
+            timeout=self._timeout,
+        )
+        return set(reply.transaction_ids)
 
     async def reserve(self, order_id: str, user_id: str, lines: Sequence[Line]) -> list[Line]:
         """Reserve (idempotent per order id); returns the reserved lines with names."""

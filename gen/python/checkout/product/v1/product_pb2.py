@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!checkout/product/v1/product.proto\x12\x13\x63heckout.product.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04slug\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x03\x12\r\n\x05stock\x18\x07 \x01(\x03\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08reserved\x18\n \x01(\x03\x12\x11\n\tavailable\x18\x0b \x01(\x03\"G\n\x0bReserveItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nunit_price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x05\"j\n\x0eReserveRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x05items\x18\x02 \x03(\x0b\x32 .checkout.product.v1.ReserveItem\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"^\n\x0cReservedLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_name\x18\x02 \x01(\t\x12\x12\n\nunit_price\x18\x03 \x01(\x03\x12\x10\n\x08quantity\x18\x04 \x01(\x05\"\x92\x02\n\x0bReservation\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x36\n\x06status\x18\x03 \x01(\x0e\x32&.checkout.product.v1.ReservationStatus\x12\x30\n\x05lines\x18\x04 \x03(\x0b\x32!.checkout.product.v1.ReservedLine\x12\x10\n\x08subtotal\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x0fReserveResponse\x12\x35\n\x0breservation\x18\x01 \x01(\x0b\x32 .checkout.product.v1.Reservation\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"/\n\x15GetReservationRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x13ListProductsRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x14ListProductsResponse\x12.\n\x08products\x18\x01 \x03(\x0b\x32\x1c.checkout.product.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xdc\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESERVATION_STATUS_RESERVED\x10\x01\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x02\x12\x1e\n\x1aRESERVATION_STATUS_SETTLED\x10\x03\x12 \n\x1cRESERVATION_STATUS_CANCELLED\x10\x04\x12\x1e\n\x1aRESERVATION_STATUS_EXPIRED\x10\x05\x32\xff\x02\n\x0eProductService\x12T\n\x07Reserve\x12#.checkout.product.v1.ReserveRequest\x1a$.checkout.product.v1.ReserveResponse\x12^\n\x0eGetReservation\x12*.checkout.product.v1.GetReservationRequest\x1a .checkout.product.v1.Reservation\x12R\n\nGetProduct\x12&.checkout.product.v1.GetProductRequest\x1a\x1c.checkout.product.v1.Product\x12\x63\n\x0cListProducts\x12(.checkout.product.v1.ListProductsRequest\x1a).checkout.product.v1.ListProductsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!checkout/product/v1/product.proto\x12\x13\x63heckout.product.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04slug\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x03\x12\r\n\x05stock\x18\x07 \x01(\x03\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08reserved\x18\n \x01(\x03\x12\x11\n\tavailable\x18\x0b \x01(\x03\"G\n\x0bReserveItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nunit_price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x05\"j\n\x0eReserveRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x05items\x18\x02 \x03(\x0b\x32 .checkout.product.v1.ReserveItem\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"^\n\x0cReservedLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x14\n\x0cproduct_name\x18\x02 \x01(\t\x12\x12\n\nunit_price\x18\x03 \x01(\x03\x12\x10\n\x08quantity\x18\x04 \x01(\x05\"\x92\x02\n\x0bReservation\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x36\n\x06status\x18\x03 \x01(\x0e\x32&.checkout.product.v1.ReservationStatus\x12\x30\n\x05lines\x18\x04 \x03(\x0b\x32!.checkout.product.v1.ReservedLine\x12\x10\n\x08subtotal\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x0fReserveResponse\x12\x35\n\x0breservation\x18\x01 \x01(\x0b\x32 .checkout.product.v1.Reservation\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"/\n\x15GetReservationRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"2\n\x17OpenReservationsRequest\x12\x17\n\x0ftransaction_ids\x18\x01 \x03(\t\"3\n\x18OpenReservationsResponse\x12\x17\n\x0ftransaction_ids\x18\x01 \x03(\t\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x13ListProductsRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x14ListProductsResponse\x12.\n\x08products\x18\x01 \x03(\x0b\x32\x1c.checkout.product.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xdc\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESERVATION_STATUS_RESERVED\x10\x01\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x02\x12\x1e\n\x1aRESERVATION_STATUS_SETTLED\x10\x03\x12 \n\x1cRESERVATION_STATUS_CANCELLED\x10\x04\x12\x1e\n\x1aRESERVATION_STATUS_EXPIRED\x10\x05\x32\xf0\x03\n\x0eProductService\x12T\n\x07Reserve\x12#.checkout.product.v1.ReserveRequest\x1a$.checkout.product.v1.ReserveResponse\x12^\n\x0eGetReservation\x12*.checkout.product.v1.GetReservationRequest\x1a .checkout.product.v1.Reservation\x12o\n\x10OpenReservations\x12,.checkout.product.v1.OpenReservationsRequest\x1a-.checkout.product.v1.OpenReservationsResponse\x12R\n\nGetProduct\x12&.checkout.product.v1.GetProductRequest\x1a\x1c.checkout.product.v1.Product\x12\x63\n\x0cListProducts\x12(.checkout.product.v1.ListProductsRequest\x1a).checkout.product.v1.ListProductsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'checkout.product.v1.product_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESERVATIONSTATUS']._serialized_start=1251
-  _globals['_RESERVATIONSTATUS']._serialized_end=1471
+  _globals['_RESERVATIONSTATUS']._serialized_start=1356
+  _globals['_RESERVATIONSTATUS']._serialized_end=1576
   _globals['_PRODUCT']._serialized_start=92
   _globals['_PRODUCT']._serialized_end=343
   _globals['_RESERVEITEM']._serialized_start=345
@@ -48,12 +48,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESERVERESPONSE']._serialized_end=989
   _globals['_GETRESERVATIONREQUEST']._serialized_start=991
   _globals['_GETRESERVATIONREQUEST']._serialized_end=1038
-  _globals['_GETPRODUCTREQUEST']._serialized_start=1040
-  _globals['_GETPRODUCTREQUEST']._serialized_end=1071
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=1073
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1151
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1153
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1248
-  _globals['_PRODUCTSERVICE']._serialized_start=1474
-  _globals['_PRODUCTSERVICE']._serialized_end=1857
+  _globals['_OPENRESERVATIONSREQUEST']._serialized_start=1040
+  _globals['_OPENRESERVATIONSREQUEST']._serialized_end=1090
+  _globals['_OPENRESERVATIONSRESPONSE']._serialized_start=1092
+  _globals['_OPENRESERVATIONSRESPONSE']._serialized_end=1143
+  _globals['_GETPRODUCTREQUEST']._serialized_start=1145
+  _globals['_GETPRODUCTREQUEST']._serialized_end=1176
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=1178
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1256
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1258
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1353
+  _globals['_PRODUCTSERVICE']._serialized_start=1579
+  _globals['_PRODUCTSERVICE']._serialized_end=2075
 # @@protoc_insertion_point(module_scope)

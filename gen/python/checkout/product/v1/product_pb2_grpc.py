@@ -44,6 +44,11 @@ class ProductServiceStub:
                 request_serializer=checkout_dot_product_dot_v1_dot_product__pb2.GetReservationRequest.SerializeToString,
                 response_deserializer=checkout_dot_product_dot_v1_dot_product__pb2.Reservation.FromString,
                 _registered_method=True)
+        self.OpenReservations = channel.unary_unary(
+                '/checkout.product.v1.ProductService/OpenReservations',
+                request_serializer=checkout_dot_product_dot_v1_dot_product__pb2.OpenReservationsRequest.SerializeToString,
+                response_deserializer=checkout_dot_product_dot_v1_dot_product__pb2.OpenReservationsResponse.FromString,
+                _registered_method=True)
         self.GetProduct = channel.unary_unary(
                 '/checkout.product.v1.ProductService/GetProduct',
                 request_serializer=checkout_dot_product_dot_v1_dot_product__pb2.GetProductRequest.SerializeToString,
@@ -80,6 +85,15 @@ class ProductServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenReservations(self, request, context):
+        """Which of these transaction ids still hold stock (reserved or committed): the
+        checkout side's check that every ending reached this service, one call per batch.
+        INVALID_ARGUMENT (google.rpc.BadRequest) for more than 500 ids or a malformed one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetProduct(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -104,6 +118,11 @@ def add_ProductServiceServicer_to_server(servicer, server):
                     servicer.GetReservation,
                     request_deserializer=checkout_dot_product_dot_v1_dot_product__pb2.GetReservationRequest.FromString,
                     response_serializer=checkout_dot_product_dot_v1_dot_product__pb2.Reservation.SerializeToString,
+            ),
+            'OpenReservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenReservations,
+                    request_deserializer=checkout_dot_product_dot_v1_dot_product__pb2.OpenReservationsRequest.FromString,
+                    response_serializer=checkout_dot_product_dot_v1_dot_product__pb2.OpenReservationsResponse.SerializeToString,
             ),
             'GetProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProduct,
@@ -170,6 +189,33 @@ class ProductService:
             '/checkout.product.v1.ProductService/GetReservation',
             checkout_dot_product_dot_v1_dot_product__pb2.GetReservationRequest.SerializeToString,
             checkout_dot_product_dot_v1_dot_product__pb2.Reservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenReservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/checkout.product.v1.ProductService/OpenReservations',
+            checkout_dot_product_dot_v1_dot_product__pb2.OpenReservationsRequest.SerializeToString,
+            checkout_dot_product_dot_v1_dot_product__pb2.OpenReservationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,11 @@ class ProductServiceStub:
     """
     GetReservation: _grpc.UnaryUnaryMultiCallable[_product_pb2.GetReservationRequest, _product_pb2.Reservation]
     """The reservation held for a transaction id. NOT_FOUND when there is none."""
+    OpenReservations: _grpc.UnaryUnaryMultiCallable[_product_pb2.OpenReservationsRequest, _product_pb2.OpenReservationsResponse]
+    """Which of these transaction ids still hold stock (reserved or committed): the
+    checkout side's check that every ending reached this service, one call per batch.
+    INVALID_ARGUMENT (google.rpc.BadRequest) for more than 500 ids or a malformed one.
+    """
     GetProduct: _grpc.UnaryUnaryMultiCallable[_product_pb2.GetProductRequest, _product_pb2.Product]
     ListProducts: _grpc.UnaryUnaryMultiCallable[_product_pb2.ListProductsRequest, _product_pb2.ListProductsResponse]
 
@@ -63,6 +68,11 @@ class ProductServiceAsyncStub(ProductServiceStub):
     """
     GetReservation: _aio.UnaryUnaryMultiCallable[_product_pb2.GetReservationRequest, _product_pb2.Reservation]  # type: ignore[assignment]
     """The reservation held for a transaction id. NOT_FOUND when there is none."""
+    OpenReservations: _aio.UnaryUnaryMultiCallable[_product_pb2.OpenReservationsRequest, _product_pb2.OpenReservationsResponse]  # type: ignore[assignment]
+    """Which of these transaction ids still hold stock (reserved or committed): the
+    checkout side's check that every ending reached this service, one call per batch.
+    INVALID_ARGUMENT (google.rpc.BadRequest) for more than 500 ids or a malformed one.
+    """
     GetProduct: _aio.UnaryUnaryMultiCallable[_product_pb2.GetProductRequest, _product_pb2.Product]  # type: ignore[assignment]
     ListProducts: _aio.UnaryUnaryMultiCallable[_product_pb2.ListProductsRequest, _product_pb2.ListProductsResponse]  # type: ignore[assignment]
 
@@ -90,6 +100,17 @@ class ProductServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_product_pb2.Reservation, _abc.Awaitable[_product_pb2.Reservation]]:
         """The reservation held for a transaction id. NOT_FOUND when there is none."""
+
+    @_abc_1.abstractmethod
+    def OpenReservations(
+        self,
+        request: _product_pb2.OpenReservationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_product_pb2.OpenReservationsResponse, _abc.Awaitable[_product_pb2.OpenReservationsResponse]]:
+        """Which of these transaction ids still hold stock (reserved or committed): the
+        checkout side's check that every ending reached this service, one call per batch.
+        INVALID_ARGUMENT (google.rpc.BadRequest) for more than 500 ids or a malformed one.
+        """
 
     @_abc_1.abstractmethod
     def GetProduct(
