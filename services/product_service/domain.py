@@ -19,6 +19,7 @@ from saga_kit.events import EventType
 MAX_ITEMS = 50
 MAX_QUANTITY = 10_000
 TRANSACTION_ID_RE = re.compile(r"^[A-Za-z0-9\-_~.]{1,50}$")
+TRANSACTION_ID_RULE = "1-50 characters of letters, digits, '-', '_', '~' or '.'"
 SLUG_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -81,9 +82,7 @@ def validate_reserve_request(
     """Refuse a malformed Reserve, naming every offending field."""
     violations: list[tuple[str, str]] = []
     if not TRANSACTION_ID_RE.fullmatch(transaction_id):
-        violations.append(
-            ("transaction_id", "1-50 characters of letters, digits, '-', '_', '~' or '.'")
-        )
+        violations.append(("transaction_id", TRANSACTION_ID_RULE))
     if not user_id:
         violations.append(("user_id", "required"))
     if not items:
@@ -126,7 +125,7 @@ def validate_asked_ids(transaction_ids: Sequence[str]) -> None:
     if len(transaction_ids) > MAX_ASKED:
         violations.append(("transaction_ids", f"at most {MAX_ASKED} ids"))
     violations += [
-        (f"transaction_ids[{i}]", "1-50 characters of letters, digits, '-', '_', '~' or '.'")
+        (f"transaction_ids[{i}]", TRANSACTION_ID_RULE)
         for i, tid in enumerate(transaction_ids)
         if not TRANSACTION_ID_RE.fullmatch(tid)
     ][:10]
