@@ -11,6 +11,7 @@ import pytest
 
 from checkout_operator.app import open_database
 from checkout_operator.readmodel import ReadModel
+from checkout_operator.returns_store import PaymentReturnsStore
 from checkout_operator.saga import Line
 from tests.conftest import Platform
 
@@ -130,8 +131,6 @@ async def test_a_second_deletion_mark_writes_no_row_version(readmodel: ReadModel
 
 async def test_counting_refused_returns_reads_only_the_refused(readmodel: ReadModel) -> None:
     """The returns' gauge is counted after every batch: it must not scan every row kept."""
-    from checkout_operator.returns_store import PaymentReturnsStore
-
     await registered(readmodel, "many")
     await readmodel.pool.execute(
         "INSERT INTO payment_returns (midtrans_order_id, order_id, state, watch_until)"

@@ -9,7 +9,7 @@ import pytest
 
 from checkout_operator.readmodel import Record
 from checkout_operator.reconciler import Reconciler
-from tests.unit.test_final_events_batch import record
+from tests.helpers.journal_records import record
 
 NOW = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
 OLD = NOW - dt.timedelta(minutes=5)
