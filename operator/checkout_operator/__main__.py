@@ -94,7 +94,12 @@ async def prepare(
     """Connect and set up, without acting: leading starts with acting at once."""
     deps = await build_deps(settings, stack, midtrans_config=midtrans_config)
     reconciler = Reconciler(deps, workers=settings.workers)
-    inbox = PaymentInbox(reconciler, deps.announcer.js, deps.announcer.topology)
+    inbox = PaymentInbox(
+        reconciler,
+        deps.announcer.js,
+        deps.announcer.topology,
+        look_after=settings.inbox_look_after,
+    )
     await inbox.ensure()
     # Its own connection (acquire, release; renewals make one in their own thread).
     lease_api = await kube_api_client()

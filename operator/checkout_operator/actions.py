@@ -373,6 +373,8 @@ async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | No
     """
     meta = body["metadata"]
     if record is None:
+        if deps.readmodel.announced_known(meta["uid"]):
+            return  # this process saw it all journaled: nothing to read
         record = await _own_record(deps, body)
     if record is None:
         return
@@ -396,6 +398,10 @@ async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | No
             done["expiry_scheduled"] = True
     if done:
         await deps.readmodel.mark(record.order_id, **done)
+    if (record.committed_published or "committed_published" in done) and (
+        record.expiry_scheduled or "expiry_scheduled" in done
+    ):
+        deps.readmodel.remember_announced(meta["uid"])
 
 
 async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> None:
@@ -456,13 +462,21 @@ async def _ending_journaled(deps: Deps, body: dict[str, Any]) -> bool:
     return record.finished_at is not None and announced
 
 
-async def _publish_final(deps: Deps, record: Record, phase: Phase) -> None:
-    if record.final_event_published or not record.reserve_attempted:
-        return
-    event = FINAL_EVENT[phase]
-    await deps.announcer.publish(record.order_id, event)
-    await deps.readmodel.mark(record.order_id, final_event_published=True)
-    await deps.announcer.drop_expiry(record.uid)
+async def _publish_final(
+    deps: Deps, record: Record, phase: Phase, sold_by: str | None = None
+) -> None:
+    """Announce the journaled ending once. ``sold_by``: the Midtrans order a Settled
+    checkout was sold by, when ``record`` was read before it was journaled."""
+    announced = record.final_event_published
+    if not announced and record.reserve_attempted:
+        event = FINAL_EVENT[phase]
+        await deps.announcer.publish(record.order_id, event)
+        await deps.readmodel.mark(record.order_id, final_event_published=True)
+        await deps.announcer.drop_expiry(record.uid)
+        announced = True
+    sold_by = sold_by or record.paid_order_id
+    if phase is Phase.SETTLED and announced and sold_by:
+        deps.readmodel.remember_sold(record.order_id, sold_by)
 
 
 # --- endings -------------------------------------------------------------------------
@@ -534,13 +548,13 @@ async def _end(
     updated = await write_status(deps, body, patch)
     order_id = body["metadata"]["name"]
     if record is not None:
-        await deps.readmodel.record_phase(
+        journaled = await deps.readmodel.record_phase(
             order_id,
             [(phase, str(reason))],
             payment=payment,
             failure=(str(reason), message) if failed else None,
         )
-        await _publish_final(deps, record, phase)
+        await _publish_final(deps, journaled, phase)
     await _announce_transitions(deps, updated, [(phase, str(reason))], message)
     return updated
 
@@ -695,7 +709,7 @@ async def _adopt_settlement(
         )
     else:
         await _journal_paid(deps, record, paid)
-    await _publish_final(deps, record, Phase.SETTLED)
+    await _publish_final(deps, record, Phase.SETTLED, sold_by=paid.order_id)
     await _announce_transitions(deps, body, [(Phase.SETTLED, SETTLED_REASON)], SETTLED_MESSAGE)
 
 

@@ -18,8 +18,10 @@ down, a lost race) is retried with growing delays.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -41,6 +43,19 @@ from .saga import Phase
 log = logging.getLogger(__name__)
 
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+FETCH = 32  # notifications asked for at a time
+MAX_IN_HAND = 256  # notifications taken and not yet acknowledged (ack_wait bounds their age)
+LOOK_AFTER = 1.0  # seconds a notification is on the stream before it is looked at
+
+
+def _settled_in(in_hand: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        in_hand.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # An ack lost, say: the notification is redelivered.
+            log.warning("payment inbox: %r", exc)
+
+    return done
 
 
 class PaymentInbox:
@@ -50,8 +65,10 @@ class PaymentInbox:
         js: JetStreamContext,
         topology: Topology,
         name: str = "checkout-operator",
+        look_after: float = LOOK_AFTER,
     ) -> None:
         self.reconciler = reconciler
+        self.look_after = look_after
         self._js = js
         self._topology = topology
         self._name = name
@@ -75,24 +92,54 @@ class PaymentInbox:
         self._sub = await self._js.pull_subscribe_bind(self._name, stream=stream)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Take notifications as they come; each is looked at once it is ``look_after`` old.
+
+        Each waits in a task of its own (at most ``MAX_IN_HAND``), so a wait holds up no
+        other notification: the inbox keeps up with any rate the listener records.
+        """
         if self._sub is None:
             await self.ensure()
         assert self._sub is not None
-        while not stop.is_set():
-            try:
-                messages = await self._sub.fetch(32, timeout=1.0)
-            except TimeoutError:
-                continue
-            except NatsError as exc:  # NATS restarting: the client reconnects
-                log.warning("payment inbox: fetch failed: %r", exc)
-                await asyncio.sleep(1.0)
-                continue
-            outcomes = await asyncio.gather(
-                *(self.process(m) for m in messages), return_exceptions=True
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, Exception):  # an ack lost, say: it is redelivered
-                    log.warning("payment inbox: %r", outcome)
+        in_hand: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                if len(in_hand) >= MAX_IN_HAND:
+                    await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    messages = await self._sub.fetch(
+                        min(FETCH, MAX_IN_HAND - len(in_hand)), timeout=1.0
+                    )
+                except TimeoutError:
+                    continue
+                except NatsError as exc:  # NATS restarting: the client reconnects
+                    log.warning("payment inbox: fetch failed: %r", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in messages:
+                    task = asyncio.create_task(self._in_time(msg))
+                    in_hand.add(task)
+                    task.add_done_callback(_settled_in(in_hand))
+        finally:
+            # Stopping: what is in hand finishes (a wait is at most look_after); what
+            # does not is redelivered, after its ack_wait, to whoever leads next.
+            if in_hand:
+                _, late = await asyncio.wait(in_hand, timeout=self.look_after + 5.0)
+                for task in late:
+                    task.cancel()
+
+    async def _in_time(self, msg: Msg) -> None:
+        """Process ``msg`` once it has been on the stream for ``look_after`` seconds.
+
+        The listener records a notification after it wrote the Checkout Settled itself;
+        by then the reconciler has journaled and announced that ending, so the
+        notification is acknowledged from memory (``ReadModel.sold_by``) with no journal
+        read and no redelivery.
+        """
+        age = (dt.datetime.now(dt.UTC) - msg.metadata.timestamp).total_seconds()
+        # A clock behind the server's (a negative age) waits no longer than look_after.
+        await asyncio.sleep(min(self.look_after, max(0.0, self.look_after - age)))
+        await self.process(msg)
 
     async def process(self, msg: Msg) -> None:
         try:
@@ -122,7 +169,11 @@ class PaymentInbox:
         ``first``: the notification's first delivery.
         """
         deps = self.reconciler.deps
-        record = await deps.readmodel.get(order_id_of(midtrans_order))
+        order_id = order_id_of(midtrans_order)
+        if deps.readmodel.sold_by(order_id) == midtrans_order:
+            # As below (sold by this very order and announced), known without a read.
+            return True
+        record = await deps.readmodel.get(order_id)
         if record is None:
             log.warning("notification for unknown order %s acknowledged", midtrans_order)
             return True

@@ -11,6 +11,7 @@ writing progress to the apiserver.
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,9 @@ def ending_done(
 
 _COLUMNS = ", ".join(Record.__dataclass_fields__)
 _DONE_SETTLED, _DONE_OTHER = 1, 2  # read_endings: done if the resource is (not) Settled
+# Sales remembered for the payment inbox: notifications follow a sale by about a second,
+# so this covers minutes of sales at any rate the operator reaches (~100 bytes each).
+SOLD_REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,13 @@ class ReadModel:
         self.pool = pool
         # uid -> _DONE_* bits, from one read of the journal at start (read_endings)
         self._endings: dict[str, int] = {}
+        # order id -> the Midtrans order it was sold by, for the latest endings this
+        # process journaled Settled and announced (the payment inbox's answer to the
+        # notifications that follow a sale, without a read)
+        self._sold: OrderedDict[str, str] = OrderedDict()
+        # uids of AwaitingPayment checkouts whose `committed` and expiry job this process
+        # saw journaled (the reconciler's later looks at them need no read)
+        self._announced: set[str] = set()
 
     async def register(
         self,
@@ -494,6 +505,33 @@ class ReadModel:
         if bits and not self._endings:
             self._endings = {}  # the emptied table's memory back
         return bool(bits & (_DONE_SETTLED if phase is Phase.SETTLED else _DONE_OTHER))
+
+    def remember_sold(self, order_id: str, midtrans_order: str) -> None:
+        """The checkout's ending is journaled Settled by ``midtrans_order`` and announced.
+
+        Safe to trust later: a terminal phase never changes, nor the payment it was
+        settled by. Only the latest ``SOLD_REMEMBERED`` are kept; older ones are read.
+        """
+        self._sold[order_id] = midtrans_order
+        self._sold.move_to_end(order_id)
+        while len(self._sold) > SOLD_REMEMBERED:
+            self._sold.popitem(last=False)
+
+    def sold_by(self, order_id: str) -> str | None:
+        """The Midtrans order :meth:`remember_sold` recorded for the checkout, if any."""
+        return self._sold.get(order_id)
+
+    def remember_announced(self, uid: str) -> None:
+        """The AwaitingPayment checkout's journal says Awaiting, committed published and
+        expiry scheduled; none of these goes back while it awaits payment."""
+        self._announced.add(uid)
+
+    def announced_known(self, uid: str) -> bool:
+        return uid in self._announced
+
+    def forget_announced(self, uid: str) -> None:
+        """The checkout moves on (an ending) or is gone."""
+        self._announced.discard(uid)
 
     async def history(self, order_id: str) -> list[tuple[str, str]]:
         rows = await self.pool.fetch(

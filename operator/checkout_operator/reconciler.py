@@ -228,6 +228,7 @@ class Reconciler:
                 self.awaiting.add(key)
             else:
                 self.awaiting.discard(key)
+                self.deps.readmodel.forget_announced(body["metadata"]["uid"])
 
     def _backoff(self, key: Key) -> None:
         failures = self._failures.get(key, 0) + 1
@@ -305,8 +306,11 @@ class Reconciler:
         return {phase: n for phase, n in self._counts.items() if n}
 
     def _uncache(self, key: Key) -> None:
-        self._count(self.cache.pop(key, None), -1)
+        body = self.cache.pop(key, None)
+        self._count(body, -1)
         self.awaiting.discard(key)
+        if body is not None:
+            self.deps.readmodel.forget_announced(body["metadata"]["uid"])
 
     def _count(self, body: dict[str, Any] | None, change: int) -> None:
         """Keep the ``checkouts{phase}`` gauge current as bodies come and go."""

@@ -93,6 +93,9 @@ class OperatorSettings:
     poll_interval: float = 60.0  # per checkout, jittered
     poll_rate: float = 10.0  # Midtrans status calls per second, all checkouts together
     poll_min_age: float = 10.0  # don't poll a payment page younger than this (seconds)
+    # A notification is looked at once it is this old (seconds): the sale the listener
+    # made is journaled by then, and the notification is acknowledged without a read.
+    inbox_look_after: float = 1.0
     # How often the page of a checkout that ended unpaid is looked at (seconds): a late
     # payment there is rare and is refunded this much later at worst.
     late_watch_interval: float = 300.0
@@ -150,6 +153,11 @@ class OperatorSettings:
                 yield f"{variable} must be > 0 seconds, got {getattr(self, name)}"
         if self.poll_min_age < 0:
             yield f"CHECKOUT_POLL_MIN_AGE_SECONDS must be >= 0, got {self.poll_min_age}"
+        if not 0 <= self.inbox_look_after <= 30:  # well inside the inbox's ack_wait (60 s)
+            yield (
+                "CHECKOUT_INBOX_LOOK_AFTER_SECONDS must be between 0 and 30,"
+                f" got {self.inbox_look_after}"
+            )
         if self.late_payment_window.total_seconds() < 0:
             yield "CHECKOUT_LATE_PAYMENT_WINDOW_SECONDS must be >= 0"
         if self.sweep_min_age.total_seconds() < 0:
@@ -226,6 +234,7 @@ class OperatorSettings:
             poll_interval=env_float("CHECKOUT_POLL_INTERVAL_SECONDS", 60.0),
             poll_rate=env_float("CHECKOUT_POLL_RATE", 10.0),
             poll_min_age=env_float("CHECKOUT_POLL_MIN_AGE_SECONDS", 10.0),
+            inbox_look_after=env_float("CHECKOUT_INBOX_LOOK_AFTER_SECONDS", 1.0),
             late_watch_interval=env_float("CHECKOUT_LATE_WATCH_INTERVAL_SECONDS", 300.0),
             late_payment_window=dt.timedelta(
                 seconds=env_int("CHECKOUT_LATE_PAYMENT_WINDOW_SECONDS", 3600)

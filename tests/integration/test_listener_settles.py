@@ -8,6 +8,7 @@ reach) the notification is recorded and the operator settles it from its inbox.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from checkout_operator.readmodel import Record
 from midtrans import MidtransClient, MidtransConfig
 from payment_listener.settling import Outcome
 from saga_kit.apiserver import ApiClient, Connection
@@ -211,3 +213,43 @@ async def test_a_sold_and_announced_order_notified_again_costs_no_midtrans_call(
     # A successor that cannot reach Midtrans at all (a closed port).
     await saga.start_operator(poll_min_age=NEVER, midtrans_url=f"http://127.0.0.1:{free_port()}")
     await publish_notification(saga, paid_claim(name))
+
+
+async def test_the_notifications_of_a_sale_the_listener_made_cost_the_inbox_no_read(
+    saga: SagaEnv,
+) -> None:
+    """Midtrans notifies "pending" and "settlement" for a payment; the listener settles
+    the Checkout and records both on the inbox. The operator journals and announces the
+    sale, then takes both notifications once each, answered from its memory: no journal
+    read, no redelivery (issue 12: ~3.6 reads and a redelivery per paid checkout)."""
+    operator = await saga.start_operator(poll_min_age=NEVER, inbox_look_after=3.0)
+    _, name = await awaiting(saga)
+    journal = operator.deps.readmodel
+    inbox_reads: list[str] = []
+    read = journal.get
+
+    async def counted(order_id: str) -> Record | None:
+        task = asyncio.current_task()
+        if task is not None and "PaymentInbox" in getattr(task.get_coro(), "__qualname__", ""):
+            inbox_reads.append(order_id)
+        return await read(order_id)
+
+    journal.get = counted  # type: ignore[method-assign]
+    paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    await saga.wait_phase(name, "Settled")
+    topology = operator.deps.announcer.topology
+
+    async def both_taken() -> bool:
+        info = await operator.deps.announcer.js.consumer_info(
+            topology.payment_stream, "checkout-operator"
+        )
+        return info.ack_floor.consumer_seq >= 2 and not info.num_ack_pending
+
+    await eventually(both_taken, within=30)
+    info = await operator.deps.announcer.js.consumer_info(
+        topology.payment_stream, "checkout-operator"
+    )
+    assert info.delivered.consumer_seq == 2  # each delivered once
+    assert journal.sold_by(name) == name
+    assert inbox_reads == []

@@ -14,6 +14,9 @@ class Journal:
     async def get(self, order_id: str) -> None:
         return None  # nothing journaled: a deletion releases nothing
 
+    def forget_announced(self, uid: str) -> None:
+        pass
+
 
 class Deps:
     readmodel = Journal()

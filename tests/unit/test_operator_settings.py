@@ -23,12 +23,13 @@ def timings(settings: OperatorSettings) -> tuple[float, ...]:
         settings.final_event_grace.total_seconds(),
         settings.sweep_every,
         settings.sweep_min_age.total_seconds(),
+        settings.inbox_look_after,
     )
 
 
 def test_loop_timings_default_for_production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHECKOUT_DATABASE_URL", DSN)
-    assert timings(OperatorSettings.from_env()) == (0.2, 1.0, 5.0, 30.0, 60.0, 30.0)
+    assert timings(OperatorSettings.from_env()) == (0.2, 1.0, 5.0, 30.0, 60.0, 30.0, 1.0)
 
 
 def test_loop_timings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,9 +41,10 @@ def test_loop_timings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPa
         "CHECKOUT_FINAL_EVENT_GRACE_SECONDS": "45",
         "CHECKOUT_SWEEP_SECONDS": "120",
         "CHECKOUT_SWEEP_MIN_AGE_SECONDS": "10",
+        "CHECKOUT_INBOX_LOOK_AFTER_SECONDS": "0.25",
     }.items():
         monkeypatch.setenv(name, value)
-    assert timings(OperatorSettings.from_env()) == (0.5, 2.0, 7.0, 45.0, 120.0, 10.0)
+    assert timings(OperatorSettings.from_env()) == (0.5, 2.0, 7.0, 45.0, 120.0, 10.0, 0.25)
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,9 @@ def test_loop_timings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPa
         ("CHECKOUT_PRODUCT_SERVICE", "product-service:http"),
         ("CHECKOUT_REFUND_RETRY_SECONDS", "0"),
         ("CHECKOUT_POLL_MIN_AGE_SECONDS", "-1"),
+        ("CHECKOUT_INBOX_LOOK_AFTER_SECONDS", "-1"),
+        ("CHECKOUT_INBOX_LOOK_AFTER_SECONDS", "31"),  # past the inbox's ack_wait's half
+        ("CHECKOUT_INBOX_LOOK_AFTER_SECONDS", "nan"),
     ],
 )
 def test_a_bad_setting_fails_at_start_naming_its_variable(

@@ -10,6 +10,7 @@ import pytest
 
 from checkout_operator import reconciler as module
 from checkout_operator.actions import Retry
+from checkout_operator.readmodel import ReadModel
 from checkout_operator.reconciler import Reconciler
 
 
@@ -28,7 +29,7 @@ class FakeKube:
 class FakeDeps:
     def __init__(self) -> None:
         self.kube = FakeKube()
-        self.readmodel = None
+        self.readmodel = ReadModel(None)  # its memory only: no journal here
 
     @staticmethod
     def clock() -> dt.datetime:
@@ -128,7 +129,7 @@ async def test_deleted_checkouts_are_released(monkeypatch: pytest.MonkeyPatch) -
         order_id = "a"
         uid = "u1"
 
-    class FakeReadModel:
+    class FakeReadModel(ReadModel):
         async def get(self, order_id: str) -> Any:
             return Record()
 
@@ -142,7 +143,7 @@ async def test_deleted_checkouts_are_released(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(module, "release_deleted", release)
     monkeypatch.setattr(module, "reconcile", nothing)
     deps = FakeDeps()
-    deps.readmodel = FakeReadModel()  # type: ignore[assignment]
+    deps.readmodel = FakeReadModel(None)
     rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
     rec.observe("ADDED", body("a", 1))
     rec.observe("DELETED", body("a", 2))
@@ -163,7 +164,7 @@ async def test_a_deleted_checkouts_release_holds_only_its_ending(
         order_id = "a"
         uid = "u1"
 
-    class SlowReadModel:
+    class SlowReadModel(ReadModel):
         async def get(self, order_id: str) -> Any:
             await go.wait()
             return Record()
@@ -174,7 +175,7 @@ async def test_a_deleted_checkouts_release_holds_only_its_ending(
 
     monkeypatch.setattr(module, "release_deleted", release)
     deps = FakeDeps()
-    deps.readmodel = SlowReadModel()  # type: ignore[assignment]
+    deps.readmodel = SlowReadModel(None)
     rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
     gone = body("a", 5) | {
         "spec": {"userId": "u", "items": [{"productId": "p", "unitPrice": 5, "quantity": 1}]},
@@ -291,13 +292,13 @@ async def test_the_phase_gauge_follows_each_change_at_once(monkeypatch: pytest.M
     async def released(deps: Any, record: Any, last: dict[str, Any] | None = None) -> None:
         return None
 
-    class NoRecords:
+    class NoRecords(ReadModel):
         async def get(self, order_id: str) -> None:
             return None
 
     monkeypatch.setattr(module, "release_deleted", released)
     deps = FakeDeps()
-    deps.readmodel = NoRecords()  # type: ignore[assignment]
+    deps.readmodel = NoRecords(None)
     rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
 
     def gauge(phase: str) -> float | None:
