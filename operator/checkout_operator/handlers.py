@@ -13,6 +13,7 @@ while the saga's tasks live in the main loop and stop in their own order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Iterable
@@ -132,6 +133,7 @@ class KopfWatcher:
         registry = kopf.OperatorRegistry()
         register(registry, self._reconciler, loop)
         settings = kopf_settings()
+        self._reconciler.watch_started()
 
         def run() -> None:
             try:
@@ -150,11 +152,15 @@ class KopfWatcher:
             except BaseException as exc:
                 self.error = exc
                 log.exception("the kopf watcher stopped")
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nothing to tell
+                    loop.call_soon_threadsafe(self._reconciler.watch_stopped)
 
         self._thread = threading.Thread(target=run, name="kopf", daemon=True)
         self._thread.start()
 
     async def stop(self, within: float = 20.0) -> None:
+        self._reconciler.watch_stopped()
         self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, within)

@@ -72,6 +72,13 @@ class Reconciler:
         self._wakeups: Wakeups[Key] = Wakeups(self.enqueue)
         self._failures: dict[Key, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Whether the cache can be trusted to have lost every deleted checkout: only
+        # while one watch has run unbroken since the sweep last compared every row with
+        # the apiserver. A listing (kopf's start or re-list after a gap: events of type
+        # None) or a stopped watch bumps ``_listings``; a full sweep records what it saw.
+        self._listings = 1
+        self._compared = 0
+        self._watch_stopped = False
 
     # --- input -------------------------------------------------------------------
 
@@ -81,6 +88,8 @@ class Reconciler:
         if event_type == "DELETED":
             self._forget(key, body)
             return
+        if event_type is None:  # listed: what was deleted before the listing is unseen
+            self._listings += 1
         self._remember(body)
         self.enqueue(key)
 
@@ -97,6 +106,16 @@ class Reconciler:
         task = asyncio.create_task(self._deleted(key, last["metadata"]["uid"], last))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def watch_started(self) -> None:
+        """A watch starts (with a listing): until the sweep compares, nothing is trusted."""
+        self._watch_stopped = False
+        self._listings += 1
+
+    def watch_stopped(self) -> None:
+        """No watch: a deletion from now on is seen by the sweep alone."""
+        self._watch_stopped = True
+        self._listings += 1
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         if delay > 0:
@@ -247,6 +266,11 @@ class Reconciler:
         """Release checkouts deleted while nobody saw it: while the operator was down, or
         in a watch gap (cached but gone).
 
+        Every row is compared with the apiserver once after each listing (the start's,
+        and kopf's re-list after a gap) and while no watch runs; between listings the
+        watch's DELETED events are the truth, and only rows whose checkout left the
+        cache are read.
+
         Only journal rows that may still matter are compared: open ones (they may hold
         stock) and ended ones whose TTL delete is overdue (the archive's ``deleted_at``;
         their stock and money were settled by their ending). An ended row is otherwise
@@ -255,6 +279,8 @@ class Reconciler:
         released = 0
         now = self.deps.clock()
         ttl = self.deps.settings.ttl_after_finished
+        listings = self._listings
+        compare_all = self._watch_stopped or listings != self._compared
         # The journal first: a row is registered only after its resource was seen, so
         # every row's resource, if it still exists, is found by a read after it.
         records = await self.deps.readmodel.undeleted(
@@ -263,6 +289,12 @@ class Reconciler:
         # The young are looked at by a later sweep: none of them is released yet, and
         # under load they are most of the open rows (reading them made this a LIST).
         records = [r for r in records if now - r.created_at >= min_age]
+        if not compare_all:
+            # The watch has run unbroken since every row was compared: a checkout it
+            # still holds exists, so only the rows whose checkout it lost are read (a
+            # deletion whose release failed, say). This was a LIST of the namespace a
+            # minute once open rows passed a 25th of its Checkouts (docs/performance.md).
+            records = [r for r in records if not self._holds(r)]
         present = await self._present(namespace or "", records)
         for record in records:
             key = (record.namespace, record.name)
@@ -283,7 +315,13 @@ class Reconciler:
                 last = None
             await self._deleted(key, record.uid, last)
             released += 1
+        if compare_all:
+            self._compared = listings
         return released
+
+    def _holds(self, record: Record) -> bool:
+        cached = self.cache.get((record.namespace, record.name))
+        return cached is not None and cached["metadata"]["uid"] == record.uid
 
     async def _present(self, namespace: str, records: list[Record]) -> dict[Key, str]:
         """The uid of each of these rows' resources that exists: a GET each when they are

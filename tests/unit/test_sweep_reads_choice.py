@@ -1,4 +1,5 @@
-"""How the sweep reads what exists: GETs or one LIST, by what each would cost."""
+"""How the sweep reads what exists: GETs or one LIST, by what each would cost; and, between
+listings, only what the watch says is gone."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from checkout_operator.readmodel import Record
+from checkout_operator import reconciler as module
+from checkout_operator.readmodel import ReadModel, Record
 from checkout_operator.reconciler import Reconciler
 from tests.helpers.journal_records import record
 
@@ -21,29 +23,41 @@ def open_row(n: int, created_at: dt.datetime = OLD) -> Record:
 
 
 class Kube:
-    """Every row's resource exists; counts how they were read."""
+    """Every row's resource exists but those ``gone``; counts how they were read."""
 
     def __init__(self) -> None:
         self.gets = 0
         self.lists = 0
+        self.gone: set[str] = set()
+        self.down = False
 
-    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.gets += 1
+        if name in self.gone:
+            return None
         return {"metadata": {"namespace": namespace, "name": name, "uid": name}}
 
     async def uids(self, namespace: str) -> dict[tuple[str, str], str]:
         self.lists += 1
-        return {(r.namespace, r.name): r.uid for r in self.rows}
+        if self.down:
+            raise ConnectionError("the apiserver is away")
+        return {(r.namespace, r.name): r.uid for r in self.rows if r.name not in self.gone}
 
     rows: list[Record]
 
 
-class Journal:
+class Journal(ReadModel):
     def __init__(self, rows: list[Record]) -> None:
+        super().__init__(None)  # its memory only: no journal here
         self.rows = rows
 
-    async def undeleted(self, namespace: str | None, *, ended_before: Any) -> list[Record]:
+    async def undeleted(
+        self, namespace: str | None = None, *, ended_before: dt.datetime | None = None
+    ) -> list[Record]:
         return self.rows
+
+    async def get(self, order_id: str) -> Record | None:
+        return next((r for r in self.rows if r.order_id == order_id), None)
 
 
 class Settings:
@@ -95,3 +109,68 @@ async def test_rows_younger_than_the_minimum_age_are_left_for_a_later_sweep() ->
     assert await rec.sweep("shop", MIN_AGE) == 0
     kube = rec.deps.kube
     assert (kube.gets, kube.lists) == (1, 0)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def released(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    names: list[str] = []
+
+    async def release(deps: Any, record: Record, last: Any = None) -> None:
+        names.append(record.name)
+        deps.readmodel.rows = [r for r in deps.readmodel.rows if r is not record]  # archived
+
+    monkeypatch.setattr(module, "release_deleted", release)
+    return names
+
+
+async def test_between_listings_only_rows_whose_checkout_left_the_cache_are_read(
+    released: list[str],
+) -> None:
+    rows = [open_row(n) for n in range(500)]
+    rec = reconciler(rows, cached=1_000)
+    kube: Kube = rec.deps.kube  # type: ignore[assignment]
+    assert await rec.sweep("shop", MIN_AGE) == 0  # after the start's listing: all compared
+    assert (kube.gets, kube.lists) == (0, 1)
+    assert await rec.sweep("shop", MIN_AGE) == 0  # the watch holds every row's checkout
+    assert (kube.gets, kube.lists) == (0, 1)
+    # One deleted: the watch's DELETED took it from the cache, and its release failed.
+    rec.cache.pop(("shop", "open-7"))
+    kube.gone.add("open-7")
+    assert await rec.sweep("shop", MIN_AGE) == 1
+    assert (kube.gets, kube.lists) == (1, 1) and released == ["open-7"]
+
+
+@pytest.mark.parametrize("gap", ["listed", "watch stopped", "watch started"])
+async def test_after_a_listing_or_without_a_watch_every_row_is_compared_again(
+    gap: str, released: list[str]
+) -> None:
+    """Deleted in a watch gap: a re-list sends no DELETED, so the cache still holds it."""
+    rows = [open_row(n) for n in range(500)]
+    rec = reconciler(rows, cached=1_000)
+    rec.enqueue = lambda key, delay=0.0: None  # type: ignore[method-assign]
+    kube: Kube = rec.deps.kube  # type: ignore[assignment]
+    await rec.sweep("shop", MIN_AGE)
+    kube.gone.add("open-3")
+    if gap == "listed":  # kopf's events of a (re-)listing have no type
+        rec.observe(None, {"metadata": {"namespace": "shop", "name": "open-9", "uid": "open-9"}})
+    elif gap == "watch stopped":
+        rec.watch_stopped()
+    else:
+        rec.watch_started()
+    assert await rec.sweep("shop", MIN_AGE) == 1
+    assert kube.lists == 2 and released == ["open-3"]
+    assert ("shop", "open-3") not in rec.cache
+    if gap != "watch stopped":  # compared since: the watch is trusted again
+        assert await rec.sweep("shop", MIN_AGE) == 0 and kube.lists == 2
+
+
+async def test_a_comparison_that_fails_is_made_again_by_the_next_sweep() -> None:
+    rows = [open_row(n) for n in range(500)]
+    rec = reconciler(rows, cached=1_000)
+    kube: Kube = rec.deps.kube  # type: ignore[assignment]
+    kube.down = True
+    with pytest.raises(ConnectionError):
+        await rec.sweep("shop", MIN_AGE)
+    kube.down = False
+    assert await rec.sweep("shop", MIN_AGE) == 0
+    assert kube.lists == 2
