@@ -259,9 +259,14 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
     # The journal holds what a payment is checked against before any buyer can pay.
     await deps.readmodel.record_terms(order_id, amounts.as_status(), expires_at, reserved)
     updated = await write_status(deps, body, status)
-    record = await deps.readmodel.record_phase(order_id, entered)
+    done: dict[str, bool] = {}
+    try:
+        # Before the phase's journal write, which records them too: one statement.
+        await _announce(deps, updated, record, done)
+    finally:
+        record = await deps.readmodel.record_phase(order_id, entered, announced=done)
     await _announce_transitions(deps, updated, entered)
-    await ensure_announced(deps, updated, record)
+    _remember_if_announced(deps, meta["uid"], record, done)
 
 
 _ENTERED_AWAITING = (
@@ -384,8 +389,21 @@ async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | No
         await deps.readmodel.record_phase(record.order_id, list(_ENTERED_AWAITING))
         metrics.READ_MODEL_LEVELLED.inc()
         log.warning("%s: the journal is brought level with AwaitingPayment", _key(body))
-    # Both announcements are idempotent (message id, job id): one journal write for both.
     done: dict[str, bool] = {}
+    try:
+        await _announce(deps, body, record, done)
+    finally:
+        if done:  # what was done, even if the other failed: one journal write for both
+            await deps.readmodel.mark(record.order_id, **done)
+    _remember_if_announced(deps, meta["uid"], record, done)
+
+
+async def _announce(
+    deps: Deps, body: dict[str, Any], record: Record, done: dict[str, bool]
+) -> None:
+    """Publish `committed` and schedule the expiry job, as far as ``record`` lacks them;
+    each one done is set in ``done``. Both are idempotent (message id, job id)."""
+    meta = body["metadata"]
     if not record.committed_published:
         await deps.announcer.publish(record.order_id, "committed")
         done["committed_published"] = True
@@ -396,12 +414,13 @@ async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | No
                 meta["namespace"], meta["name"], meta["uid"], expires_at
             )
             done["expiry_scheduled"] = True
-    if done:
-        await deps.readmodel.mark(record.order_id, **done)
+
+
+def _remember_if_announced(deps: Deps, uid: str, record: Record, done: dict[str, bool]) -> None:
     if (record.committed_published or "committed_published" in done) and (
         record.expiry_scheduled or "expiry_scheduled" in done
     ):
-        deps.readmodel.remember_announced(meta["uid"])
+        deps.readmodel.remember_announced(uid)
 
 
 async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> None:
