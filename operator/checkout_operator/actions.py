@@ -143,11 +143,13 @@ async def reconcile(deps: Deps, body: dict[str, Any]) -> dt.datetime | None:
             case Action.DELETE:
                 # Never before the ending is journaled and announced: the resource is
                 # the last place that knows it otherwise.
-                await ensure_final_event(deps, body)
-                if not await _ending_journaled(deps, body):
+                done = await ensure_final_event(deps, body)
+                if not done and not await _ending_journaled(deps, body):
                     raise Retry("its ending is not journaled and announced yet")
                 if await deps.kube.delete(body):
                     await deps.readmodel.mark_deleted(body["metadata"]["name"])
+                    # Its DELETED event then has nothing to release or archive.
+                    deps.readmodel.remember_archived(body["metadata"]["uid"])
                     log.info("deleted %s after its TTL", _key(body))
     finally:
         metrics.STEP_SECONDS.labels(step.action.value).observe(time.perf_counter() - began)
@@ -423,27 +425,29 @@ def _remember_if_announced(deps: Deps, uid: str, record: Record, done: dict[str,
         deps.readmodel.remember_announced(uid)
 
 
-async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> None:
+async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> bool:
     """Terminal: the journal records the ending and the product side has been told
-    (settled / expired / cancelled), once."""
+    (settled / expired / cancelled), once. True when that is known done; else a caller
+    that must be sure reads the journal again (the TTL delete reads it once, not twice)."""
     phase = Phase(body["status"]["phase"])
     if deps.readmodel.ending_known_done(body["metadata"]["uid"], phase):
-        return  # the start's one read of the journal showed it (a restart sees thousands)
+        return True  # the start's one read of the journal showed it (a restart: thousands)
     record = await _own_record(deps, body)
     if record is None or record.ending_done(phase):
-        return
+        return True
     if phase is Phase.SETTLED and record.paid_order_id is None:
         # Settled, but not by this operator's verified write (edited by hand, or a
         # crash between the journal and the status write): ask Midtrans.
         await _settled_without_journal(deps, body, record)
-        return
+        return False
     if record.finished_at is None:
         reason = await _level(deps, body, record, phase)
         await _publish_final(deps, record, phase)
         # Its writer did not announce it (the listener settling, a crash in between).
         await _announce_transitions(deps, body, [(phase, reason)])
-        return
+        return True
     await _publish_final(deps, record, phase)
+    return True
 
 
 async def _level(

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 FETCH = 32  # notifications asked for at a time
-MAX_IN_HAND = 256  # notifications taken and not yet acknowledged (ack_wait bounds their age)
+MAX_IN_HAND = 256  # notifications taken, waiting or processed, not yet acknowledged
 LOOK_AFTER = 1.0  # seconds a notification is on the stream before it is looked at
 
 
@@ -69,6 +69,7 @@ class PaymentInbox:
     ) -> None:
         self.reconciler = reconciler
         self.look_after = look_after
+        self._processing = asyncio.Semaphore(FETCH)
         self._js = js
         self._topology = topology
         self._name = name
@@ -121,25 +122,27 @@ class PaymentInbox:
                     in_hand.add(task)
                     task.add_done_callback(_settled_in(in_hand))
         finally:
-            # Stopping: what is in hand finishes (a wait is at most look_after); what
-            # does not is redelivered, after its ack_wait, to whoever leads next.
-            if in_hand:
-                _, late = await asyncio.wait(in_hand, timeout=self.look_after + 5.0)
-                for task in late:
-                    task.cancel()
+            # Stopping, or no longer leading: nothing more is acted on here. What is in
+            # hand is not acknowledged: JetStream redelivers it, after its ack_wait, to
+            # whoever leads next (as after a crash, which every step is made to survive).
+            for task in in_hand:
+                task.cancel()
+            await asyncio.gather(*in_hand, return_exceptions=True)
 
     async def _in_time(self, msg: Msg) -> None:
         """Process ``msg`` once it has been on the stream for ``look_after`` seconds.
 
         The listener records a notification after it wrote the Checkout Settled itself;
-        by then the reconciler has journaled and announced that ending, so the
+        by then the reconciler has usually journaled and announced that ending, so the
         notification is acknowledged from memory (``ReadModel.sold_by``) with no journal
-        read and no redelivery.
+        read and no redelivery. At most ``FETCH`` are processed at once (a backlog after
+        an outage is all old enough at once: the journal's pool is shared).
         """
         age = (dt.datetime.now(dt.UTC) - msg.metadata.timestamp).total_seconds()
         # A clock behind the server's (a negative age) waits no longer than look_after.
         await asyncio.sleep(min(self.look_after, max(0.0, self.look_after - age)))
-        await self.process(msg)
+        async with self._processing:
+            await self.process(msg)
 
     async def process(self, msg: Msg) -> None:
         try:

@@ -81,6 +81,7 @@ _COLUMNS = ", ".join(Record.__dataclass_fields__)
 _DONE_SETTLED, _DONE_OTHER = 1, 2  # read_endings: done if the resource is (not) Settled
 # Sales remembered for the payment inbox: notifications follow a sale by about a second,
 # so this covers minutes of sales at any rate the operator reaches (~100 bytes each).
+# The same bound holds the TTL deletes awaiting their DELETED event (milliseconds each).
 SOLD_REMEMBERED = 4096
 
 
@@ -134,6 +135,9 @@ class ReadModel:
         # uids of AwaitingPayment checkouts whose `committed` and expiry job this process
         # saw journaled (the reconciler's later looks at them need no read)
         self._announced: set[str] = set()
+        # uids of ended checkouts this process deleted (TTL) and archived, until their
+        # DELETED event (bounded: a watch gap may never bring it)
+        self._archived: OrderedDict[str, None] = OrderedDict()
 
     async def register(
         self,
@@ -516,7 +520,8 @@ class ReadModel:
         return bool(bits & (_DONE_SETTLED if phase is Phase.SETTLED else _DONE_OTHER))
 
     def remember_sold(self, order_id: str, midtrans_order: str) -> None:
-        """The checkout's ending is journaled Settled by ``midtrans_order`` and announced.
+        """The checkout ended Settled, its journal holds ``midtrans_order`` as the payment
+        it was sold by, and its final event is announced.
 
         Safe to trust later: a terminal phase never changes, nor the payment it was
         settled by. Only the latest ``SOLD_REMEMBERED`` are kept; older ones are read.
@@ -529,6 +534,20 @@ class ReadModel:
     def sold_by(self, order_id: str) -> str | None:
         """The Midtrans order :meth:`remember_sold` recorded for the checkout, if any."""
         return self._sold.get(order_id)
+
+    def remember_archived(self, uid: str) -> None:
+        """The ended checkout's ending is journaled and announced, and this process deleted
+        it and marked it deleted: its DELETED event needs no journal read."""
+        self._archived[uid] = None
+        while len(self._archived) > SOLD_REMEMBERED:
+            self._archived.popitem(last=False)
+
+    def archived_by_us(self, uid: str) -> bool:
+        """Whether :meth:`remember_archived` holds ``uid`` (asked once: then forgotten)."""
+        if uid not in self._archived:
+            return False
+        del self._archived[uid]
+        return True
 
     def remember_announced(self, uid: str) -> None:
         """The AwaitingPayment checkout's journal says Awaiting, committed published and

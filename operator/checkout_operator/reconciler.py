@@ -43,6 +43,10 @@ SWEEP_GETS_UP_TO = 100
 LIST_COSTS_PER_GET = 25
 # The sweep looks at a row that ended only once its TTL delete is this much overdue.
 SWEEP_TTL_GRACE = dt.timedelta(minutes=5)
+# Between listings every this many sweeps compares every row anyway: a backstop for what
+# the watch cannot tell (a re-list that found nothing, so no event says it happened; a
+# deleted checkout put back in the cache by a step that read it before its DELETED).
+COMPARE_ALL_EVERY = 10
 
 
 def awaiting_payment(body: dict[str, Any] | None) -> bool:
@@ -72,13 +76,15 @@ class Reconciler:
         self._wakeups: Wakeups[Key] = Wakeups(self.enqueue)
         self._failures: dict[Key, int] = {}
         self._background: set[asyncio.Task[None]] = set()
-        # Whether the cache can be trusted to have lost every deleted checkout: only
-        # while one watch has run unbroken since the sweep last compared every row with
-        # the apiserver. A listing (kopf's start or re-list after a gap: events of type
-        # None) or a stopped watch bumps ``_listings``; a full sweep records what it saw.
+        # Whether the cache can be trusted to have lost every deleted checkout: while one
+        # watch has run unbroken since the sweep last compared every row with the
+        # apiserver (and, as a backstop, for COMPARE_ALL_EVERY sweeps at most). A listing
+        # (kopf's start or re-list after a gap: events of type None) or a stopped watch
+        # bumps ``_listings``; a full sweep records what it saw.
         self._listings = 1
         self._compared = 0
         self._watch_stopped = False
+        self._sweeps_since_compared = 0
 
     # --- input -------------------------------------------------------------------
 
@@ -217,6 +223,14 @@ class Reconciler:
                 await self._refresh(key)
                 self._backoff(key)
                 return
+            finally:
+                # The step may have remembered it announced after the watch said it moved
+                # on (ended, or deleted) while the step awaited: forget it again.
+                uid = body["metadata"]["uid"]
+                current = self.cache.get(key)
+                moved_on = current is None or current["metadata"]["uid"] != uid
+                if moved_on or not awaiting_payment(current):
+                    self.deps.readmodel.forget_announced(uid)
             self._failures.pop(key, None)
             if at is not None:
                 delay = (at - self.deps.clock()).total_seconds()
@@ -256,10 +270,12 @@ class Reconciler:
         self.enqueue(key, delay)
 
     async def _deleted(self, key: Key, uid: str, last: dict[str, Any] | None = None) -> None:
-        async with self._locks(key):
-            record = await self.deps.readmodel.get(key[1])
-            if record is not None and record.uid == uid:
-                await release_deleted(self.deps, record, last)
+        async with self._locks(key):  # after the step that may be deleting it
+            # Its own TTL delete announced the ending and marked the row: nothing to do.
+            if not self.deps.readmodel.archived_by_us(uid):
+                record = await self.deps.readmodel.get(key[1])
+                if record is not None and record.uid == uid:
+                    await release_deleted(self.deps, record, last)
         self._failures.pop(key, None)
 
     async def sweep(self, namespace: str | None, min_age: dt.timedelta) -> int:
@@ -267,9 +283,9 @@ class Reconciler:
         in a watch gap (cached but gone).
 
         Every row is compared with the apiserver once after each listing (the start's,
-        and kopf's re-list after a gap) and while no watch runs; between listings the
-        watch's DELETED events are the truth, and only rows whose checkout left the
-        cache are read.
+        and kopf's re-list after a gap), while no watch runs, and every
+        ``COMPARE_ALL_EVERY``-th sweep; the other sweeps trust the watch's DELETED
+        events and read only the rows whose checkout left the cache.
 
         Only journal rows that may still matter are compared: open ones (they may hold
         stock) and ended ones whose TTL delete is overdue (the archive's ``deleted_at``;
@@ -280,15 +296,22 @@ class Reconciler:
         now = self.deps.clock()
         ttl = self.deps.settings.ttl_after_finished
         listings = self._listings
-        compare_all = self._watch_stopped or listings != self._compared
+        compare_all = (
+            self._watch_stopped
+            or listings != self._compared
+            or self._sweeps_since_compared + 1 >= COMPARE_ALL_EVERY
+        )
         # The journal first: a row is registered only after its resource was seen, so
         # every row's resource, if it still exists, is found by a read after it.
         records = await self.deps.readmodel.undeleted(
             namespace or None, ended_before=None if ttl is None else now - ttl - SWEEP_TTL_GRACE
         )
-        # The young are looked at by a later sweep: none of them is released yet, and
-        # under load they are most of the open rows (reading them made this a LIST).
-        records = [r for r in records if now - r.created_at >= min_age]
+        # The young are looked at by a later sweep: under load they are most of the open
+        # rows (reading them made this a LIST). Not those the cache holds when every row
+        # is compared: a later sweep trusts the cache, which may hold one deleted unseen.
+        records = [
+            r for r in records if now - r.created_at >= min_age or (compare_all and self._holds(r))
+        ]
         if not compare_all:
             # The watch has run unbroken since every row was compared: a checkout it
             # still holds exists, so only the rows whose checkout it lost are read (a
@@ -317,6 +340,9 @@ class Reconciler:
             released += 1
         if compare_all:
             self._compared = listings
+            self._sweeps_since_compared = 0
+        else:
+            self._sweeps_since_compared += 1
         return released
 
     def _holds(self, record: Record) -> bool:

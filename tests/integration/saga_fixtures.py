@@ -230,6 +230,18 @@ class SagaEnv:
         )
         return name if check else result
 
+    def request_cancel(self, name: str) -> None:
+        """Ask for the checkout's cancel as a user does: ``spec.cancelRequested`` by kubectl."""
+        self.platform.kubectl(
+            "patch",
+            "checkout",
+            name,
+            "--type=merge",
+            "-p",
+            '{"spec": {"cancelRequested": true}}',
+            namespace=self.namespace,
+        )
+
     async def get(self, name: str) -> dict[str, Any] | None:
         return await self.kube.get(self.namespace, name)
 

@@ -43,15 +43,7 @@ async def test_an_ending_turns_what_held_before_it_false(saga: SagaEnv) -> None:
     name = await saga.create(items=[(product, 10_000, 1)], paymentTTLSeconds=600)
     before = await saga.wait_phase(name, "AwaitingPayment")
     assert condition(before, "StockReserved")["status"] == "True"  # type: ignore[index]
-    saga.platform.kubectl(
-        "patch",
-        "checkout",
-        name,
-        "--type=merge",
-        "-p",
-        '{"spec": {"cancelRequested": true}}',
-        namespace=saga.namespace,
-    )
+    saga.request_cancel(name)
     body = await saga.wait_phase(name, "Cancelled")
     for type_ in ("Ready", "StockReserved", "PaymentReady"):
         cond = condition(body, type_)

@@ -221,15 +221,7 @@ async def test_cancel_request_cancels_at_midtrans_and_restores_stock(saga: SagaE
     name = await saga.create(items=[(p, 10_000, 2)])
     await saga.wait_phase(name, "AwaitingPayment")
     await saga.sandbox(name, "choose", payment_type="bank_transfer")
-    saga.platform.kubectl(
-        "patch",
-        "checkout",
-        name,
-        "--type=merge",
-        "-p",
-        '{"spec": {"cancelRequested": true}}',
-        namespace=saga.namespace,
-    )
+    saga.request_cancel(name)
     body = await saga.wait_phase(name, "Cancelled")
     assert body["status"]["failure"]["reason"] == "CancelRequested"
     await wait_stock(saga, p, (4, 0))

@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
+
+from checkout_operator import reconciler as reconciler_module
 from checkout_operator.actions import ensure_announced
 from checkout_operator.readmodel import ReadModel, Record
 from checkout_operator.reconciler import Reconciler
@@ -96,3 +99,25 @@ async def test_a_checkout_without_its_expiry_job_is_read_each_time() -> None:
     await ensure_announced(deps, body)  # type: ignore[arg-type]
     await ensure_announced(deps, body)  # type: ignore[arg-type]
     assert journal.reads == 2
+
+
+async def test_a_step_that_remembers_after_the_checkout_moved_on_is_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch says the checkout ended while a step awaits; the step then remembers it
+    announced. Nothing may keep that uid (it would stay until the process ends)."""
+    journal = Journal(record("co-1", phase="AwaitingPayment", finished_at=None))
+    deps = Deps(journal)
+    reconciler = Reconciler(deps)  # type: ignore[arg-type]
+    reconciler.enqueue = lambda key, delay=0.0: None  # type: ignore[method-assign]
+    awaiting = checkout("AwaitingPayment", 2)
+    awaiting["status"]["payment"] = {"snapToken": "t"}
+
+    async def step(deps: Any, body: dict[str, Any]) -> None:
+        reconciler.observe("MODIFIED", checkout("Settled", 3))  # meanwhile, the watch
+        journal.remember_announced("co-1")
+
+    monkeypatch.setattr(reconciler_module, "reconcile", step)
+    reconciler.observe("ADDED", awaiting)
+    await reconciler._process(("shop", "co-1"))
+    assert not journal.announced_known("co-1")

@@ -7,19 +7,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from checkout_operator.readmodel import ReadModel
 from checkout_operator.reconciler import Reconciler
 
 
-class Journal:
-    async def get(self, order_id: str) -> None:
-        return None  # nothing journaled: a deletion releases nothing
+class Journal(ReadModel):
+    """The read model's memory; a journal that holds nothing (a deletion releases nothing)."""
 
-    def forget_announced(self, uid: str) -> None:
-        pass
+    async def get(self, order_id: str) -> None:
+        return None
 
 
 class Deps:
-    readmodel = Journal()
+    readmodel = Journal(None)
 
 
 def checkout(name: str, version: int, phase: str, snap: str | None = "t") -> dict[str, Any]:

@@ -11,7 +11,9 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from checkout_operator.inbox import PaymentInbox
+import pytest
+
+from checkout_operator.inbox import FETCH, PaymentInbox
 from checkout_operator.readmodel import SOLD_REMEMBERED, ReadModel, Record
 
 
@@ -136,3 +138,46 @@ async def test_the_sales_remembered_are_the_latest_few_thousand() -> None:
         journal.remember_sold(f"co-{n}", f"co-{n}")
     assert journal.sold_by("co-9") is None and journal.sold_by("co-10") == "co-10"
     assert journal.sold_by(f"co-{SOLD_REMEMBERED + 9}") == f"co-{SOLD_REMEMBERED + 9}"
+
+
+class SlowJournal(CountingJournal):
+    """A journal read that takes a while; records how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.most = 0
+
+    async def get(self, order_id: str) -> Record | None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.02)
+        self.running -= 1
+        return await super().get(order_id)
+
+
+async def test_a_backlog_is_processed_a_batch_at_a_time() -> None:
+    """After an outage every notification is old enough at once: the journal's pool
+    (shared with the reconciler) sees at most FETCH of them together."""
+    journal = SlowJournal()
+    recorded = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    messages = [Message(f"co-{n}", recorded) for n in range(200)]
+    await run_until_done(inbox_for(journal, messages, look_after=1.0), messages, within=10)
+    assert len(journal.reads) == 200 and journal.most <= FETCH
+
+
+async def test_an_inbox_that_stops_leading_acts_on_nothing_it_holds() -> None:
+    """Lease lost: what is in hand is neither processed nor acknowledged (JetStream
+    redelivers it to whoever leads next)."""
+    journal = CountingJournal()
+    messages = [Message(f"co-{n}", dt.datetime.now(dt.UTC)) for n in range(50)]
+    inbox = inbox_for(journal, messages, look_after=3.0)
+    task = asyncio.create_task(inbox.run(asyncio.Event()))
+    sub: Subscription = inbox._sub  # type: ignore[assignment]
+    while sub.waiting:  # noqa: ASYNC110 (plain state)
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)
+    assert journal.reads == [] and not any(m.outcome for m in messages)

@@ -104,11 +104,20 @@ async def test_gets_while_they_cost_less_than_a_list(
 
 
 async def test_rows_younger_than_the_minimum_age_are_left_for_a_later_sweep() -> None:
+    """Rows the watch has not shown yet: under load, most of the open rows."""
     young = [open_row(n, created_at=NOW - dt.timedelta(seconds=5)) for n in range(500)]
     rec = reconciler([*young, open_row(1_000)], cached=600)
+    for row in young:
+        rec.cache.pop((row.namespace, row.name))
     assert await rec.sweep("shop", MIN_AGE) == 0
     kube = rec.deps.kube
     assert (kube.gets, kube.lists) == (1, 0)  # type: ignore[attr-defined]
+
+
+def five_hundred_open() -> tuple[Reconciler, Kube]:
+    """500 open rows, all cached, in a namespace of 1,000 Checkouts: a comparison LISTs."""
+    rec = reconciler([open_row(n) for n in range(500)], cached=1_000)
+    return rec, rec.deps.kube  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -126,9 +135,7 @@ def released(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 async def test_between_listings_only_rows_whose_checkout_left_the_cache_are_read(
     released: list[str],
 ) -> None:
-    rows = [open_row(n) for n in range(500)]
-    rec = reconciler(rows, cached=1_000)
-    kube: Kube = rec.deps.kube  # type: ignore[assignment]
+    rec, kube = five_hundred_open()
     assert await rec.sweep("shop", MIN_AGE) == 0  # after the start's listing: all compared
     assert (kube.gets, kube.lists) == (0, 1)
     assert await rec.sweep("shop", MIN_AGE) == 0  # the watch holds every row's checkout
@@ -165,12 +172,38 @@ async def test_after_a_listing_or_without_a_watch_every_row_is_compared_again(
 
 
 async def test_a_comparison_that_fails_is_made_again_by_the_next_sweep() -> None:
-    rows = [open_row(n) for n in range(500)]
-    rec = reconciler(rows, cached=1_000)
-    kube: Kube = rec.deps.kube  # type: ignore[assignment]
+    rec, kube = five_hundred_open()
     kube.down = True
     with pytest.raises(ConnectionError):
         await rec.sweep("shop", MIN_AGE)
     kube.down = False
     assert await rec.sweep("shop", MIN_AGE) == 0
     assert kube.lists == 2
+
+
+async def test_a_young_checkout_deleted_in_a_watch_gap_is_released_by_the_comparison(
+    released: list[str],
+) -> None:
+    """The comparison after a listing reads the young rows the cache holds too: the sweeps
+    after it trust the cache, which still holds one deleted in the gap."""
+    young = open_row(1, created_at=NOW - dt.timedelta(seconds=5))
+    rec = reconciler([young, *(open_row(n) for n in range(2, 10))], cached=100)
+    await rec.sweep("shop", MIN_AGE)
+    rec.deps.kube.gone.add("open-1")  # type: ignore[attr-defined]
+    rec.watch_started()  # the gap ends: kopf lists again (and sends no DELETED)
+    assert await rec.sweep("shop", MIN_AGE) == 1
+    assert released == ["open-1"]
+
+
+async def test_every_tenth_sweep_compares_every_row_whatever_the_watch_says(
+    released: list[str],
+) -> None:
+    """A backstop: a re-list that found nothing sends no event at all."""
+    rec, kube = five_hundred_open()
+    await rec.sweep("shop", MIN_AGE)
+    kube.gone.add("open-5")  # deleted unseen, still cached
+    for _ in range(module.COMPARE_ALL_EVERY - 1):  # the first compared; 9 trust the watch
+        assert await rec.sweep("shop", MIN_AGE) == 0
+    assert kube.lists == 1
+    assert await rec.sweep("shop", MIN_AGE) == 1
+    assert kube.lists == 2 and released == ["open-5"]
