@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import random
 import sys
@@ -70,7 +71,11 @@ class Reconciler:
         # the cache changes: the poller reads these instead of every cached checkout.
         self.awaiting: set[Key] = set()
         self._workers = workers
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        # Live checkouts before ended ones (priority 0, then 1), each in arrival order: a
+        # restart lists every ended checkout and finds thousands of TTL deletes due, and
+        # a new checkout's start step must not wait behind them.
+        self._queue: asyncio.PriorityQueue[tuple[int, int, Key]] = asyncio.PriorityQueue()
+        self._arrivals = itertools.count()
         self._queued: set[Key] = set()
         self._locks: KeyedLocks[Key] = KeyedLocks()
         self._wakeups: Wakeups[Key] = Wakeups(self.enqueue)
@@ -130,7 +135,9 @@ class Reconciler:
         self._wakeups.cancel(key)
         if key not in self._queued:
             self._queued.add(key)
-            self._queue.put_nowait(key)
+            status = (self.cache.get(key) or {}).get("status") or {}
+            later = int(status.get("phase") in ENDED_PHASES)
+            self._queue.put_nowait((later, next(self._arrivals), key))
 
     async def exclusive(
         self,
@@ -201,7 +208,7 @@ class Reconciler:
 
     async def _worker(self) -> None:
         while True:
-            key = await self._queue.get()
+            _, _, key = await self._queue.get()
             self._queued.discard(key)
             try:
                 with about_order(key[1]):  # the Checkout's name is its order id

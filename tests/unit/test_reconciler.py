@@ -320,3 +320,25 @@ async def test_the_phase_gauge_follows_each_change_at_once(monkeypatch: pytest.M
     assert (gauge("GaugeA"), gauge("GaugeB")) == (0, 1)
     assert rec.phases() == {"GaugeB": 1}
     await asyncio.sleep(0)  # let the deletion's background task run
+
+
+async def test_a_new_checkout_is_looked_at_before_a_backlog_of_ended_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restart lists every ended checkout and finds thousands of TTL deletes due (a
+    minute of work): a checkout created meanwhile starts first, not behind them."""
+    seen: list[str] = []
+
+    async def step(deps: Any, b: dict[str, Any]) -> None:
+        seen.append(b["metadata"]["name"])
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(module, "reconcile", step)
+    rec = Reconciler(FakeDeps(), workers=1)  # type: ignore[arg-type]
+    for n in range(200):  # the listing: ended ones, uid and name their own
+        rec.observe(None, body(f"ended-{n}", 1, uid=f"e{n}") | {"status": {"phase": "Settled"}})
+    rec.observe("ADDED", body("new", 1, uid="n1"))
+    rec.observe("ADDED", body("paying", 1, uid="p1") | {"status": {"phase": "AwaitingPayment"}})
+    await run_until(lambda: len(seen) == 202, rec)
+    assert seen[:2] == ["new", "paying"]
+    assert seen[2:] == [f"ended-{n}" for n in range(200)]  # then in arrival order
