@@ -261,14 +261,11 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
     # The journal holds what a payment is checked against before any buyer can pay.
     await deps.readmodel.record_terms(order_id, amounts.as_status(), expires_at, reserved)
     updated = await write_status(deps, body, status)
-    done: dict[str, bool] = {}
-    try:
-        # Before the phase's journal write, which records them too: one statement.
-        await _announce(deps, updated, record, done)
-    finally:
-        record = await deps.readmodel.record_phase(order_id, entered, announced=done)
+    # The journal's phase right after the status write: the API answers the POST as soon
+    # as it sees the payment link, and what it then lists (the read model) says so.
+    record = await deps.readmodel.record_phase(order_id, entered)
     await _announce_transitions(deps, updated, entered)
-    _remember_if_announced(deps, meta["uid"], record, done)
+    await ensure_announced(deps, updated, record)
 
 
 _ENTERED_AWAITING = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,18 +339,13 @@ class ReadModel:
         failure: tuple[str, str] | None = None,
         deleted: bool = False,
         paid: tuple[str, int] | None = None,
-        announced: Mapping[str, bool] | None = None,
     ) -> Record:
         """Record phase changes (and what came with them) and append them to the history,
         in one statement; the journal as it is then.
 
         ``paid``: the verified payment (Midtrans order, amount) the checkout settled by,
-        journaled with the ending (see :meth:`mark_paid`). ``announced``: the
-        ``committed_published`` / ``expiry_scheduled`` flags set in the same statement.
+        journaled with the ending (see :meth:`mark_paid`).
         """
-        announced = announced or {}
-        if set(announced) - {"committed_published", "expiry_scheduled"}:
-            raise ValueError(f"unknown announcements {sorted(announced)}")
         final = phases[-1][0]
         payment = payment or {}
         paid_order, paid_amount = paid or (None, None)
@@ -366,9 +361,7 @@ class ReadModel:
             " ELSE finished_at END,"
             " deleted_at = CASE WHEN $10 THEN COALESCE(deleted_at, now()) ELSE deleted_at END,"
             " paid_order_id = COALESCE($11, paid_order_id),"
-            " paid_amount = CASE WHEN $11::text IS NULL THEN paid_amount ELSE $12 END,"
-            " committed_published = committed_published OR $15,"
-            " expiry_scheduled = expiry_scheduled OR $16"
+            " paid_amount = CASE WHEN $11::text IS NULL THEN paid_amount ELSE $12 END"
             f" WHERE order_id = $1 RETURNING {_COLUMNS}),"
             " history AS (INSERT INTO checkout_history (order_id, phase, reason)"
             " SELECT $1, h.phase, h.reason"
@@ -389,8 +382,6 @@ class ReadModel:
             paid_amount,
             [phase.value for phase, _ in phases],
             [reason for _, reason in phases],
-            bool(announced.get("committed_published")),
-            bool(announced.get("expiry_scheduled")),
         )
         if row is None:
             raise LookupError(f"no checkout {order_id} in the journal")

@@ -1,6 +1,5 @@
-"""The start step's journal writes (issue 12, session 11): `committed` and the expiry job
-are journaled by the same statement as the AwaitingPayment phase, not by one of their own;
-when one of them fails, the other is still journaled and the failed one is done later.
+"""The start step's announcements (issue 12, session 11): when one of `committed` and the
+expiry job fails, the other is still journaled and the failed one is done later.
 
 Real apiserver, Postgres, NATS, Redis, User and Product services, Midtrans sandbox.
 """
@@ -12,27 +11,6 @@ from typing import Any
 from tests.integration.saga_fixtures import SagaEnv
 from tests.integration.test_nothing_lost import journal_reaches
 from tests.integration.test_saga_operator import product
-
-
-async def test_the_announcements_are_journaled_with_the_phase(saga: SagaEnv) -> None:
-    operator = await saga.start_operator()
-    marks: list[dict[str, Any]] = []
-    mark = operator.deps.readmodel.mark
-
-    async def counted(order_id: str, **flags: Any) -> None:
-        marks.append(flags)
-        await mark(order_id, **flags)
-
-    operator.deps.readmodel.mark = counted  # type: ignore[method-assign]
-    p = await product(saga, stock=2)
-    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
-    await saga.wait_phase(name, "AwaitingPayment")
-    record = await journal_reaches(
-        saga, name, lambda r: r.committed_published and r.expiry_scheduled
-    )
-    assert record.phase == "AwaitingPayment"
-    assert [m for m in marks if "committed_published" in m or "expiry_scheduled" in m] == []
-    assert operator.deps.readmodel.announced_known(record.uid)
 
 
 async def test_an_expiry_job_that_fails_leaves_committed_journaled_and_is_scheduled_later(
