@@ -388,38 +388,27 @@ async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | No
         await deps.readmodel.record_phase(record.order_id, list(_ENTERED_AWAITING))
         metrics.READ_MODEL_LEVELLED.inc()
         log.warning("%s: the journal is brought level with AwaitingPayment", _key(body))
+    # Each of the two, as far as the journal lacks it (both idempotent: message id, job
+    # id); what was done is journaled even if the other failed, in one write for both.
     done: dict[str, bool] = {}
     try:
-        await _announce(deps, body, record, done)
+        if not record.committed_published:
+            await deps.announcer.publish(record.order_id, "committed")
+            done["committed_published"] = True
+        if not record.expiry_scheduled:
+            expires_at = View.of(body).expires_at
+            if expires_at is not None:
+                await deps.announcer.schedule_expiry(
+                    meta["namespace"], meta["name"], meta["uid"], expires_at
+                )
+                done["expiry_scheduled"] = True
     finally:
-        if done:  # what was done, even if the other failed: one journal write for both
+        if done:
             await deps.readmodel.mark(record.order_id, **done)
-    _remember_if_announced(deps, meta["uid"], record, done)
-
-
-async def _announce(
-    deps: Deps, body: dict[str, Any], record: Record, done: dict[str, bool]
-) -> None:
-    """Publish `committed` and schedule the expiry job, as far as ``record`` lacks them;
-    each one done is set in ``done``. Both are idempotent (message id, job id)."""
-    meta = body["metadata"]
-    if not record.committed_published:
-        await deps.announcer.publish(record.order_id, "committed")
-        done["committed_published"] = True
-    if not record.expiry_scheduled:
-        expires_at = View.of(body).expires_at
-        if expires_at is not None:
-            await deps.announcer.schedule_expiry(
-                meta["namespace"], meta["name"], meta["uid"], expires_at
-            )
-            done["expiry_scheduled"] = True
-
-
-def _remember_if_announced(deps: Deps, uid: str, record: Record, done: dict[str, bool]) -> None:
     if (record.committed_published or "committed_published" in done) and (
         record.expiry_scheduled or "expiry_scheduled" in done
     ):
-        deps.readmodel.remember_announced(uid)
+        deps.readmodel.remember_announced(meta["uid"])
 
 
 async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> bool:

@@ -82,7 +82,7 @@ _DONE_SETTLED, _DONE_OTHER = 1, 2  # read_endings: done if the resource is (not)
 # Sales remembered for the payment inbox: notifications follow a sale by about a second,
 # so this covers minutes of sales at any rate the operator reaches (~100 bytes each).
 # The same bound holds the TTL deletes awaiting their DELETED event (milliseconds each).
-SOLD_REMEMBERED = 4096
+REMEMBERED_UP_TO = 4096
 
 
 @dataclass(frozen=True)
@@ -515,11 +515,11 @@ class ReadModel:
         it was sold by, and its final event is announced.
 
         Safe to trust later: a terminal phase never changes, nor the payment it was
-        settled by. Only the latest ``SOLD_REMEMBERED`` are kept; older ones are read.
+        settled by. Only the latest ``REMEMBERED_UP_TO`` are kept; older ones are read.
         """
         self._sold[order_id] = midtrans_order
         self._sold.move_to_end(order_id)
-        while len(self._sold) > SOLD_REMEMBERED:
+        while len(self._sold) > REMEMBERED_UP_TO:
             self._sold.popitem(last=False)
 
     def sold_by(self, order_id: str) -> str | None:
@@ -530,7 +530,7 @@ class ReadModel:
         """The ended checkout's ending is journaled and announced, and this process deleted
         it and marked it deleted: its DELETED event needs no journal read."""
         self._archived[uid] = None
-        while len(self._archived) > SOLD_REMEMBERED:
+        while len(self._archived) > REMEMBERED_UP_TO:
             self._archived.popitem(last=False)
 
     def archived_by_us(self, uid: str) -> bool:

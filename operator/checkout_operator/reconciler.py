@@ -17,6 +17,7 @@ import itertools
 import logging
 import random
 import sys
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,6 +49,16 @@ SWEEP_TTL_GRACE = dt.timedelta(minutes=5)
 # the watch cannot tell (a re-list that found nothing, so no event says it happened; a
 # deleted checkout put back in the cache by a step that read it before its DELETED).
 COMPARE_ALL_EVERY = 10
+# Deleted checkouts remembered so that a body read before the deletion (a step's answer, a
+# GET that raced the DELETED event) cannot put one back in the cache: a step awaits for
+# seconds at most, and this covers ~15 s of a TTL-delete burst at ~300/s (~100 bytes each).
+GONE_REMEMBERED = 4096
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds before the next try after ``failures`` in a row: 0.2 s doubling to a
+    minute, jittered so that a crowd of retries spreads out."""
+    return min(MAX_BACKOFF, 0.2 * 2.0 ** (failures - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
 
 
 def awaiting_payment(body: dict[str, Any] | None) -> bool:
@@ -81,6 +92,7 @@ class Reconciler:
         self._wakeups: Wakeups[Key] = Wakeups(self.enqueue)
         self._failures: dict[Key, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._gone: OrderedDict[str, None] = OrderedDict()  # uids, newest last
         # Whether the cache can be trusted to have lost every deleted checkout: while one
         # watch has run unbroken since the sweep last compared every row with the
         # apiserver (and, as a backstop, for COMPARE_ALL_EVERY sweeps at most). A listing
@@ -114,9 +126,21 @@ class Reconciler:
         self._uncache(key)
         self._wakeups.cancel(key)
         last = ended(last)
-        task = asyncio.create_task(self._deleted(key, last["metadata"]["uid"], last))
+        self._bury(last["metadata"]["uid"])
+        task = asyncio.create_task(self._release_until_done(key, last["metadata"]["uid"], last))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _bury(self, uid: str) -> None:
+        self._gone[uid] = None
+        self._gone.move_to_end(uid)
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
+
+    async def idle(self) -> None:
+        """Wait until the releases of deleted checkouts under way are done."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def watch_started(self) -> None:
         """A watch starts (with a listing): until the sweep compares, nothing is trusted."""
@@ -258,6 +282,8 @@ class Reconciler:
             self._forget(key, known)
 
     def _remember(self, body: dict[str, Any]) -> None:
+        if body["metadata"]["uid"] in self._gone:
+            return  # read before its deletion, which was seen meanwhile
         key = key_of(body)
         known = self.cache.get(key)
         if known is None or _newer(body, known):
@@ -273,8 +299,27 @@ class Reconciler:
     def _backoff(self, key: Key) -> None:
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        delay = min(MAX_BACKOFF, 0.2 * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
-        self.enqueue(key, delay)
+        self.enqueue(key, backoff_delay(failures))
+
+    async def _release_until_done(self, key: Key, uid: str, last: dict[str, Any]) -> None:
+        """Release a deleted checkout, retrying with backoff while the journal (or what a
+        release tells) is away: the sweep would find it too, but only a minute later, and
+        its stock stays reserved meanwhile."""
+        failures = 0
+        while True:
+            try:
+                await self._deleted(key, uid, last)
+                return
+            except Exception as exc:
+                failures += 1
+                delay = backoff_delay(failures)
+                log.warning(
+                    "%s/%s: release of the deleted checkout failed: %r; again in %.1f s",
+                    *key,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def _deleted(self, key: Key, uid: str, last: dict[str, Any] | None = None) -> None:
         async with self._locks(key):  # after the step that may be deleting it
@@ -343,6 +388,7 @@ class Reconciler:
                 self._wakeups.cancel(key)
             else:
                 last = None
+            self._bury(record.uid)
             await self._deleted(key, record.uid, last)
             released += 1
         if compare_all:

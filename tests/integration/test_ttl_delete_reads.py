@@ -9,6 +9,7 @@ Real apiserver, Postgres, NATS, Redis, User and Product services, Midtrans sandb
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import traceback
 
@@ -55,9 +56,7 @@ async def test_a_ttl_delete_reads_the_journal_once_and_archives_it_once(saga: Sa
 
     await eventually(gone_and_forgotten, within=30)
 
-    async def released() -> bool:  # the DELETED event's background step has run
-        return not operator.reconciler._background
-
-    await eventually(released, within=10)
+    async with asyncio.timeout(10):  # the DELETED event's background step has run
+        await operator.reconciler.idle()
     assert marks == [name]
     assert late_reads == []

@@ -53,7 +53,8 @@ async def test_the_index_holds_exactly_the_cached_checkouts_awaiting_payment_on_
     assert reconciler.awaiting == {("ns", "a")}
     reconciler.observe("DELETED", checkout("a", 3, "AwaitingPayment"))
     assert reconciler.awaiting == set()
-    await asyncio.gather(*reconciler._background)
+    async with asyncio.timeout(5):
+        await reconciler.idle()
     assert reconciler.awaiting == {
         key
         for key, body in reconciler.cache.items()

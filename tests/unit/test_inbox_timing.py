@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from checkout_operator.inbox import FETCH, PaymentInbox
-from checkout_operator.readmodel import SOLD_REMEMBERED, ReadModel, Record
+from checkout_operator.readmodel import REMEMBERED_UP_TO, ReadModel, Record
 
 
 class CountingJournal(ReadModel):
@@ -134,10 +134,10 @@ async def test_notifications_are_looked_at_once_they_are_a_moment_old_each_in_it
 
 async def test_the_sales_remembered_are_the_latest_few_thousand() -> None:
     journal = CountingJournal()
-    for n in range(SOLD_REMEMBERED + 10):
+    for n in range(REMEMBERED_UP_TO + 10):
         journal.remember_sold(f"co-{n}", f"co-{n}")
     assert journal.sold_by("co-9") is None and journal.sold_by("co-10") == "co-10"
-    assert journal.sold_by(f"co-{SOLD_REMEMBERED + 9}") == f"co-{SOLD_REMEMBERED + 9}"
+    assert journal.sold_by(f"co-{REMEMBERED_UP_TO + 9}") == f"co-{REMEMBERED_UP_TO + 9}"
 
 
 class SlowJournal(CountingJournal):

@@ -342,3 +342,66 @@ async def test_a_new_checkout_is_looked_at_before_a_backlog_of_ended_ones(
     await run_until(lambda: len(seen) == 202, rec)
     assert seen[:2] == ["new", "paying"]
     assert seen[2:] == [f"ended-{n}" for n in range(200)]  # then in arrival order
+
+
+async def test_a_step_that_read_a_checkout_before_its_deletion_does_not_bring_it_back() -> None:
+    """The watch's DELETED event arrives while a step awaits: the body the step answers
+    with (written, or read, before the deletion) must not put the checkout back in the
+    cache, where it would stay (polled, counted) until a sweep compared every row."""
+
+    class NoJournal(ReadModel):
+        async def get(self, order_id: str) -> Any:
+            return None
+
+    deps = FakeDeps()
+    deps.readmodel = NoJournal(None)
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+    awaiting = body("a", 4) | {"status": {"phase": "AwaitingPayment"}}
+    rec.observe("ADDED", awaiting)
+    deleted = asyncio.Event()
+
+    async def step(got: dict[str, Any]) -> dict[str, Any]:
+        await deleted.wait()
+        return got | {"metadata": got["metadata"] | {"resourceVersion": "5"}}
+
+    running = asyncio.create_task(rec.exclusive(("ns", "a"), step))
+    await asyncio.sleep(0)
+    rec.observe("DELETED", awaiting)
+    deleted.set()
+    assert await running
+    assert ("ns", "a") not in rec.cache
+    assert rec.phases() == {}
+    rec.observe("ADDED", body("a", 9, uid="u2"))  # the name used again: a new checkout
+    assert rec.cache[("ns", "a")]["metadata"]["uid"] == "u2"
+    async with asyncio.timeout(5):
+        await rec.idle()
+
+
+async def test_the_release_of_a_deleted_checkout_is_retried_while_the_journal_is_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released: list[str] = []
+    failures = [ConnectionError("postgres restarting")] * 3
+
+    class Record:
+        order_id = "a"
+        uid = "u1"
+
+    class FlakyReadModel(ReadModel):
+        async def get(self, order_id: str) -> Any:
+            if failures:
+                raise failures.pop()
+            return Record()
+
+    async def release(deps: Any, record: Any, last: dict[str, Any] | None = None) -> None:
+        released.append(record.order_id)
+
+    monkeypatch.setattr(module, "release_deleted", release)
+    monkeypatch.setattr(module, "backoff_delay", lambda failures: 0.01)
+    deps = FakeDeps()
+    deps.readmodel = FlakyReadModel(None)
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+    rec.observe("DELETED", body("a", 2))
+    async with asyncio.timeout(5):
+        await rec.idle()
+    assert failures == [] and released == ["a"]
