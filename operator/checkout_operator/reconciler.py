@@ -53,6 +53,8 @@ COMPARE_ALL_EVERY = 10
 # GET that raced the DELETED event) cannot put one back in the cache: a step awaits for
 # seconds at most, and this covers ~15 s of a TTL-delete burst at ~300/s (~100 bytes each).
 GONE_REMEMBERED = 4096
+# Seconds a stopping reconciler waits for the releases of deleted checkouts under way.
+STOP_GRACE = 5.0
 
 
 def backoff_delay(failures: int) -> float:
@@ -215,6 +217,12 @@ class Reconciler:
         finally:
             for task in workers:
                 task.cancel()
+            # Releases under way get a moment to finish; one still retrying (the journal
+            # away) is left to the sweep of whoever runs next: its row stays open.
+            if self._background:
+                _, retrying = await asyncio.wait(self._background, timeout=STOP_GRACE)
+                for task in retrying:
+                    task.cancel()
             for task in [*workers, *self._background]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

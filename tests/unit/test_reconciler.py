@@ -405,3 +405,28 @@ async def test_the_release_of_a_deleted_checkout_is_retried_while_the_journal_is
     async with asyncio.timeout(5):
         await rec.idle()
     assert failures == [] and released == ["a"]
+
+
+async def test_a_stop_does_not_wait_for_a_release_that_keeps_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Postgres away at shutdown: the release is left to the next start's sweep."""
+
+    class DownReadModel(ReadModel):
+        async def get(self, order_id: str) -> Any:
+            raise ConnectionError("postgres away")
+
+    monkeypatch.setattr(module, "STOP_GRACE", 0.2)
+    monkeypatch.setattr(module, "backoff_delay", lambda failures: 0.01)
+    deps = FakeDeps()
+    deps.readmodel = DownReadModel(None)
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    running = asyncio.create_task(rec.run(stop))
+    rec.observe("DELETED", body("a", 2))
+    await asyncio.sleep(0.05)
+    stop.set()
+    async with asyncio.timeout(5):
+        await running
+    async with asyncio.timeout(1):
+        await rec.idle()
