@@ -13,13 +13,14 @@ import binascii
 import hmac
 import html
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from midtrans.notification_urls import APPEND_HEADER, OVERRIDE_HEADER
 from midtrans_sandbox.engine import Reply, Sandbox
@@ -41,6 +42,31 @@ def _authorized(request: Request, server_key: str) -> bool:
     except (binascii.Error, UnicodeDecodeError):
         return False
     return hmac.compare_digest(user.encode("utf-8"), server_key.encode("utf-8"))
+
+
+class ServerKeyRequired:
+    """Snap and Core API paths answer 401 without the server key, as at Midtrans.
+
+    Plain ASGI: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) runs each
+    request through a task group and a streamed response, a tenth of the sandbox's CPU.
+    """
+
+    def __init__(self, app: ASGIApp, server_key: str) -> None:
+        self._app = app
+        self._server_key = server_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIXES):
+            request = Request(scope)
+            if not _authorized(request, self._server_key):
+                body = {
+                    "status_code": "401",
+                    "status_message": UNAUTHORIZED_MESSAGE,
+                    "error_messages": [UNAUTHORIZED_MESSAGE],
+                }
+                await JSONResponse(body, status_code=401)(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
 
 
 def _json(reply: Reply) -> JSONResponse:
@@ -86,20 +112,7 @@ def create_app(
     app = FastAPI(title="Midtrans sandbox", lifespan=lifespan, docs_url="/_sandbox/docs")
     app.state.sandbox = sandbox
 
-    @app.middleware("http")
-    async def require_server_key(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.url.path.startswith(PROTECTED_PREFIXES) and not _authorized(
-            request, settings.server_key
-        ):
-            body = {
-                "status_code": "401",
-                "status_message": UNAUTHORIZED_MESSAGE,
-                "error_messages": [UNAUTHORIZED_MESSAGE],
-            }
-            return JSONResponse(body, status_code=401)
-        return await call_next(request)
+    app.add_middleware(ServerKeyRequired, server_key=settings.server_key)
 
     # --- Snap -----------------------------------------------------------------------------
 

@@ -417,8 +417,11 @@ class Sandbox:
             delay = MAX_EXPIRY_SLEEP
             if deadline is not None:
                 delay = min(delay, max(0.0, (deadline - now).total_seconds()))
+            # Not asyncio.wait_for: on 3.11 it drops a cancel that lands as the wake-up
+            # comes, and aclose() then waited for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
 
 
 def _refund_problem(body: Any) -> str | None:

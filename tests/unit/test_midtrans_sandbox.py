@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from midtrans_sandbox import SandboxSettings
+from midtrans_sandbox.engine import Sandbox as SandboxEngine
 from midtrans_sandbox.notifier import RETRY_INTERVALS_MINUTES, max_retries, retry_delay
 from tests.helpers.midtrans_sandbox import (
     BASE_URL,
@@ -736,3 +737,17 @@ async def test_bad_notification_header_is_refused_and_creates_nothing(
     assert created.status_code == 400
     assert "X-Override-Notification" in created.json()["error_messages"][0]
     assert (await sb.http.get("/_sandbox/transactions/order-1")).status_code == 404
+
+
+async def test_closing_right_after_a_create_that_wakes_the_expiry_task_does_not_hang() -> None:
+    """The first order wakes the expiry task; a close in the same tick used to lose its
+    cancel inside asyncio.wait_for (3.11), and the sandbox never finished stopping."""
+    sandbox = SandboxEngine(settings())
+    await sandbox.start()
+    await asyncio.sleep(0)  # the expiry task waits for its wake-up
+    created = await sandbox.create_snap(snap_body(), BASE_URL)
+    assert created.http_status == 201
+    closing = asyncio.create_task(sandbox.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=4)  # the expiry task's sleep is 5 s
+    assert closing in done, "the sandbox did not finish closing"
+    assert asyncio.all_tasks() == {asyncio.current_task()}
