@@ -248,6 +248,11 @@ def decide(event: EventType, current: ReservationStatus | None) -> Decision:
     return Decision(Outcome.REFUSED, current, StockEffect.NONE)
 
 
+def event_moves_stock(event: EventType) -> bool:
+    """Whether ``event``, applied, moves stock (so its reservation's lines are needed)."""
+    return TRANSITIONS[event][2] is not StockEffect.NONE
+
+
 def slugify(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return slug[:100].strip("-") or "product"

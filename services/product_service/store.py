@@ -43,6 +43,7 @@ from .domain import (
     StockEffect,
     check_items,
     decide,
+    event_moves_stock,
     not_found,
     request_fingerprint,
 )
@@ -224,56 +225,70 @@ async def open_reservations(pool: Any, transaction_ids: Sequence[str]) -> list[s
 async def apply_event(
     pool: Any, transaction_id: str, event: EventType, stream_seq: int | None = None
 ) -> Decision:
-    """Apply one transaction event exactly once; record what happened."""
+    """Apply one transaction event exactly once; record what happened.
+
+    Three statements for an event that only moves the status (``committed``), four or
+    five for one that moves stock, each a round trip inside the transaction: the
+    reservation locked (with its lines when the event could move stock), the status
+    moved and the event recorded in one statement, then the products.
+    """
+    moves_stock = event_moves_stock(event)
     async with pool.acquire() as conn, conn.transaction():
-        current = await conn.fetchval(
-            "SELECT status FROM reservations WHERE transaction_id = $1 FOR UPDATE",
-            transaction_id,
-        )
+        if moves_stock:
+            row = await conn.fetchrow(
+                "SELECT status, ARRAY(SELECT product_id FROM reservation_lines l"
+                " WHERE l.transaction_id = r.transaction_id ORDER BY product_id) AS ids,"
+                " ARRAY(SELECT quantity FROM reservation_lines l"
+                " WHERE l.transaction_id = r.transaction_id ORDER BY product_id) AS quantities"
+                " FROM reservations r WHERE transaction_id = $1 FOR UPDATE OF r",
+                transaction_id,
+            )
+            current = row["status"] if row is not None else None
+        else:
+            row = None
+            current = await conn.fetchval(
+                "SELECT status FROM reservations WHERE transaction_id = $1 FOR UPDATE",
+                transaction_id,
+            )
         from_status = ReservationStatus(current) if current is not None else None
         decision = decide(event, from_status)
-        if decision.outcome is Outcome.APPLIED:
-            assert decision.to_status is not None
-            await conn.execute(
-                "UPDATE reservations SET status = $2, updated_at = now()"
-                " WHERE transaction_id = $1 AND status = $3",
-                transaction_id,
-                decision.to_status.value,
-                current,
-            )
-            if decision.effect is not StockEffect.NONE:
-                lines = await conn.fetch(
-                    "SELECT product_id, quantity FROM reservation_lines"
-                    " WHERE transaction_id = $1 ORDER BY product_id",
-                    transaction_id,
-                )
-                sold: set[str] = set()
-                if decision.effect is StockEffect.FINALIZE:
-                    sold = await _record_sale(conn, transaction_id, lines)
-                await conn.executemany(
-                    "UPDATE products SET reserved = reserved - $2,"
-                    " stock = stock - CASE WHEN $3 THEN $2 ELSE 0 END, updated_at = now()"
-                    " WHERE id = $1",
-                    [
-                        (line["product_id"], line["quantity"], line["product_id"] in sold)
-                        for line in lines
-                    ],
-                )
+        to_status = decision.to_status.value if decision.to_status else None
+        applied = decision.outcome is Outcome.APPLIED
+        # The status moves (when applied) and the event is recorded in one statement;
+        # the reservation is locked, so its status is still ``current``.
         await conn.execute(
-            "INSERT INTO reservation_events"
+            "WITH moved AS (UPDATE reservations SET status = $5, updated_at = now()"
+            " WHERE $7 AND transaction_id = $1 AND status = $4)"
+            " INSERT INTO reservation_events"
             " (transaction_id, event_type, outcome, from_status, to_status, stream_seq)"
             " VALUES ($1, $2, $3, $4, $5, $6)",
             transaction_id,
             event.value,
             decision.outcome.value,
             current,
-            decision.to_status.value if decision.to_status else None,
+            to_status,
             stream_seq,
+            applied,
         )
+        if applied and decision.effect is not StockEffect.NONE:
+            assert row is not None, f"{event} moved stock but its lines were not read"
+            lines = list(zip(row["ids"], row["quantities"], strict=True))
+            sold: set[str] = set()
+            if decision.effect is StockEffect.FINALIZE:
+                sold = await _record_sale(conn, transaction_id, lines)
+            # One line at a time in product order: the lock order every transaction keeps.
+            await conn.executemany(
+                "UPDATE products SET reserved = reserved - $2,"
+                " stock = stock - CASE WHEN $3 THEN $2 ELSE 0 END, updated_at = now()"
+                " WHERE id = $1",
+                [(product_id, quantity, product_id in sold) for product_id, quantity in lines],
+            )
         return decision
 
 
-async def _record_sale(conn: Any, transaction_id: str, lines: Sequence[Any]) -> set[str]:
+async def _record_sale(
+    conn: Any, transaction_id: str, lines: Sequence[tuple[str, int]]
+) -> set[str]:
     """The sale's ledger movements; the products sold now (not already by this transaction)."""
     rows = await conn.fetch(
         "INSERT INTO stock_movements (product_id, delta, reason, reference)"
@@ -282,8 +297,8 @@ async def _record_sale(conn: Any, transaction_id: str, lines: Sequence[Any]) -> 
         " ON CONFLICT (product_id, reference) WHERE reason = 'sold' DO NOTHING"
         " RETURNING product_id",
         transaction_id,
-        [line["product_id"] for line in lines],
-        [line["quantity"] for line in lines],
+        [product_id for product_id, _ in lines],
+        [quantity for _, quantity in lines],
     )
     return {row["product_id"] for row in rows}
 
