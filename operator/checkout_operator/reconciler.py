@@ -55,6 +55,9 @@ COMPARE_ALL_EVERY = 10
 GONE_REMEMBERED = 4096
 # Seconds a stopping reconciler waits for the releases of deleted checkouts under way.
 STOP_GRACE = 5.0
+# Tries of a deleted checkout's release before it is left to the sweep: with the
+# backoff below, about a minute.
+RELEASE_TRIES = 9
 
 
 def backoff_delay(failures: int) -> float:
@@ -95,6 +98,7 @@ class Reconciler:
         self._failures: dict[Key, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._gone: OrderedDict[str, None] = OrderedDict()  # uids, newest last
+        self._stopping = False
         # Whether the cache can be trusted to have lost every deleted checkout: while one
         # watch has run unbroken since the sweep last compared every row with the
         # apiserver (and, as a backstop, for COMPARE_ALL_EVERY sweeps at most). A listing
@@ -129,6 +133,8 @@ class Reconciler:
         self._wakeups.cancel(key)
         last = ended(last)
         self._bury(last["metadata"]["uid"])
+        if self._stopping:
+            return
         task = asyncio.create_task(self._release_until_done(key, last["metadata"]["uid"], last))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -215,18 +221,24 @@ class Reconciler:
                 task.cancel()
             raise
         finally:
+            # From here a deletion the watch still brings starts no release: the sweep
+            # of whoever leads next finds its row (the resource gone, the row open; or
+            # the final-events outbox, if a cancelled release had journaled the ending).
+            self._stopping = True
             for task in workers:
                 task.cancel()
-            # Releases under way get a moment to finish; one still retrying (the journal
-            # away) is left to the sweep of whoever runs next: its row stays open.
-            if self._background:
-                _, retrying = await asyncio.wait(self._background, timeout=STOP_GRACE)
-                for task in retrying:
+            try:
+                # Releases under way get a moment to finish; one still retrying (the
+                # journal away) is cancelled and, likewise, left to that sweep.
+                if self._background:
+                    await asyncio.wait(self._background, timeout=STOP_GRACE)
+            finally:
+                for task in [*workers, *self._background]:
                     task.cancel()
-            for task in [*workers, *self._background]:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            self._wakeups.close()
+                for task in [*workers, *self._background]:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                self._wakeups.close()
 
     async def _read_endings(self) -> None:
         """Before the first look at anything: which endings the journal shows done, in
@@ -311,15 +323,24 @@ class Reconciler:
 
     async def _release_until_done(self, key: Key, uid: str, last: dict[str, Any]) -> None:
         """Release a deleted checkout, retrying with backoff while the journal (or what a
-        release tells) is away: the sweep would find it too, but only a minute later, and
-        its stock stays reserved meanwhile."""
-        failures = 0
-        while True:
+        release tells) is away: its stock stays reserved meanwhile.
+
+        After ``RELEASE_TRIES`` failures (about a minute) the sweep takes over, as for a
+        deletion nobody saw: the resource is gone and the row open, or, if the release
+        got as far as journaling the ending, the final-events outbox announces it.
+        """
+        for failures in range(1, RELEASE_TRIES + 1):
             try:
                 await self._deleted(key, uid, last)
                 return
             except Exception as exc:
-                failures += 1
+                if failures == RELEASE_TRIES:
+                    log.exception(
+                        "%s/%s: release of the deleted checkout failed %d times; left to the sweep",
+                        *key,
+                        failures,
+                    )
+                    return
                 delay = backoff_delay(failures)
                 log.warning(
                     "%s/%s: release of the deleted checkout failed: %r; again in %.1f s",

@@ -235,6 +235,8 @@ async def apply_event(
     moves_stock = event_moves_stock(event)
     async with pool.acquire() as conn, conn.transaction():
         if moves_stock:
+            # The lines are read in the locking statement's snapshot: right, because a
+            # reservation's lines are written with it (one transaction) and never change.
             row = await conn.fetchrow(
                 "SELECT status, ARRAY(SELECT product_id FROM reservation_lines l"
                 " WHERE l.transaction_id = r.transaction_id ORDER BY product_id) AS ids,"

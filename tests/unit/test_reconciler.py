@@ -377,6 +377,17 @@ async def test_a_step_that_read_a_checkout_before_its_deletion_does_not_bring_it
         await rec.idle()
 
 
+async def delete_and_wait_for_release(monkeypatch: pytest.MonkeyPatch, journal: ReadModel) -> None:
+    """Checkout "a" deleted, its release retried at once: until the release is done."""
+    monkeypatch.setattr(module, "backoff_delay", lambda failures: 0.001)
+    deps = FakeDeps()
+    deps.readmodel = journal
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+    rec.observe("DELETED", body("a", 2))
+    async with asyncio.timeout(5):
+        await rec.idle()
+
+
 async def test_the_release_of_a_deleted_checkout_is_retried_while_the_journal_is_away(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -397,26 +408,23 @@ async def test_the_release_of_a_deleted_checkout_is_retried_while_the_journal_is
         released.append(record.order_id)
 
     monkeypatch.setattr(module, "release_deleted", release)
-    monkeypatch.setattr(module, "backoff_delay", lambda failures: 0.01)
-    deps = FakeDeps()
-    deps.readmodel = FlakyReadModel(None)
-    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
-    rec.observe("DELETED", body("a", 2))
-    async with asyncio.timeout(5):
-        await rec.idle()
+    await delete_and_wait_for_release(monkeypatch, FlakyReadModel(None))
     assert failures == [] and released == ["a"]
 
 
 async def test_a_stop_does_not_wait_for_a_release_that_keeps_failing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Postgres away at shutdown: the release is left to the next start's sweep."""
+    """Postgres away at shutdown: the release is left to the next leader's sweep, and a
+    deletion the watch brings while the reconciler stops starts no release at all."""
+    gets: list[str] = []
 
     class DownReadModel(ReadModel):
         async def get(self, order_id: str) -> Any:
+            gets.append(order_id)
             raise ConnectionError("postgres away")
 
-    monkeypatch.setattr(module, "STOP_GRACE", 0.2)
+    monkeypatch.setattr(module, "STOP_GRACE", 0.3)
     monkeypatch.setattr(module, "backoff_delay", lambda failures: 0.01)
     deps = FakeDeps()
     deps.readmodel = DownReadModel(None)
@@ -426,7 +434,25 @@ async def test_a_stop_does_not_wait_for_a_release_that_keeps_failing(
     rec.observe("DELETED", body("a", 2))
     await asyncio.sleep(0.05)
     stop.set()
+    await asyncio.sleep(0.1)  # in the stop's grace: the watch is still feeding it
+    rec.observe("ADDED", body("b", 1, uid="u2"))
+    rec.observe("DELETED", body("b", 2, uid="u2"))
     async with asyncio.timeout(5):
         await running
     async with asyncio.timeout(1):
         await rec.idle()
+    assert "b" not in gets and ("ns", "b") not in rec.cache
+
+
+async def test_a_release_that_keeps_failing_is_left_to_the_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tries: list[str] = []
+
+    class BrokenReadModel(ReadModel):
+        async def get(self, order_id: str) -> Any:
+            tries.append(order_id)
+            raise ConnectionError("postgres away")
+
+    await delete_and_wait_for_release(monkeypatch, BrokenReadModel(None))
+    assert tries == ["a"] * module.RELEASE_TRIES
