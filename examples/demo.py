@@ -30,6 +30,9 @@ SANDBOX = f"http://127.0.0.1:{apps.SANDBOX}"
 CHECKOUTS = f"http://127.0.0.1:{apps.CHECKOUT_API}/api/v1/checkouts"
 
 
+ENDED = ("Settled", "Rejected", "Cancelled", "Expired")
+
+
 def kubectl(*args: str, stdin: str | None = None) -> str:
     return subprocess.run(
         [str(CFG.binary("kubectl")), f"--kubeconfig={CFG.kubeconfig}", *args],
@@ -65,7 +68,12 @@ def checkout(
     )
     if reply.status_code not in (201, 202):
         raise SystemExit(f"checkout failed: {reply.status_code} {reply.text}")
-    return dict(reply.json())
+    body = dict(reply.json())
+    if reply.status_code == 202:  # still in progress (a busy operator): poll, as it says
+        body = wait_phase(http, token, body["id"], "AwaitingPayment", *ENDED)
+    if body["phase"] != "AwaitingPayment":
+        raise SystemExit(f"checkout {body['id']} ended {body['phase']}: {body}")
+    return body
 
 
 def wait_phase(
