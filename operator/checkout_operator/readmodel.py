@@ -11,11 +11,11 @@ writing progress to the apiserver.
 from __future__ import annotations
 
 import datetime as dt
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .latest import Latest
 from .saga import TERMINAL, Line, Phase, parse_timestamp
 
 
@@ -131,13 +131,13 @@ class ReadModel:
         # order id -> the Midtrans order it was sold by, for the latest endings this
         # process journaled Settled and announced (the payment inbox's answer to the
         # notifications that follow a sale, without a read)
-        self._sold: OrderedDict[str, str] = OrderedDict()
+        self._sold: Latest[str, str] = Latest(REMEMBERED_UP_TO)
         # uids of AwaitingPayment checkouts whose `committed` and expiry job this process
         # saw journaled (the reconciler's later looks at them need no read)
         self._announced: set[str] = set()
         # uids of ended checkouts this process deleted (TTL) and archived, until their
         # DELETED event (bounded: a watch gap may never bring it)
-        self._archived: OrderedDict[str, None] = OrderedDict()
+        self._archived: Latest[str, None] = Latest(REMEMBERED_UP_TO)
 
     async def register(
         self,
@@ -517,10 +517,7 @@ class ReadModel:
         Safe to trust later: a terminal phase never changes, nor the payment it was
         settled by. Only the latest ``REMEMBERED_UP_TO`` are kept; older ones are read.
         """
-        self._sold[order_id] = midtrans_order
-        self._sold.move_to_end(order_id)
-        while len(self._sold) > REMEMBERED_UP_TO:
-            self._sold.popitem(last=False)
+        self._sold.put(order_id, midtrans_order)
 
     def sold_by(self, order_id: str) -> str | None:
         """The Midtrans order :meth:`remember_sold` recorded for the checkout, if any."""
@@ -529,16 +526,11 @@ class ReadModel:
     def remember_archived(self, uid: str) -> None:
         """The ended checkout's ending is journaled and announced, and this process deleted
         it and marked it deleted: its DELETED event needs no journal read."""
-        self._archived[uid] = None
-        while len(self._archived) > REMEMBERED_UP_TO:
-            self._archived.popitem(last=False)
+        self._archived.put(uid, None)
 
     def archived_by_us(self, uid: str) -> bool:
         """Whether :meth:`remember_archived` holds ``uid`` (asked once: then forgotten)."""
-        if uid not in self._archived:
-            return False
-        del self._archived[uid]
-        return True
+        return self._archived.take(uid)
 
     def remember_announced(self, uid: str) -> None:
         """The AwaitingPayment checkout's journal says Awaiting, committed published and

@@ -17,7 +17,6 @@ import itertools
 import logging
 import random
 import sys
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from saga_kit.logs import about_order
 from . import metrics
 from .actions import Deps, Retry, reconcile, release_deleted
 from .keyed_locks import KeyedLocks
+from .latest import Latest
 from .readmodel import Record
 from .saga import TERMINAL, Phase
 from .wakeups import Wakeups
@@ -97,7 +97,7 @@ class Reconciler:
         self._wakeups: Wakeups[Key] = Wakeups(self.enqueue)
         self._failures: dict[Key, int] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._gone: OrderedDict[str, None] = OrderedDict()  # uids, newest last
+        self._gone: Latest[str, None] = Latest(GONE_REMEMBERED)  # uids of deleted ones
         self._stopping = False
         # Whether the cache can be trusted to have lost every deleted checkout: while one
         # watch has run unbroken since the sweep last compared every row with the
@@ -132,18 +132,12 @@ class Reconciler:
         self._uncache(key)
         self._wakeups.cancel(key)
         last = ended(last)
-        self._bury(last["metadata"]["uid"])
+        self._gone.put(last["metadata"]["uid"], None)
         if self._stopping:
             return
         task = asyncio.create_task(self._release_until_done(key, last["metadata"]["uid"], last))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def _bury(self, uid: str) -> None:
-        self._gone[uid] = None
-        self._gone.move_to_end(uid)
-        while len(self._gone) > GONE_REMEMBERED:
-            self._gone.popitem(last=False)
 
     async def idle(self) -> None:
         """Wait until the releases of deleted checkouts under way are done."""
@@ -417,7 +411,7 @@ class Reconciler:
                 self._wakeups.cancel(key)
             else:
                 last = None
-            self._bury(record.uid)
+            self._gone.put(record.uid, None)
             await self._deleted(key, record.uid, last)
             released += 1
         if compare_all:
