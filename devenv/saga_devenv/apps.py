@@ -120,6 +120,9 @@ def _env(cfg: DevConfig) -> dict[str, dict[str, str]]:
             "MIDTRANS_SANDBOX_SERVER_KEY": key,
             "MIDTRANS_SANDBOX_PORT": str(cfg.sandbox_port),
             "MIDTRANS_SANDBOX_NOTIFICATION_URL": url(cfg.listener_port, NOTIFICATIONS_PATH),
+            # Kept across scripts/down and up, as Midtrans keeps every order: the audit
+            # and the operator's status calls still find orders paid before a restart.
+            "MIDTRANS_SANDBOX_STATE_FILE": str(cfg.run_dir / "midtrans-sandbox.sqlite3"),
         },
         "payment-listener": {
             "MIDTRANS_SERVER_KEY": key,

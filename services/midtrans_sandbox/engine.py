@@ -1,9 +1,11 @@
 """The sandbox's state machine: Snap orders, their transitions, expiry and notifications.
 
 Merchant-side calls (Snap, Core API) and customer-side control calls go through one
-:class:`Sandbox`, which keeps all transactions in memory behind one asyncio lock (it is a
-development tool: one process, no persistence). Every transition that changes
-``transaction_status`` queues a signed notification.
+:class:`Sandbox`, which works on its transactions in memory behind one asyncio lock (one
+process) and writes every changed order to its :class:`~midtrans_sandbox.store.SandboxStore`
+before the lock is let go, so a restart forgets nothing, as Midtrans never does: open orders
+and undelivered notifications are picked up again, the rest is read back when asked for.
+Every transition that changes ``transaction_status`` queues a signed notification.
 
 Expiry is enforced twice: a background task expires orders when their (scaled) Snap expiry
 passes and notifies, and every call first expires its order if due, so a payment can never
@@ -23,6 +25,7 @@ import itertools
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +36,7 @@ from midtrans.notification_urls import notification_targets
 from midtrans_sandbox.model import Notification, Transaction, amount_text, now_utc
 from midtrans_sandbox.notifier import Notifier
 from midtrans_sandbox.settings import SandboxSettings
+from midtrans_sandbox.store import SandboxStore
 from midtrans_sandbox.validation import SnapValidationError, validate_snap
 
 log = logging.getLogger(__name__)
@@ -87,18 +91,36 @@ class Sandbox:
     ) -> None:
         self.settings = settings
         self._lock = asyncio.Lock()
+        self._store = SandboxStore(settings.state_file)
+        # The orders looked at since the start: the store holds them all.
         self._transactions: dict[str, Transaction] = {}
         self._tokens: dict[str, str] = {}
-        # Every order's Snap expiry, earliest first, each looked at once when due: a scan
-        # of every order per create held the lock ~13 ms with 30,000 orders (benchmarks).
+        # Orders changed under the lock, written to the store before it is let go.
+        self._changed: dict[str, Transaction] = {}
+        # Every open order's Snap expiry, earliest first, each looked at once when due: a
+        # scan of every order per create held the lock ~13 ms with 30,000 orders.
         self._deadlines: list[tuple[datetime, int, str]] = []
         self._deadline_seq = itertools.count()
         self._notification_ids = itertools.count(1)
-        self._notifier = Notifier(settings, transport=notification_transport)
+        self._notifier = Notifier(
+            settings, transport=notification_transport, on_change=self._delivery_changed
+        )
         self._wakeup = asyncio.Event()
         self._expiry_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Pick up what a previous run left open, then start the expiry task."""
+        resumed = self._store.resume()
+        self._notification_ids = itertools.count(resumed.last_notification_id + 1)
+        for tx in resumed.transactions:
+            self._cache(tx)
+            if _is_open(tx):
+                self._push_deadline(tx)
+            # In id order, so each receiver still gets an order's first attempts in order.
+            for notification in sorted(tx.notifications, key=lambda n: n.id):
+                self._notifier.resume(notification)
+        if resumed.transactions:
+            log.info("resumed %d open or undelivered orders", len(resumed.transactions))
         self._expiry_task = asyncio.get_running_loop().create_task(self._expiry_loop())
 
     async def aclose(self) -> None:
@@ -107,6 +129,16 @@ class Sandbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry_task
         await self._notifier.aclose()
+        self._store.close()
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """The lock; every order changed meanwhile is stored before it is let go."""
+        async with self._lock:
+            try:
+                yield
+            finally:
+                self._flush()
 
     # --- Snap and Core API (the merchant's side) -----------------------------------------
 
@@ -129,8 +161,8 @@ class Sandbox:
             return Reply(400, {"error_messages": exc.messages})
         except ValueError as exc:  # a notification header
             return Reply(400, {"error_messages": [str(exc)]})
-        async with self._lock:
-            if request.order_id in self._transactions:
+        async with self._locked():
+            if self._find(request.order_id) is not None:
                 return Reply(
                     self.settings.duplicate_order_status, {"error_messages": [DUPLICATE_ORDER]}
                 )
@@ -138,7 +170,7 @@ class Sandbox:
             start = request.expiry_start or now
             deadline = start + request.expiry_duration * self.settings.time_scale
             token = str(uuid.uuid4())
-            self._transactions[request.order_id] = Transaction(
+            tx = Transaction(
                 order_id=request.order_id,
                 gross_amount=request.gross_amount,
                 token=token,
@@ -149,23 +181,21 @@ class Sandbox:
                 custom_fields=request.custom_fields,
                 notification_urls=targets,
             )
-            self._tokens[token] = request.order_id
-            earliest = self._deadlines[0][0] if self._deadlines else None
-            heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), request.order_id))
-            if earliest is None or deadline < earliest:
-                self._wakeup.set()  # the expiry task must wake earlier now
+            self._cache(tx)
+            self._mark(tx)
+            self._push_deadline(tx)
         redirect_url = f"{base_url.rstrip('/')}/snap/v3/redirection/{token}"
         return Reply(201, {"token": token, "redirect_url": redirect_url})
 
     async def status(self, order_id: str) -> Reply:
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None or not tx.chosen:
                 return Reply(404, dict(NOT_FOUND_BODY))
             return Reply(200, self._status_json(tx, "Success, transaction is found"))
 
     async def cancel(self, order_id: str) -> Reply:
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None or not tx.chosen:
                 return Reply(404, dict(NOT_FOUND_BODY))
@@ -175,7 +205,7 @@ class Sandbox:
             return Reply(200, self._status_json(tx, "Success, transaction is canceled"))
 
     async def expire(self, order_id: str) -> Reply:
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None or not tx.chosen:
                 return Reply(404, dict(NOT_FOUND_BODY))
@@ -190,7 +220,7 @@ class Sandbox:
         problem = _refund_problem(body)
         if problem:
             return Reply(400, {"status_code": "400", "status_message": problem})
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None or not tx.chosen:
                 return Reply(404, dict(NOT_FOUND_BODY))
@@ -234,7 +264,7 @@ class Sandbox:
     # --- control API (the customer's side) -----------------------------------------------
 
     async def choose(self, order_id: str, payment_type: str | None) -> Reply:
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None:
                 return _control_error(404, f"unknown order_id {order_id}")
@@ -250,7 +280,7 @@ class Sandbox:
     async def pay(self, order_id: str, payment_type: str | None, fraud: str | None) -> Reply:
         if fraud is not None and fraud not in FRAUD_RESULTS:
             return _control_error(400, f"fraud must be one of {', '.join(FRAUD_RESULTS)}")
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None:
                 return _control_error(404, f"unknown order_id {order_id}")
@@ -272,7 +302,7 @@ class Sandbox:
             return Reply(200, tx.to_json())
 
     async def deny(self, order_id: str) -> Reply:
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None:
                 return _control_error(404, f"unknown order_id {order_id}")
@@ -283,12 +313,13 @@ class Sandbox:
             return Reply(200, tx.to_json())
 
     async def expire_now(self, order_id: str) -> Reply:
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None:
                 return _control_error(404, f"unknown order_id {order_id}")
             if not tx.chosen and not tx.token_expired:
                 tx.token_expired = True
+                self._mark(tx)
             elif tx.transaction_status == "pending":
                 self._transition(tx, "expire")
             else:
@@ -297,7 +328,7 @@ class Sandbox:
 
     async def force_settle(self, order_id: str) -> Reply:
         """Settle whatever the state: a late settlement after expiry or cancel, as seen live."""
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None:
                 return _control_error(404, f"unknown order_id {order_id}")
@@ -314,7 +345,7 @@ class Sandbox:
         """A card capture whatever the state: a late card payment after expiry or cancel."""
         if fraud is not None and fraud not in FRAUD_RESULTS:
             return _control_error(400, f"fraud must be one of {', '.join(FRAUD_RESULTS)}")
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None:
                 return _control_error(404, f"unknown order_id {order_id}")
@@ -326,33 +357,68 @@ class Sandbox:
             return Reply(200, tx.to_json())
 
     async def refuse_refunds(self, order_id: str, refuse: bool) -> Reply:
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None:
                 return _control_error(404, f"unknown order_id {order_id}")
             tx.refunds_refused = refuse
+            self._mark(tx)
             return Reply(200, tx.to_json())
 
     async def snapshot(self, order_id: str) -> Reply:
-        async with self._lock:
+        async with self._locked():
             tx = self._get(order_id)
             if tx is None:
                 return _control_error(404, f"unknown order_id {order_id}")
             return Reply(200, tx.to_json())
 
     async def order_for_token(self, token: str) -> dict[str, Any] | None:
-        async with self._lock:
-            order_id = self._tokens.get(token)
+        async with self._locked():
+            order_id = self._tokens.get(token) or self._store.order_for_token(token)
             tx = None if order_id is None else self._get(order_id)
             return None if tx is None else tx.to_json()
 
     # --- internals (callers hold the lock) -----------------------------------------------
 
     def _get(self, order_id: str) -> Transaction | None:
-        tx = self._transactions.get(order_id)
+        tx = self._find(order_id)
         if tx is not None:
             self._expire_if_due(tx, now_utc())
         return tx
+
+    def _find(self, order_id: str) -> Transaction | None:
+        tx = self._transactions.get(order_id)
+        if tx is None:
+            tx = self._store.load(order_id)
+            if tx is not None:
+                self._cache(tx)
+        return tx
+
+    def _cache(self, tx: Transaction) -> None:
+        self._transactions[tx.order_id] = tx
+        self._tokens[tx.token] = tx.order_id
+
+    def _mark(self, tx: Transaction) -> None:
+        self._changed[tx.order_id] = tx
+
+    def _flush(self) -> None:
+        if self._changed:
+            changed = list(self._changed.values())
+            self._changed.clear()
+            self._store.save(changed, is_open=_is_open)
+
+    def _delivery_changed(self, notification: Notification) -> None:
+        # The notifier runs outside the lock, between awaits: store its record at once.
+        tx = self._transactions.get(notification.order_id)
+        if tx is not None:
+            self._mark(tx)
+            self._flush()
+
+    def _push_deadline(self, tx: Transaction) -> None:
+        earliest = self._deadlines[0][0] if self._deadlines else None
+        heapq.heappush(self._deadlines, (tx.expires_at, next(self._deadline_seq), tx.order_id))
+        if earliest is None or tx.expires_at < earliest:
+            self._wakeup.set()  # the expiry task must wake earlier now
 
     @staticmethod
     def _is_pending(tx: Transaction) -> bool:
@@ -369,6 +435,7 @@ class Sandbox:
         return None
 
     def _transition(self, tx: Transaction, status: str, *, fraud_status: str | None = None) -> None:
+        self._mark(tx)
         tx.transaction_status = status
         if fraud_status is not None:
             tx.fraud_status = fraud_status
@@ -400,12 +467,13 @@ class Sandbox:
             return
         if not tx.chosen and not tx.token_expired:
             tx.token_expired = True
+            self._mark(tx)
         elif tx.transaction_status == "pending":
             self._transition(tx, "expire")
 
     async def _expiry_loop(self) -> None:
         while True:
-            async with self._lock:
+            async with self._locked():
                 # Cleared under the lock: a create that lands after this sets it again.
                 self._wakeup.clear()
                 now = now_utc()
@@ -422,6 +490,14 @@ class Sandbox:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wakeup.wait()
+
+
+def _is_open(tx: Transaction) -> bool:
+    """Whether the order still waits for its deadline: a Snap session not yet used, or a
+    pending payment (a challenged capture does not expire)."""
+    if tx.token_expired:
+        return False
+    return tx.transaction_status in (None, "pending")
 
 
 def _refund_problem(body: Any) -> str | None:

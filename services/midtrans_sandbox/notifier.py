@@ -10,7 +10,10 @@ different statuses therefore interleave and arrive late, as with the real Midtra
 must cope with that.
 
 Delivery records are only touched from the event loop, between awaits, so the control API
-always reads a consistent picture without holding the sandbox lock during HTTP calls.
+always reads a consistent picture without holding the sandbox lock during HTTP calls. Each
+finished attempt and each change of a notification's state is reported to ``on_change`` (the
+sandbox stores it), and :meth:`Notifier.resume` carries on, after a restart, with a delivery
+a previous run had not finished: the schedule counts from the attempts already made.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 RETRY_INTERVALS_MINUTES = (2, 10, 30, 90, 210)
 JITTER = 0.1
 USER_AGENT = "Veritrans"
+INTERRUPTED = "interrupted: the sandbox stopped during the attempt"
 
 
 def max_retries(http_status: int | None) -> int:
@@ -60,8 +64,10 @@ class Notifier:
         settings: SandboxSettings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_change: Callable[[Notification], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_change = on_change or (lambda _: None)
         # aiohttp carries the requests, as in the Midtrans client: httpx's own layer was
         # a third of the sandbox's CPU in a profile of paid checkouts (session 12).
         self._http = httpx.AsyncClient(
@@ -85,8 +91,20 @@ class Notifier:
             self._spawn(self._drain(key, queue))
         queue.append(notification)
 
+    def resume(self, notification: Notification) -> None:
+        """Carry on with a delivery a previous run left queued or retrying (others: no-op)."""
+        for attempt in notification.attempts:
+            if attempt.finished_at is None:  # it was in flight when that run stopped
+                attempt.error = INTERRUPTED
+                attempt.finished_at = attempt.at
+        if notification.state == "queued":
+            self.submit(notification)
+        elif notification.state == "retrying":
+            self._spawn(self._retry(notification))
+
     async def aclose(self) -> None:
-        """Stop every delivery and retry (pending ones are dropped) and close the HTTP client."""
+        """Stop every delivery and retry and close the HTTP client (the store keeps what was
+        not delivered, for the next run to resume)."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -106,15 +124,18 @@ class Notifier:
             if status is None or not 200 <= status < 300:
                 notification.state = "retrying"
                 self._spawn(self._retry(notification))
+            self._on_change(notification)
         # No await between the emptiness check and this removal: submit() cannot slip in.
         del self._queues[key]
 
     async def _retry(self, notification: Notification) -> None:
-        retry = 0
         while True:
-            last = notification.attempts[-1].http_status
-            if retry >= max_retries(last):
+            last = notification.attempts[-1]
+            # Every attempt after the first is a retry: this is the next one's number.
+            retry = len(notification.attempts)
+            if retry > max_retries(last.http_status):
                 notification.state = "failed"
+                self._on_change(notification)
                 log.warning(
                     "notification %s for %s given up after %d attempts",
                     notification.id,
@@ -122,10 +143,13 @@ class Notifier:
                     len(notification.attempts),
                 )
                 return
-            retry += 1
             jitter = self._random.uniform(0.0, JITTER)
-            await asyncio.sleep(retry_delay(retry, self._settings.time_scale, jitter))
+            delay = retry_delay(retry, self._settings.time_scale, jitter)
+            # Measured from the previous attempt, which a restart may have left long ago.
+            waited = (now_utc() - (last.finished_at or last.at)).total_seconds()
+            await asyncio.sleep(max(0.0, delay - waited))
             status = await self._attempt(notification)
+            self._on_change(notification)
             if status is not None and 200 <= status < 300:
                 return
 

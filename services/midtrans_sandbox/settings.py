@@ -19,6 +19,7 @@ NOTIFICATION_TIMEOUT_SECONDS = 15.0
 # Midtrans' wording for a reused order_id is uncertain and so is its HTTP status; the sandbox
 # answers 409 by default (a 4xx, as documented) and lets tests pick another 4xx such as 400.
 DEFAULT_DUPLICATE_STATUS = 409
+IN_MEMORY = ":memory:"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class SandboxSettings:
     port: int = DEFAULT_PORT
     notification_timeout: float = NOTIFICATION_TIMEOUT_SECONDS
     duplicate_order_status: int = DEFAULT_DUPLICATE_STATUS
+    # Where the orders are kept (SQLite); ":memory:" forgets them when the process ends.
+    state_file: str = IN_MEMORY
 
     def __post_init__(self) -> None:
         if not self.server_key:
@@ -59,4 +62,5 @@ class SandboxSettings:
             duplicate_order_status=int(
                 env.get("MIDTRANS_SANDBOX_DUPLICATE_STATUS") or DEFAULT_DUPLICATE_STATUS
             ),
+            state_file=env.get("MIDTRANS_SANDBOX_STATE_FILE") or IN_MEMORY,
         )

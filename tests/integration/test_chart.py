@@ -12,7 +12,7 @@ import base64
 import json
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
@@ -584,6 +584,21 @@ def test_the_midtrans_sandbox_is_off_unless_asked_for(platform: Platform) -> Non
     )
     assert real["MIDTRANS_SNAP_URL"] == "https://app.midtrans.com"
     assert real["MIDTRANS_CORE_URL"] == "https://api.midtrans.com"
+
+
+def test_the_sandbox_keeps_its_orders_on_a_volume_of_its_own(platform: Platform) -> None:
+    deployments = by_component(render(platform, DEV))
+    sandbox = deployments["midtrans-sandbox"]
+    state_file = PurePosixPath(env_values(sandbox)["MIDTRANS_SANDBOX_STATE_FILE"])
+    mounts = {m["mountPath"]: m["name"] for m in container(sandbox)["volumeMounts"]}
+    volumes = {v["name"]: v for v in sandbox["spec"]["template"]["spec"]["volumes"]}
+    # Writable under a read-only root, and not the 64 MiB /tmp.
+    assert volumes[mounts[str(state_file.parent)]]["emptyDir"] == {"sizeLimit": "1Gi"}
+    for component, deployment in deployments.items():
+        if component != "midtrans-sandbox":
+            assert "state" not in {
+                v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]
+            }
 
 
 def test_chart_installs_keeps_its_generated_secrets_across_upgrade_and_rbac(

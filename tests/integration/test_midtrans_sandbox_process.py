@@ -291,3 +291,44 @@ def test_the_sandbox_will_not_start_without_a_server_key() -> None:
     )
     assert result.returncode == 2
     assert "MIDTRANS_SANDBOX_SERVER_KEY" in result.stderr
+
+
+async def test_a_sandbox_restarted_on_its_state_file_still_answers_for_a_paid_order(
+    tmp_path: Any,
+) -> None:
+    """What `scripts/up` relies on after `scripts/down`: Midtrans never forgets an order."""
+    port = free_port()
+    env = {
+        "MIDTRANS_SANDBOX_SERVER_KEY": SERVER_KEY,
+        "MIDTRANS_SANDBOX_PORT": str(port),
+        "MIDTRANS_SANDBOX_STATE_FILE": str(tmp_path / "orders.sqlite3"),
+    }
+    order_id = new_order()
+
+    def started() -> contextlib.AbstractContextManager[ModuleProcess]:
+        return python_module(
+            "midtrans_sandbox",
+            port=port,
+            health_path="/_sandbox/health",
+            env=env,
+            log_dir=tmp_path,
+        )
+
+    with started() as first:
+        config = MidtransConfig(
+            server_key=SERVER_KEY, snap_base_url=first.base_url, core_base_url=first.base_url
+        )
+        async with MidtransClient(config) as midtrans, httpx.AsyncClient() as http:
+            await midtrans.create_snap(order_id, TOTAL, ITEMS, expiry_minutes=60)
+            paid = await http.post(f"{first.base_url}/_sandbox/transactions/{order_id}/pay")
+            assert paid.status_code == 200, paid.text
+            before = await midtrans.status(order_id)
+    assert first.process.returncode == 0, first.log()
+    with started():
+        async with MidtransClient(config) as midtrans:
+            after = await midtrans.status(order_id)
+            with pytest.raises(MidtransClientError) as reused:
+                await midtrans.create_snap(order_id, TOTAL, ITEMS)
+    assert before is not None and after == before
+    assert after.transaction_status == "settlement"
+    assert reused.value.http_status == 409

@@ -91,6 +91,8 @@ def test_each_app_reads_its_own_port_and_the_others_addresses(
     sandbox = SandboxSettings.from_env(env["midtrans-sandbox"])
     assert sandbox.port == moved.sandbox_port
     assert sandbox.notification_url == apps.url(moved.listener_port, apps.NOTIFICATIONS_PATH)
+    # Its orders outlive a restart, in the run directory (`saga-devenv clean` deletes it).
+    assert sandbox.state_file == str(moved.run_dir / "midtrans-sandbox.sqlite3")
 
     listener = _load(monkeypatch, env["payment-listener"], ListenerConfig.from_env)
     assert listener.port == moved.listener_port

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from midtrans_sandbox import SandboxSettings
+from midtrans_sandbox import SandboxSettings, create_app
 from midtrans_sandbox.engine import Sandbox as SandboxEngine
 from midtrans_sandbox.notifier import RETRY_INTERVALS_MINUTES, max_retries, retry_delay
 from tests.helpers.midtrans_sandbox import (
@@ -24,6 +24,7 @@ from tests.helpers.midtrans_sandbox import (
     CONNECT_ERROR,
     NOTIFICATION_URL,
     SERVER_KEY,
+    Received,
     Receiver,
     eventually,
     running_sandbox,
@@ -751,3 +752,118 @@ async def test_closing_right_after_a_create_that_wakes_the_expiry_task_does_not_
     done, _ = await asyncio.wait({closing}, timeout=4)  # the expiry task's sleep is 5 s
     assert closing in done, "the sandbox did not finish closing"
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+# --- a restart forgets nothing (Midtrans never forgets an order) -------------------------
+
+
+async def test_a_restarted_sandbox_still_knows_every_order(tmp_path: Any) -> None:
+    kept = settings(state_file=str(tmp_path / "sandbox.sqlite3"))
+    async with open_sandbox(kept) as sb:
+        await sb.create("paid")
+        await sb.control("paid", "pay")
+        await sb.wait_notifications("paid", 2)
+        paid = (await sb.status("paid")).json()
+        await sb.create("refunded")
+        await sb.control("refunded", "pay")
+        assert (await sb.core("refunded", "refund", amount=5000, refund_key="r-1")).is_success
+        token = (await sb.create("unpaid")).json()["token"]
+
+        async def all_delivered() -> bool:
+            notes = (await sb.state("refunded"))["notifications"]
+            return [n["state"] for n in notes] == ["delivered"] * 3
+
+        await eventually(all_delivered)
+        before = {order: await sb.state(order) for order in ("paid", "refunded", "unpaid")}
+    async with open_sandbox(kept) as sb:
+        # The status API answers as before, signature and transaction id included.
+        assert (await sb.status("paid")).json() == paid
+        for order, state in before.items():
+            assert await sb.state(order) == state
+        # A reused order_id is still refused, the payment page still opens.
+        assert (await sb.create("paid")).status_code == 409
+        assert (await sb.http.get(f"/snap/v3/redirection/{token}")).status_code == 200
+        # The same refund_key is still the same refund.
+        again = await sb.core("refunded", "refund", amount=5000, refund_key="r-1")
+        assert again.json()["refund_amount"] == "5000.00"
+        assert (await sb.state("refunded"))["refunded_amount"] == 5000
+        # The unpaid order can still be paid; notification ids go on, never reused.
+        assert (await sb.control("unpaid", "pay")).is_success
+        await sb.wait_notifications("unpaid", 2)
+        ids = [n["id"] for order in before for n in (await sb.state(order))["notifications"]]
+        assert len(ids) == len(set(ids))
+    async with open_sandbox(settings()) as sb:  # without a file: a clean slate
+        assert (await sb.status("paid")).status_code == 404
+
+
+async def test_a_pending_payment_whose_deadline_passed_while_stopped_expires_then(
+    tmp_path: Any,
+) -> None:
+    # Time scale 0.01: a one-minute Snap expiry is 0.6 s.
+    kept = settings(state_file=str(tmp_path / "sandbox.sqlite3"), time_scale=0.01)
+    expiry = {"unit": "minute", "duration": 1}
+    async with open_sandbox(kept) as sb:
+        await sb.create("pending", expiry=expiry)
+        await sb.control("pending", "choose")
+        await sb.create("unchosen", expiry=expiry)
+        await sb.wait_notifications("pending", 1)
+    await asyncio.sleep(0.8)
+    async with open_sandbox(kept) as sb:
+        await sb.wait_notifications("pending", 1)
+        assert sb.statuses("pending") == ["expire"]
+        assert (await sb.status("pending")).json()["transaction_status"] == "expire"
+        # A Snap session never used expires silently, as before the restart.
+        assert (await sb.state("unchosen"))["token_expired"] is True
+        assert sb.receiver.for_order("unchosen") == []
+
+
+async def test_a_notification_being_retried_is_retried_after_a_restart(tmp_path: Any) -> None:
+    # Time scale 0.01: the first retry comes 2 min x 0.01 = 1.2 s after the first attempt.
+    kept = settings(state_file=str(tmp_path / "sandbox.sqlite3"), time_scale=0.01)
+    async with open_sandbox(kept) as sb:
+        sb.receiver.script["order-1"] = [503]
+        await sb.create()
+        await sb.control("order-1", "choose")
+
+        async def retrying() -> bool:
+            return bool((await sb.state())["notifications"][0]["state"] == "retrying")
+
+        await eventually(retrying)
+        first = sb.receiver.for_order("order-1")[0].at
+    async with open_sandbox(kept) as sb:
+        await sb.wait_notifications("order-1", 1, within=5)
+        # On the schedule counted from the first attempt, not from the restart.
+        assert sb.receiver.for_order("order-1")[0].at - first >= 1.2
+        (note,) = (await sb.state())["notifications"]
+        assert note["state"] == "delivered"
+        assert [a["http_status"] for a in note["attempts"]] == [503, 200]
+
+
+async def test_a_notification_in_flight_when_the_sandbox_stopped_is_sent_again(
+    tmp_path: Any,
+) -> None:
+    kept = settings(state_file=str(tmp_path / "sandbox.sqlite3"))
+    receiver = Receiver()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        receiver.received.append(Received(time.monotonic(), request.headers, {}, ""))
+        await asyncio.Event().wait()  # the receiver never answers
+        raise AssertionError("unreachable")
+
+    app = create_app(kept, notification_transport=httpx.MockTransport(hang))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as http,
+    ):
+        await http.post("/snap/v1/transactions", json=snap_body(), headers=AUTH)
+        await http.post("/_sandbox/transactions/order-1/pay")
+
+        async def in_flight() -> bool:
+            return len(receiver.received) == 1
+
+        await eventually(in_flight)
+    async with open_sandbox(kept) as sb:
+        await sb.wait_notifications("order-1", 2)
+        assert sb.statuses() == ["pending", "settlement"]
+        notes = (await sb.state())["notifications"]
+        assert [n["state"] for n in notes] == ["delivered", "delivered"]

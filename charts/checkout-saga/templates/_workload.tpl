@@ -8,7 +8,8 @@ Params:
   ports (list of {name, port}), probe ({path, live, port}), resources,
   nodePort (0: ClusterIP), singleton (Recreate instead of a rolling update),
   tag (the image tag, default image.tag),
-  noService (ports for probes only).
+  noService (ports for probes only),
+  stateDir (a writable emptyDir of 1Gi mounted there: kept across container restarts).
 The pod template's checksum/secrets annotation is a hash of every secret value the
 pod reads, so a changed secret rolls the pods that use it (and only those).
 */}}
@@ -93,8 +94,14 @@ spec:
           resources: {{- toYaml .resources | nindent 12 }}
           volumeMounts:
             - {name: tmp, mountPath: /tmp}
+            {{- with .stateDir }}
+            - {name: state, mountPath: {{ . | quote }}}
+            {{- end }}
       volumes:
         - {name: tmp, emptyDir: {sizeLimit: 64Mi}}
+        {{- if .stateDir }}
+        - {name: state, emptyDir: {sizeLimit: 1Gi}}
+        {{- end }}
 {{- if and .ports (not .noService) }}
 ---
 apiVersion: v1
