@@ -42,6 +42,7 @@ from benchmarks.saga_shop import (
     bounded,
     cancel_all,
     has_link,
+    pay_checkout,
     settled,
 )
 from saga_devenv.config import DevConfig
@@ -174,7 +175,7 @@ async def closed_loop(bench: Bench, buyers: int, count: int) -> ClosedLoop:
                 failed += 1
                 continue
             names.append(cid)
-            if await bench.shop.pay(cid) != 200 or (
+            if await pay_checkout(bench.shop, bench.watcher, cid, WAIT) != 200 or (
                 await bench.watcher.wait(cid, settled, WAIT) is None
             ):
                 failed += 1

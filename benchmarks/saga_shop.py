@@ -284,15 +284,18 @@ class Seen:
     has_link: bool
     user_id: str
     reason: str | None
+    midtrans_order: str | None = None  # the Snap order the payment page is for
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> Seen:
         status = body.get("status") or {}
+        payment = status.get("payment") or {}
         return cls(
             status.get("phase"),
-            bool((status.get("payment") or {}).get("redirectUrl")),
+            bool(payment.get("redirectUrl")),
             str(body["spec"].get("userId", "")),
             (status.get("failure") or {}).get("reason"),
+            payment.get("midtransOrderId"),
         )
 
     @property
@@ -313,6 +316,19 @@ def finished(seen: Seen) -> bool:
 
 def settled(seen: Seen) -> bool:
     return seen.phase == "Settled" or seen.phase == "Deleted"
+
+
+async def pay_checkout(shop: Shop, watcher: Watcher, checkout_id: str, within: float) -> int:
+    """Pay the checkout's payment page, as the buyer on it would: its Snap order is the
+    checkout's id, or (a 404 says so) ``<id>~<n>`` when an earlier page's answer was lost,
+    which the watch shows."""
+    status = await shop.pay(checkout_id)
+    if status != 404:
+        return status
+    seen = await watcher.wait(checkout_id, has_link, within)
+    if seen is None or seen.midtrans_order in (None, checkout_id):
+        return status
+    return await shop.pay(seen.midtrans_order)
 
 
 class Watcher:

@@ -49,6 +49,7 @@ from benchmarks.saga_shop import (
     finished,
     has_link,
     open_ones,
+    pay_checkout,
     settled,
 )
 from saga_devenv.apps import NOTIFICATIONS_PATH, url
@@ -363,7 +364,7 @@ class Loop:
                     self.failed += 1
                     continue
             try:
-                paid = await self.shop.pay(cid) == 200
+                paid = await pay_checkout(self.shop, watcher, cid, WAIT) == 200
             except httpx.HTTPError:
                 paid = False
             if not paid or await watcher.wait(cid, settled, WAIT) is None:

@@ -25,7 +25,7 @@ from kubernetes_asyncio import config as kube_config
 from benchmarks.saga_phases import WAIT, link_of
 from benchmarks.saga_phases import Bench as _Bench
 from benchmarks.saga_probes import ApiserverMetrics
-from benchmarks.saga_shop import Accounts, Shop, Watcher, finished, settled
+from benchmarks.saga_shop import Accounts, Shop, Watcher, finished, pay_checkout, settled
 from saga_devenv.config import DevConfig
 
 
@@ -57,7 +57,7 @@ async def seed(bench: _Bench, target: int, buyers: int, cancel_every: int) -> Co
                 await bench.shop.cancel(account, cid)
                 done = await bench.watcher.wait(cid, finished, WAIT)
             else:
-                await bench.shop.pay(cid)
+                await pay_checkout(bench.shop, bench.watcher, cid, WAIT)
                 done = await bench.watcher.wait(cid, settled, WAIT)
             made[done.phase if done is not None and done.phase else "unfinished"] += 1
             if sum(made.values()) % 1000 == 0:

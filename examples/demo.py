@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -88,6 +89,18 @@ def wait_phase(
     raise SystemExit(f"{cid} did not reach {phases} within {within}s")
 
 
+def pay_on_page(http: httpx.Client, redirect_url: str) -> None:
+    """Press "Pay" on the sandbox's payment page, as the buyer would: the page names
+    the Midtrans order it is for (the checkout's id, or ``<id>~<n>`` when an earlier
+    payment page's answer was lost)."""
+    page = http.get(redirect_url)
+    page.raise_for_status()
+    form = re.search(r'action="(/_sandbox/transactions/[^"]+/pay)"', page.text)
+    if form is None:
+        raise SystemExit(f"no Pay button on {redirect_url}")
+    http.post(f"{SANDBOX}{form[1]}", json={}).raise_for_status()
+
+
 def available(http: httpx.Client, product_id: str) -> int:
     return int(http.get(f"{PRODUCTS}/products/{product_id}").json()["available"])
 
@@ -110,7 +123,7 @@ def main() -> int:
         print(f"POST /api/v1/checkouts -> {paid['id']} {paid['phase']} total {paid['total']}")
         print(f"  pay at {paid['redirect_url']}")
         print(f"available now: {available(http, item['id'])}")
-        http.post(f"{SANDBOX}/_sandbox/transactions/{paid['id']}/pay", json={}).raise_for_status()
+        pay_on_page(http, paid["redirect_url"])
         wait_phase(http, buyer, paid["id"], "Settled")
         print(kubectl("get", "checkouts", "-n", "default", paid["id"]))
 

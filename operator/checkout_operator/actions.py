@@ -290,11 +290,14 @@ async def payment_page(
     created at most once per journaled attempt.
 
     Each attempt is journaled (with its Midtrans order id, also in ``payment_pages``)
-    before Midtrans is called and its token right after. If an answer is lost (a
-    crash, a timeout), the next attempt uses a new Midtrans order id (``<order>~<n>``):
-    the lost page's token was never given to anyone, so it can never be paid and
-    lapses. Recording is compare-and-set: if another writer (a second operator)
-    recorded a page first, its page is returned and ours is orphaned, never shown.
+    before Midtrans is called and its token right after. A retry after a transient
+    failure (Midtrans away, the circuit open, an answer lost) asks again for the order
+    id it journaled: so an outage uses up no attempts, and the buyer's page keeps the
+    order id itself. Only if Midtrans says that order exists (its answer was lost) does
+    a new attempt take a new Midtrans order id (``<order>~<n>``): the lost page's token
+    was never given to anyone, so it can never be paid and lapses. Recording is
+    compare-and-set: if another writer (a second operator) recorded a page first, its
+    page is returned and ours is orphaned, never shown.
     """
     if record.snap_token and record.redirect_url and record.midtrans_order_id:
         return record.midtrans_order_id, record.snap_token, record.redirect_url
@@ -308,19 +311,36 @@ async def payment_page(
     customer = _customer(spec.get("customer"))
     created = parse_timestamp(body["metadata"]["creationTimestamp"])
     assert created is not None
+    # ``record`` is the journal as this step read it: an attempt journaled by an earlier
+    # try that got no page is asked for again first.
+    unanswered = None
+    attempts = deps.settings.max_payment_attempts
+    if (
+        record.midtrans_order_id
+        and not record.snap_token
+        and 1 <= record.payment_attempt <= attempts
+    ):
+        unanswered = (record.payment_attempt, record.midtrans_order_id)
     while True:
         # Midtrans' Snap expiry starts when it answers; the margin keeps our bound later.
         payable_until = deps.clock() + dt.timedelta(minutes=expiry_minutes + 5)
-        # The attempt and its Snap order are journaled together, before Midtrans is asked.
-        journaled = await deps.readmodel.next_payment_attempt(
-            order_id, payable_until, deps.settings.max_payment_attempts
-        )
-        if journaled is None:  # another writer's page is recorded: that one is shown
-            page = await deps.readmodel.payment_page(order_id)
-            assert page is not None
-            return page.midtrans_order_id, page.snap_token, page.redirect_url
-        attempt, midtrans_order = journaled
-        if attempt > deps.settings.max_payment_attempts:
+        if unanswered is not None:
+            attempt, midtrans_order = unanswered
+            unanswered = None
+            # Its listing's Snap expiry moves to this call's (one statement, retries only).
+            await deps.readmodel.journal_snap_order(
+                order_id, midtrans_order, attempt, payable_until
+            )
+        else:
+            # The attempt and its Snap order are journaled together, before Midtrans is
+            # asked.
+            journaled = await deps.readmodel.next_payment_attempt(order_id, payable_until, attempts)
+            if journaled is None:  # another writer's page is recorded: that one is shown
+                page = await deps.readmodel.payment_page(order_id)
+                assert page is not None
+                return page.midtrans_order_id, page.snap_token, page.redirect_url
+            attempt, midtrans_order = journaled
+        if attempt > attempts:
             raise PaymentSetupFailed(f"no payment page after {attempt - 1} attempts")
         try:
             snap = await deps.breaker.call(
@@ -333,7 +353,7 @@ async def payment_page(
                 )
             )
         except MidtransConflict:
-            continue  # an earlier attempt's answer was lost: use a fresh order id
+            continue  # Midtrans made this order but its answer was lost: a fresh order id
         except MidtransClientError as exc:
             metrics.MIDTRANS_ERRORS.labels("snap", "refused").inc()
             raise PaymentSetupFailed(f"Midtrans refused the payment page: {exc}") from exc

@@ -243,10 +243,13 @@ class ReadModel:
     async def journal_snap_order(
         self, order_id: str, midtrans_order: str, attempt: int, snap_expires_at: dt.datetime
     ) -> None:
-        """List a Snap order in ``payment_pages`` before Midtrans is asked to create it."""
+        """List a Snap order in ``payment_pages`` before Midtrans is asked to create it;
+        asked again (a retry), its listed Snap expiry moves to the later one."""
         await self.pool.execute(
             "INSERT INTO payment_pages (midtrans_order_id, order_id, attempt, snap_expires_at)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (midtrans_order_id) DO NOTHING",
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (midtrans_order_id) DO UPDATE"
+            " SET snap_expires_at = GREATEST(payment_pages.snap_expires_at,"
+            " EXCLUDED.snap_expires_at)",
             midtrans_order,
             order_id,
             attempt,

@@ -21,6 +21,7 @@ from checkout_operator import metrics
 from checkout_operator.actions import Retry
 from checkout_operator.readmodel import ReadModel, Record
 from checkout_operator.saga import Phase, Voucher
+from midtrans import MidtransError
 from saga_kit import db
 from saga_kit.checkout_status import status_patch
 from saga_kit.settings import Secret
@@ -168,6 +169,44 @@ async def test_start_retried_after_reserve_that_ends_rejected_releases_the_stock
     await wait_stock(saga, p, (2, 0))
 
 
+async def test_midtrans_away_for_many_retries_uses_up_no_payment_attempts(saga: SagaEnv) -> None:
+    """Each retry used to journal a new Midtrans order id (``name~n``) and count it as an
+    attempt, so a short outage (the operator's retries come within seconds, and once the
+    circuit opens they fail fast without reaching Midtrans) used up the attempts and
+    ended the checkout PaymentSetupFailed long before the setup deadline: an outage
+    turned into a refusal. Now a retry asks again for the order id it journaled."""
+    operator = await saga.start_operator(
+        midtrans_url="http://127.0.0.1:9",  # nothing listens: a transient error
+        payment_setup_deadline=dt.timedelta(hours=1),
+        max_payment_attempts=2,
+    )
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)])
+    retried = metrics.RETRIES._value.get()
+    body: dict[str, Any] | None = None
+
+    async def retried_twice_the_attempts_or_ended() -> bool:
+        nonlocal body
+        body = await saga.get(name)
+        ended = body is not None and (body.get("status") or {}).get("phase") is not None
+        return ended or metrics.RETRIES._value.get() >= retried + 4
+
+    await eventually(retried_twice_the_attempts_or_ended, within=30, interval=0.05)
+    assert body is not None
+    assert (body.get("status") or {}).get("phase") is None, body["status"]
+    async with journal(saga) as readmodel:
+        record = await readmodel.get(name)
+        pages = await readmodel.payment_pages(name)
+    assert record is not None and (record.payment_attempt, record.midtrans_order_id) == (1, name)
+    assert [page.midtrans_order_id for page in pages] == [name]
+    await operator.shutdown()
+    await saga.start_operator(max_payment_attempts=2)  # Midtrans is back
+    body = await saga.wait_phase(name, "AwaitingPayment")
+    # The buyer's page is the order id itself, as the sandbox's customer controls expect.
+    assert body["status"]["payment"]["midtransOrderId"] == name
+    await wait_stock(saga, p, (2, 1))
+
+
 async def test_rejected_for_an_order_id_reserved_by_someone_else_releases_nothing_of_theirs(
     saga: SagaEnv,
 ) -> None:
@@ -259,6 +298,42 @@ async def test_answer_of_the_awaiting_payment_write_lost_still_sells_when_paid(
     record = await journal_reaches(saga, name, lambda r: r.phase == "Settled")
     assert record.paid_order_id == name and record.total == 10_000
     assert (await saga.sandbox_state(name))["transaction_status"] == "settlement"
+
+
+async def test_a_payment_page_whose_answer_was_lost_is_made_again_under_a_new_order_id(
+    saga: SagaEnv,
+) -> None:
+    """Midtrans made the Snap order but its answer never came (a timeout): asked again
+    for that order id it answers 409, so the next attempt takes ``name~2``, and the
+    buyer pays that page."""
+    operator = await saga.start_operator()
+    midtrans = operator.deps.midtrans
+    real_create = midtrans.create_snap
+    lost: list[str] = []
+
+    async def answer_lost(order: str, *args: Any, **kwargs: Any) -> Any:
+        made = await real_create(order, *args, **kwargs)
+        if not lost:
+            lost.append(order)
+            raise MidtransError("read timeout")  # made at Midtrans, unheard here
+        return made
+
+    midtrans.create_snap = answer_lost  # type: ignore[method-assign,assignment]
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    body = await saga.wait_phase(name, "AwaitingPayment")
+    assert lost == [name]
+    assert body["status"]["payment"]["midtransOrderId"] == f"{name}~2"
+    async with journal(saga) as readmodel:
+        pages = await readmodel.payment_pages(name)
+    assert [(page.midtrans_order_id, page.shown) for page in pages] == [
+        (name, False),
+        (f"{name}~2", True),
+    ]
+    paid = await saga.sandbox(f"{name}~2", "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    await saga.wait_phase(name, "Settled")
+    await wait_stock(saga, p, (1, 0))
 
 
 # --- watch gaps ------------------------------------------------------------------------

@@ -57,3 +57,21 @@ def test_a_checkout_that_ended_before_its_page_stops_the_demo() -> None:
         pytest.raises(SystemExit, match="ended Rejected"),
     ):
         demo.checkout(http, "token", {"id": "p1", "price": 1000}, 1, ttl=60)
+
+
+def test_the_demo_pays_the_order_its_payment_page_names() -> None:
+    """The page may be a later attempt's Snap order (``<id>~2``): paying the checkout's id
+    would get a 404 from the sandbox."""
+    demo = load_demo()
+    posted: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            form = '<form method="post" action="/_sandbox/transactions/co-3~2/pay">'
+            return httpx.Response(200, text=f"<h1>Order co-3~2</h1>{form}<button>Pay</button>")
+        posted.append(request.url.path)
+        return httpx.Response(200, json={})
+
+    with httpx.Client(transport=httpx.MockTransport(answer)) as http:
+        demo.pay_on_page(http, "http://127.0.0.1:18900/snap/v3/redirection/tok")
+    assert posted == ["/_sandbox/transactions/co-3~2/pay"]
