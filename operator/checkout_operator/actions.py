@@ -324,6 +324,7 @@ async def payment_page(
     while True:
         # Midtrans' Snap expiry starts when it answers; the margin keeps our bound later.
         payable_until = deps.clock() + dt.timedelta(minutes=expiry_minutes + 5)
+        asked_again = unanswered is not None
         if unanswered is not None:
             attempt, midtrans_order = unanswered
             unanswered = None
@@ -355,6 +356,10 @@ async def payment_page(
         except MidtransConflict:
             continue  # Midtrans made this order but its answer was lost: a fresh order id
         except MidtransClientError as exc:
+            if asked_again:
+                # How Midtrans words a reused order id is not certain: a refusal of one
+                # asked for again may be that. A fresh order id tells (a refusal recurs).
+                continue
             metrics.MIDTRANS_ERRORS.labels("snap", "refused").inc()
             raise PaymentSetupFailed(f"Midtrans refused the payment page: {exc}") from exc
         except (MidtransError, CircuitOpen) as exc:

@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
+import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from checkout_operator import metrics
 from checkout_operator.actions import Retry
 from checkout_operator.readmodel import ReadModel, Record
 from checkout_operator.saga import Phase, Voucher
-from midtrans import MidtransError
+from midtrans import MidtransClientError, MidtransError
 from saga_kit import db
 from saga_kit.checkout_status import status_patch
 from saga_kit.settings import Secret
@@ -300,18 +301,23 @@ async def test_answer_of_the_awaiting_payment_write_lost_still_sells_when_paid(
     assert (await saga.sandbox_state(name))["transaction_status"] == "settlement"
 
 
+@pytest.mark.parametrize("duplicate", ["409", "worded-unknown"])
 async def test_a_payment_page_whose_answer_was_lost_is_made_again_under_a_new_order_id(
-    saga: SagaEnv,
+    saga: SagaEnv, duplicate: str
 ) -> None:
     """Midtrans made the Snap order but its answer never came (a timeout): asked again
-    for that order id it answers 409, so the next attempt takes ``name~2``, and the
-    buyer pays that page."""
+    for that order id it says the id is taken (409; or a 400 in words the client does
+    not know), so the next attempt takes ``name~2``, and the buyer pays that page."""
     operator = await saga.start_operator()
     midtrans = operator.deps.midtrans
     real_create = midtrans.create_snap
     lost: list[str] = []
 
     async def answer_lost(order: str, *args: Any, **kwargs: Any) -> Any:
+        if order in lost and duplicate == "worded-unknown":
+            raise MidtransClientError(
+                "snap failed", http_status=400, error_messages=["order_id tidak valid lagi"]
+            )
         made = await real_create(order, *args, **kwargs)
         if not lost:
             lost.append(order)
