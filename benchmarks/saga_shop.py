@@ -319,16 +319,12 @@ def settled(seen: Seen) -> bool:
 
 
 async def pay_checkout(shop: Shop, watcher: Watcher, checkout_id: str, within: float) -> int:
-    """Pay the checkout's payment page, as the buyer on it would: its Snap order is the
-    checkout's id, or (a 404 says so) ``<id>~<n>`` when an earlier page's answer was lost,
-    which the watch shows."""
-    status = await shop.pay(checkout_id)
-    if status != 404:
-        return status
+    """Pay the checkout's payment page, as the buyer on it would: its Snap order, which the
+    watch shows, is the checkout's id, or ``<id>~<n>`` when an earlier page's answer was
+    lost (``<id>`` then exists at Midtrans too, unpaid: paying it would be stray money)."""
     seen = await watcher.wait(checkout_id, has_link, within)
-    if seen is None or seen.midtrans_order in (None, checkout_id):
-        return status
-    return await shop.pay(seen.midtrans_order)
+    order = seen.midtrans_order if seen is not None else None
+    return await shop.pay(order or checkout_id)
 
 
 class Watcher:

@@ -293,9 +293,10 @@ async def payment_page(
     before Midtrans is called and its token right after. A retry after a transient
     failure (Midtrans away, the circuit open, an answer lost) asks again for the order
     id it journaled: so an outage uses up no attempts, and the buyer's page keeps the
-    order id itself. Only if Midtrans says that order exists (its answer was lost) does
-    a new attempt take a new Midtrans order id (``<order>~<n>``): the lost page's token
-    was never given to anyone, so it can never be paid and lapses. Recording is
+    order id itself. Only if Midtrans refuses that order asked for again (it exists: the
+    answer was lost; any 4xx counts, as its wording is not certain) does a new attempt
+    take a new Midtrans order id (``<order>~<n>``): the lost page's token was never
+    given to anyone, so it can never be paid and lapses. Recording is
     compare-and-set: if another writer (a second operator) recorded a page first, its
     page is returned and ours is orphaned, never shown.
     """
@@ -313,7 +314,7 @@ async def payment_page(
     assert created is not None
     # ``record`` is the journal as this step read it: an attempt journaled by an earlier
     # try that got no page is asked for again first.
-    unanswered = None
+    unanswered: tuple[int, str] | None = None
     attempts = deps.settings.max_payment_attempts
     if (
         record.midtrans_order_id
@@ -328,10 +329,14 @@ async def payment_page(
         if unanswered is not None:
             attempt, midtrans_order = unanswered
             unanswered = None
-            # Its listing's Snap expiry moves to this call's (one statement, retries only).
-            await deps.readmodel.journal_snap_order(
+            # Its listing's Snap expiry moves to this call's (one statement, retries only),
+            # unless a page is recorded meanwhile (another writer's): then that one is shown.
+            if not await deps.readmodel.journal_snap_order(
                 order_id, midtrans_order, attempt, payable_until
-            )
+            ):
+                page = await deps.readmodel.payment_page(order_id)
+                assert page is not None
+                return page.midtrans_order_id, page.snap_token, page.redirect_url
         else:
             # The attempt and its Snap order are journaled together, before Midtrans is
             # asked.
@@ -354,11 +359,15 @@ async def payment_page(
                 )
             )
         except MidtransConflict:
-            continue  # Midtrans made this order but its answer was lost: a fresh order id
+            # Midtrans made this order but its answer was lost: a fresh order id.
+            metrics.MIDTRANS_ERRORS.labels("snap", "conflict").inc()
+            continue
         except MidtransClientError as exc:
             if asked_again:
                 # How Midtrans words a reused order id is not certain: a refusal of one
                 # asked for again may be that. A fresh order id tells (a refusal recurs).
+                metrics.MIDTRANS_ERRORS.labels("snap", "refused-again").inc()
+                log.info("%s: %s asked for again was refused: %s", _key(body), midtrans_order, exc)
                 continue
             metrics.MIDTRANS_ERRORS.labels("snap", "refused").inc()
             raise PaymentSetupFailed(f"Midtrans refused the payment page: {exc}") from exc

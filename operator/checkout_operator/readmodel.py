@@ -242,19 +242,24 @@ class ReadModel:
 
     async def journal_snap_order(
         self, order_id: str, midtrans_order: str, attempt: int, snap_expires_at: dt.datetime
-    ) -> None:
-        """List a Snap order in ``payment_pages`` before Midtrans is asked to create it;
-        asked again (a retry), its listed Snap expiry moves to the later one."""
-        await self.pool.execute(
+    ) -> bool:
+        """List a Snap order in ``payment_pages`` before Midtrans is asked for it (again:
+        its listed Snap expiry moves to the later one). False, and nothing written, when a
+        page is recorded already: the caller shows that one and asks Midtrans for nothing.
+        """
+        listed = await self.pool.fetchval(
             "INSERT INTO payment_pages (midtrans_order_id, order_id, attempt, snap_expires_at)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (midtrans_order_id) DO UPDATE"
+            " SELECT $1, $2, $3, $4 WHERE EXISTS"
+            " (SELECT FROM checkouts WHERE order_id = $2 AND snap_token IS NULL)"
+            " ON CONFLICT (midtrans_order_id) DO UPDATE"
             " SET snap_expires_at = GREATEST(payment_pages.snap_expires_at,"
-            " EXCLUDED.snap_expires_at)",
+            " EXCLUDED.snap_expires_at) RETURNING true",
             midtrans_order,
             order_id,
             attempt,
             snap_expires_at,
         )
+        return bool(listed)
 
     async def record_payment_page(
         self, order_id: str, midtrans_order: str, token: str, redirect_url: str

@@ -29,13 +29,14 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 def main() -> int:
     try:
         settings = SandboxSettings.from_env()
+        app = create_app(settings)  # opens the state file
     except ValueError as exc:
         print(f"midtrans_sandbox: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger(__name__).info("starting with %r", settings)
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
 

@@ -24,6 +24,7 @@ import heapq
 import itertools
 import logging
 import re
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -403,16 +404,20 @@ class Sandbox:
 
     def _flush(self) -> None:
         if self._changed:
-            changed = list(self._changed.values())
+            # Cleared only once written: a failed save is tried again with the next one.
+            self._store.save(list(self._changed.values()), is_open=_is_open)
             self._changed.clear()
-            self._store.save(changed, is_open=_is_open)
 
     def _delivery_changed(self, notification: Notification) -> None:
         # The notifier runs outside the lock, between awaits: store its record at once.
+        # A failed save must not stop the delivery (it stays marked for the next save).
         tx = self._transactions.get(notification.order_id)
         if tx is not None:
             self._mark(tx)
-            self._flush()
+            try:
+                self._flush()
+            except sqlite3.Error:
+                log.exception("could not store the delivery of notification %s", notification.id)
 
     def _push_deadline(self, tx: Transaction) -> None:
         earliest = self._deadlines[0][0] if self._deadlines else None

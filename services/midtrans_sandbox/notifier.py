@@ -131,8 +131,9 @@ class Notifier:
     async def _retry(self, notification: Notification) -> None:
         while True:
             last = notification.attempts[-1]
-            # Every attempt after the first is a retry: this is the next one's number.
-            retry = len(notification.attempts)
+            # Every attempt after the first is a retry: this is the next one's number. An
+            # attempt a stop interrupted was never answered, so it does not count.
+            retry = sum(a.error != INTERRUPTED for a in notification.attempts)
             if retry > max_retries(last.http_status):
                 notification.state = "failed"
                 self._on_change(notification)

@@ -40,7 +40,11 @@ CREATE TABLE IF NOT EXISTS transactions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS transactions_resume ON transactions (order_id)
     WHERE open = 1 OR undelivered = 1;
+CREATE INDEX IF NOT EXISTS transactions_last_notification
+    ON transactions (last_notification_id);
 """
+# The row format's version (PRAGMA user_version): a file of another one is refused.
+FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -55,12 +59,21 @@ class SandboxStore:
     """The sandbox's orders on disk (``path``) or in memory (``":memory:"``)."""
 
     def __init__(self, path: str = IN_MEMORY) -> None:
-        # One event loop uses it, but tests may drive the app from another thread.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        if path != IN_MEMORY:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        """Raises ValueError (naming the file) when it cannot be opened or is of another
+        format."""
+        try:
+            # One event loop uses it, but tests may drive the app from another thread.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            if path != IN_MEMORY:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            if version not in (0, FORMAT):
+                raise ValueError(f"it holds orders in format {version}, not {FORMAT}")
+            self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version = {FORMAT}")
+        except (sqlite3.Error, ValueError) as exc:
+            raise ValueError(f"MIDTRANS_SANDBOX_STATE_FILE {path}: {exc}") from exc
 
     def close(self) -> None:
         self._db.close()

@@ -279,18 +279,32 @@ async def test_a_wrong_server_key_is_refused(sandbox: ModuleProcess) -> None:
     assert caught.value.http_status == 401
 
 
-def test_the_sandbox_will_not_start_without_a_server_key() -> None:
+def sandbox_refusing_to_start(**settings: str) -> str:
+    """Run ``python -m midtrans_sandbox`` with only these settings; it must exit 2 at once.
+    Returns what it printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIDTRANS_SANDBOX_")}
     result = subprocess.run(
         [sys.executable, "-m", "midtrans_sandbox"],
-        env=env,
+        env={**env, **settings},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2
-    assert "MIDTRANS_SANDBOX_SERVER_KEY" in result.stderr
+    assert result.returncode == 2, result.stderr
+    return result.stderr
+
+
+def test_the_sandbox_will_not_start_without_a_server_key() -> None:
+    assert "MIDTRANS_SANDBOX_SERVER_KEY" in sandbox_refusing_to_start()
+
+
+def test_the_sandbox_will_not_start_on_a_state_file_it_cannot_open(tmp_path: Any) -> None:
+    printed = sandbox_refusing_to_start(
+        MIDTRANS_SANDBOX_SERVER_KEY=SERVER_KEY,
+        MIDTRANS_SANDBOX_STATE_FILE=str(tmp_path / "no-such-folder" / "orders.sqlite3"),
+    )
+    assert "MIDTRANS_SANDBOX_STATE_FILE" in printed and "no-such-folder" in printed
 
 
 async def test_a_sandbox_restarted_on_its_state_file_still_answers_for_a_paid_order(

@@ -81,6 +81,20 @@ async def test_no_new_attempt_once_a_page_is_recorded(readmodel: ReadModel) -> N
     )
     page = await readmodel.payment_page("order-x")
     assert page is not None and page.snap_token == "tok"
+    # Nor does a writer asking again for an attempt it read before the page was recorded.
+    assert not await readmodel.journal_snap_order("order-x", "order-x", 1, LATER)
+
+
+async def test_an_order_asked_for_again_is_listed_once_with_its_later_expiry(
+    readmodel: ReadModel,
+) -> None:
+    await registered(readmodel, "order-z")
+    assert await readmodel.next_payment_attempt("order-z", LATER) == (1, "order-z")
+    later = LATER + dt.timedelta(minutes=3)
+    assert await readmodel.journal_snap_order("order-z", "order-z", 1, later)
+    assert await readmodel.journal_snap_order("order-z", "order-z", 1, LATER)  # never earlier
+    (page,) = await readmodel.payment_pages("order-z")
+    assert (page.midtrans_order_id, page.attempt, page.snap_expires_at) == ("order-z", 1, later)
 
 
 async def test_a_lost_answer_stays_listed_without_a_token(readmodel: ReadModel) -> None:

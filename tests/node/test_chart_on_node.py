@@ -154,8 +154,8 @@ def release(cluster: Cluster, image: str, nats: Nats, database: str) -> Iterator
             f"--set-string=external.postgres.url={postgres}",
             f"--set-string=external.redisUrl={redis},external.natsUrl={nats.url}",
             f"--set-string=nats.existingSecret={nats_secret}",
-            # The sandbox keeps its transactions in memory: pinned, it keeps them
-            # while the upgrade test rolls everything else to a new tag.
+            # The sandbox keeps its orders on an emptyDir, which a new pod does not get:
+            # pinned, it keeps them while the upgrade test rolls everything else.
             f"--set=midtrans.sandbox.enabled=true,midtrans.sandbox.imageTag={tag}",
             f"--set=api.nodePort={API_NODE_PORT},listener.nodePort={LISTENER_NODE_PORT}",
             # Payments notified while the listener rolls are found by the poller.

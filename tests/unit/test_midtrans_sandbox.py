@@ -8,9 +8,10 @@ import contextlib
 import hashlib
 import itertools
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -18,7 +19,15 @@ import pytest
 
 from midtrans_sandbox import SandboxSettings, create_app
 from midtrans_sandbox.engine import Sandbox as SandboxEngine
-from midtrans_sandbox.notifier import RETRY_INTERVALS_MINUTES, max_retries, retry_delay
+from midtrans_sandbox.model import Attempt, Notification
+from midtrans_sandbox.notifier import (
+    INTERRUPTED,
+    RETRY_INTERVALS_MINUTES,
+    Notifier,
+    max_retries,
+    retry_delay,
+)
+from midtrans_sandbox.store import SandboxStore
 from tests.helpers.midtrans_sandbox import (
     BASE_URL,
     CONNECT_ERROR,
@@ -799,15 +808,18 @@ async def test_a_restarted_sandbox_still_knows_every_order(tmp_path: Any) -> Non
 async def test_a_pending_payment_whose_deadline_passed_while_stopped_expires_then(
     tmp_path: Any,
 ) -> None:
-    # Time scale 0.01: a one-minute Snap expiry is 0.6 s.
-    kept = settings(state_file=str(tmp_path / "sandbox.sqlite3"), time_scale=0.01)
+    # Time scale 0.05: a one-minute Snap expiry is 3 s, long enough for the first run on
+    # a busy machine.
+    kept = settings(state_file=str(tmp_path / "sandbox.sqlite3"), time_scale=0.05)
     expiry = {"unit": "minute", "duration": 1}
     async with open_sandbox(kept) as sb:
         await sb.create("pending", expiry=expiry)
         await sb.control("pending", "choose")
         await sb.create("unchosen", expiry=expiry)
         await sb.wait_notifications("pending", 1)
-    await asyncio.sleep(0.8)
+        assert (await sb.status("pending")).json()["transaction_status"] == "pending"
+        deadline = datetime.fromisoformat((await sb.state("pending"))["expires_at"])
+    await asyncio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.2)
     async with open_sandbox(kept) as sb:
         await sb.wait_notifications("pending", 1)
         assert sb.statuses("pending") == ["expire"]
@@ -818,8 +830,8 @@ async def test_a_pending_payment_whose_deadline_passed_while_stopped_expires_the
 
 
 async def test_a_notification_being_retried_is_retried_after_a_restart(tmp_path: Any) -> None:
-    # Time scale 0.01: the first retry comes 2 min x 0.01 = 1.2 s after the first attempt.
-    kept = settings(state_file=str(tmp_path / "sandbox.sqlite3"), time_scale=0.01)
+    # Time scale 0.02: the first retry comes 2 min x 0.02 = 2.4 s after the first attempt.
+    kept = settings(state_file=str(tmp_path / "sandbox.sqlite3"), time_scale=0.02)
     async with open_sandbox(kept) as sb:
         sb.receiver.script["order-1"] = [503]
         await sb.create()
@@ -830,10 +842,14 @@ async def test_a_notification_being_retried_is_retried_after_a_restart(tmp_path:
 
         await eventually(retrying)
         first = sb.receiver.for_order("order-1")[0].at
+    await asyncio.sleep(1.2)
+    restarted = time.monotonic()
     async with open_sandbox(kept) as sb:
         await sb.wait_notifications("order-1", 1, within=5)
         # On the schedule counted from the first attempt, not from the restart.
-        assert sb.receiver.for_order("order-1")[0].at - first >= 1.2
+        retried = sb.receiver.for_order("order-1")[0].at
+        assert retried - first >= 2.4
+        assert retried - restarted < 2.4, "counted from the restart"
         (note,) = (await sb.state())["notifications"]
         assert note["state"] == "delivered"
         assert [a["http_status"] for a in note["attempts"]] == [503, 200]
@@ -862,8 +878,48 @@ async def test_a_notification_in_flight_when_the_sandbox_stopped_is_sent_again(
             return len(receiver.received) == 1
 
         await eventually(in_flight)
+        # A change meanwhile stores the order with its attempt still in flight.
+        refund = await http.post("/v2/order-1/refund", json={"amount": 5000}, headers=AUTH)
+        assert refund.status_code == 200, refund.text
     async with open_sandbox(kept) as sb:
-        await sb.wait_notifications("order-1", 2)
-        assert sb.statuses() == ["pending", "settlement"]
+        await sb.wait_notifications("order-1", 3)
+        assert sb.statuses() == ["pending", "settlement", "partial_refund"]
         notes = (await sb.state())["notifications"]
-        assert [n["state"] for n in notes] == ["delivered", "delivered"]
+        assert [n["state"] for n in notes] == ["delivered"] * 3
+        attempts = [(a["error"], a["http_status"]) for a in notes[0]["attempts"]]
+        assert attempts == [(INTERRUPTED, None), (None, 200)]
+
+
+async def test_an_interrupted_attempt_does_not_count_against_the_retries() -> None:
+    """Interrupted, then a 500 (which allows one retry): the retry still comes."""
+    receiver = Receiver()
+    notifier = Notifier(settings(time_scale=0.0001), transport=httpx.MockTransport(receiver.handle))
+    now = datetime.now(UTC)
+    notification = Notification(
+        id=1,
+        order_id="order-1",
+        payload={"order_id": "order-1", "transaction_status": "pending"},
+        created_at=now,
+        url=NOTIFICATION_URL,
+        attempts=[
+            Attempt(1, now, error=INTERRUPTED, finished_at=now),
+            Attempt(2, now, http_status=500, finished_at=now),
+        ],
+        state="retrying",
+    )
+    notifier.resume(notification)
+
+    async def delivered() -> bool:
+        return notification.state == "delivered"
+
+    await eventually(delivered, within=5)
+    await notifier.aclose()
+    assert len(notification.attempts) == 3
+
+
+def test_a_state_file_of_another_format_is_refused_clearly(tmp_path: Any) -> None:
+    path = tmp_path / "sandbox.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 7")
+    with pytest.raises(ValueError, match=rf"MIDTRANS_SANDBOX_STATE_FILE {path}: .*format 7"):
+        SandboxStore(str(path))
