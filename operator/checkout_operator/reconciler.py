@@ -365,22 +365,22 @@ class Reconciler:
         Only journal rows that may still matter are compared: open ones (they may hold
         stock) and ended ones whose TTL delete is overdue (the archive's ``deleted_at``;
         their stock and money were settled by their ending). An ended row is otherwise
-        archived by the TTL delete or the watch's DELETED event.
+        archived by the TTL delete or the watch's DELETED event. After a listing every
+        ended row is compared too: one deleted while nobody watched (an operator
+        restarting) is archived then, not an hour later, and the audit stops reporting it.
         """
         released = 0
         now = self.deps.clock()
         ttl = self.deps.settings.ttl_after_finished
         listings = self._listings
+        listed = listings != self._compared
         compare_all = (
-            self._watch_stopped
-            or listings != self._compared
-            or self._sweeps_since_compared + 1 >= COMPARE_ALL_EVERY
+            self._watch_stopped or listed or self._sweeps_since_compared + 1 >= COMPARE_ALL_EVERY
         )
+        overdue = None if ttl is None or listed else now - ttl - SWEEP_TTL_GRACE
         # The journal first: a row is registered only after its resource was seen, so
         # every row's resource, if it still exists, is found by a read after it.
-        records = await self.deps.readmodel.undeleted(
-            namespace or None, ended_before=None if ttl is None else now - ttl - SWEEP_TTL_GRACE
-        )
+        records = await self.deps.readmodel.undeleted(namespace or None, ended_before=overdue)
         # The young are looked at by a later sweep: under load they are most of the open
         # rows (reading them made this a LIST). Not those the cache holds when every row
         # is compared: a later sweep trusts the cache, which may hold one deleted unseen.

@@ -71,11 +71,30 @@ async def deleted_at(saga: SagaEnv, name: str) -> dt.datetime | None:
     return record.deleted_at
 
 
+async def test_the_first_sweep_after_a_watch_gap_archives_ended_ones_deleted_in_it(
+    saga: SagaEnv,
+) -> None:
+    """An ended checkout deleted while nobody watched (a gap, an operator restarting) is
+    archived by the comparison after the listing, not once its TTL delete is overdue (an
+    hour later: the audit reported its row as "resource: gone" all that time)."""
+    operator, p, live, ended = await one_live_one_ended(saga)
+    await operator.watcher.stop()  # a watch gap: neither deletion is seen
+    saga.platform.kubectl("delete", "checkout", live, ended, namespace=saga.namespace)
+    lists = counted_lists(operator)
+    assert await operator.reconciler.sweep(saga.namespace, dt.timedelta(0)) == 2
+    await wait_stock(saga, p, (4, 0))
+    assert await deleted_at(saga, live) is not None
+    assert await deleted_at(saga, ended) is not None
+    assert lists == []  # two rows: a GET each, not a LIST of the namespace
+
+
 async def test_sweep_reads_open_rows_one_by_one_and_ended_ones_once_their_ttl_is_overdue(
     saga: SagaEnv,
 ) -> None:
     operator, p, live, ended = await one_live_one_ended(saga)
-    await operator.watcher.stop()  # a watch gap: neither deletion is seen
+    await operator.watcher.stop()  # no watch: deletions from now on are unseen
+    # The comparison after the watch stopped: both exist. Later sweeps read open rows.
+    assert await operator.reconciler.sweep(saga.namespace, dt.timedelta(0)) == 0
     saga.platform.kubectl("delete", "checkout", live, ended, namespace=saga.namespace)
     lists = counted_lists(operator)
 

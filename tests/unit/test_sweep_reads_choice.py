@@ -207,3 +207,48 @@ async def test_every_tenth_sweep_compares_every_row_whatever_the_watch_says(
     assert kube.lists == 1
     assert await rec.sweep("shop", MIN_AGE) == 1
     assert kube.lists == 2 and released == ["open-5"]
+
+
+class SettingsWithTtl:
+    ttl_after_finished = dt.timedelta(hours=1)
+
+
+class JournalOfEndings(Journal):
+    """Answers ``undeleted`` as the real journal does: ended rows only up to ``ended_before``."""
+
+    async def undeleted(
+        self, namespace: str | None = None, *, ended_before: dt.datetime | None = None
+    ) -> list[Record]:
+        return [
+            r
+            for r in self.rows
+            if r.finished_at is None or ended_before is None or r.finished_at < ended_before
+        ]
+
+
+async def test_an_ended_checkout_deleted_while_nobody_watched_is_archived_after_the_listing(
+    released: list[str],
+) -> None:
+    """It used to wait until its TTL delete was overdue (an hour and five minutes), and the
+    audit reported its row ("not deleted", "resource: gone") all that time."""
+    ended = record(
+        "ended-1", phase="Settled", finished_at=NOW - dt.timedelta(minutes=2), created_at=OLD
+    )
+    rows = [ended, *(open_row(n) for n in range(3))]
+    rec = reconciler(rows, cached=10)
+    journal = JournalOfEndings(rows)
+    rec.deps.readmodel = journal
+    rec.deps.settings = SettingsWithTtl()  # type: ignore[assignment]
+    rec.cache.pop(("shop", "ended-1"))  # deleted while the operator restarted: not listed
+    rec.deps.kube.gone.add("ended-1")  # type: ignore[attr-defined]
+    assert await rec.sweep("shop", MIN_AGE) == 1  # the first sweep after the start's listing
+    assert released == ["ended-1"]
+    # Between listings ended rows are left to their TTL delete and the watch: none is read.
+    later = record(
+        "ended-2", phase="Settled", finished_at=NOW - dt.timedelta(minutes=1), created_at=OLD
+    )
+    journal.rows.append(later)
+    rec.deps.kube.gone.add("ended-2")  # type: ignore[attr-defined]
+    gets = rec.deps.kube.gets  # type: ignore[attr-defined]
+    assert await rec.sweep("shop", MIN_AGE) == 0
+    assert rec.deps.kube.gets == gets  # type: ignore[attr-defined]
