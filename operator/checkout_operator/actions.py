@@ -326,26 +326,23 @@ async def payment_page(
         # Midtrans' Snap expiry starts when it answers; the margin keeps our bound later.
         payable_until = deps.clock() + dt.timedelta(minutes=expiry_minutes + 5)
         asked_again = unanswered is not None
+        journaled: tuple[int, str] | None
         if unanswered is not None:
-            attempt, midtrans_order = unanswered
-            unanswered = None
-            # Its listing's Snap expiry moves to this call's (one statement, retries only),
-            # unless a page is recorded meanwhile (another writer's): then that one is shown.
-            if not await deps.readmodel.journal_snap_order(
+            # Its listing's Snap expiry moves to this call's (one statement, retries only).
+            (attempt, midtrans_order), unanswered = unanswered, None
+            listed = await deps.readmodel.journal_snap_order(
                 order_id, midtrans_order, attempt, payable_until
-            ):
-                page = await deps.readmodel.payment_page(order_id)
-                assert page is not None
-                return page.midtrans_order_id, page.snap_token, page.redirect_url
+            )
+            journaled = (attempt, midtrans_order) if listed else None
         else:
             # The attempt and its Snap order are journaled together, before Midtrans is
             # asked.
             journaled = await deps.readmodel.next_payment_attempt(order_id, payable_until, attempts)
-            if journaled is None:  # another writer's page is recorded: that one is shown
-                page = await deps.readmodel.payment_page(order_id)
-                assert page is not None
-                return page.midtrans_order_id, page.snap_token, page.redirect_url
-            attempt, midtrans_order = journaled
+        if journaled is None:  # another writer's page is recorded: that one is shown
+            page = await deps.readmodel.payment_page(order_id)
+            assert page is not None
+            return page.midtrans_order_id, page.snap_token, page.redirect_url
+        attempt, midtrans_order = journaled
         if attempt > attempts:
             raise PaymentSetupFailed(f"no payment page after {attempt - 1} attempts")
         try:
