@@ -26,7 +26,7 @@ from . import metrics
 from .actions import Deps, Retry, reconcile, release_deleted
 from .keyed_locks import KeyedLocks
 from .latest import Latest
-from .readmodel import Record
+from .readmodel import Unarchived
 from .saga import TERMINAL, Phase
 from .wakeups import Wakeups
 
@@ -421,11 +421,11 @@ class Reconciler:
             self._sweeps_since_compared += 1
         return released
 
-    def _holds(self, record: Record) -> bool:
+    def _holds(self, record: Unarchived) -> bool:
         cached = self.cache.get((record.namespace, record.name))
         return cached is not None and cached["metadata"]["uid"] == record.uid
 
-    async def _present(self, namespace: str, records: list[Record]) -> dict[Key, str]:
+    async def _present(self, namespace: str, records: list[Unarchived]) -> dict[Key, str]:
         """The uid of each of these rows' resources that exists: a GET each when they are
         few (for the namespace's size), else one consistent LIST of its metadata."""
         if len(records) > max(SWEEP_GETS_UP_TO, len(self.cache) // LIST_COSTS_PER_GET):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from checkout_operator import reconciler as module
-from checkout_operator.readmodel import ReadModel, Record
+from checkout_operator.readmodel import ReadModel, Record, Unarchived
 from checkout_operator.reconciler import Reconciler
 from tests.helpers.journal_records import record
 
@@ -20,6 +20,10 @@ MIN_AGE = dt.timedelta(seconds=30)
 
 def open_row(n: int, created_at: dt.datetime = OLD) -> Record:
     return record(f"open-{n}", phase="AwaitingPayment", finished_at=None, created_at=created_at)
+
+
+def unarchived(row: Record) -> Unarchived:
+    return Unarchived(row.namespace, row.name, row.uid, row.created_at, row.finished_at)
 
 
 class Kube:
@@ -53,8 +57,8 @@ class Journal(ReadModel):
 
     async def undeleted(
         self, namespace: str | None = None, *, ended_before: dt.datetime | None = None
-    ) -> list[Record]:
-        return self.rows
+    ) -> list[Unarchived]:
+        return [unarchived(r) for r in self.rows]
 
     async def get(self, order_id: str) -> Record | None:
         return next((r for r in self.rows if r.order_id == order_id), None)
@@ -218,9 +222,9 @@ class JournalOfEndings(Journal):
 
     async def undeleted(
         self, namespace: str | None = None, *, ended_before: dt.datetime | None = None
-    ) -> list[Record]:
+    ) -> list[Unarchived]:
         return [
-            r
+            unarchived(r)
             for r in self.rows
             if r.finished_at is None or ended_before is None or r.finished_at < ended_before
         ]
