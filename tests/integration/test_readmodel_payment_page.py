@@ -81,8 +81,12 @@ async def test_no_new_attempt_once_a_page_is_recorded(readmodel: ReadModel) -> N
     )
     page = await readmodel.payment_page("order-x")
     assert page is not None and page.snap_token == "tok"
-    # Nor does a writer asking again for an attempt it read before the page was recorded.
-    assert not await readmodel.journal_snap_order("order-x", "order-x", 1, LATER)
+    # Nor does a writer asking again for an attempt it read before the page was recorded:
+    # it is told so, and the page's listed Snap expiry stays as recorded.
+    later = LATER + dt.timedelta(minutes=3)
+    assert await readmodel.journal_snap_order("order-x", "order-x", 1, later) is False
+    (listed,) = await readmodel.payment_pages("order-x")
+    assert listed.snap_expires_at == LATER
 
 
 async def test_an_order_asked_for_again_is_listed_once_with_its_later_expiry(
