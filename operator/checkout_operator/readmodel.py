@@ -321,6 +321,20 @@ class ReadModel:
         )
         return [SnapOrder(**dict(r)) for r in rows]
 
+    async def made_order(self, order_id: str, midtrans_order: str) -> bool:
+        """Whether Midtrans made ``midtrans_order`` for this checkout at our asking: it
+        answered with its Snap token. An order it refused as taken (another release's of
+        the same name, say), or whose answer never came, has no page anyone was handed."""
+        made: bool = await self.pool.fetchval(
+            "SELECT EXISTS (SELECT FROM payment_pages WHERE midtrans_order_id = $2"
+            " AND order_id = $1 AND snap_token IS NOT NULL)"
+            " OR EXISTS (SELECT FROM checkouts WHERE order_id = $1"
+            " AND midtrans_order_id = $2 AND snap_token IS NOT NULL)",
+            order_id,
+            midtrans_order,
+        )
+        return made
+
     async def record_lines(self, order_id: str, lines: Sequence[Line]) -> None:
         await self.pool.executemany(
             "UPDATE checkout_items SET name = $3 WHERE order_id = $1 AND product_id = $2",

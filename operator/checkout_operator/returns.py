@@ -97,6 +97,11 @@ class PaymentReturns:
             await store.recheck_in(order, RECHECK_AFTER_ERROR)
             return
         step = return_step(ts, deps.clock() > row.watch_until)
+        if step in (ReturnStep.VOID, ReturnStep.REFUND) and not await deps.readmodel.made_order(
+            record.order_id, order
+        ):
+            await self._not_ours(row, step)
+            return
         match step:
             case ReturnStep.WAIT:
                 await store.recheck_in(
@@ -112,6 +117,26 @@ class PaymentReturns:
             case ReturnStep.REFUND:
                 assert ts is not None
                 await self._refund(row, record, ts)
+
+    async def _not_ours(self, row: Watched, step: ReturnStep) -> None:
+        """Money on an order of this checkout's name that Midtrans never made for us.
+
+        Only its maker can have handed out its page: another release sharing the
+        merchant account with a checkout of the same name (docs/scale-out.md), or
+        someone else holding the server key. Its money may well have bought goods there,
+        so it is never voided or refunded here: logged and counted for a person to look
+        at, and the watch ends.
+        """
+        order = row.midtrans_order_id
+        metrics.PAYMENT_RETURNS.labels(step.value, "not-ours").inc()
+        log.warning(
+            "%s: money on Midtrans order %s, which was never made for this checkout"
+            " (no Snap page of ours): left to whoever made it, not %s",
+            row.order_id,
+            order,
+            "voided" if step is ReturnStep.VOID else "refunded",
+        )
+        await self.deps.returns.finish(order, CLOSED, "not-ours")
 
     def _ended_settled(self, record: Record) -> bool | None:
         """Whether the checkout really ended Settled; None while that is not known yet.

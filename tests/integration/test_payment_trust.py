@@ -226,11 +226,13 @@ async def test_refused_refund_is_retried_surfaced_and_then_done(saga: SagaEnv) -
     assert watched is not None and watched.state == "returned"
 
 
-async def test_money_on_another_order_of_the_checkout_never_settles_it_and_goes_back(
+async def test_money_on_an_order_never_made_for_the_checkout_buys_nothing_and_is_left_alone(
     saga: SagaEnv,
 ) -> None:
-    """A Snap order for the checkout's id at 1 IDR exists first (an earlier attempt, a
-    second operator, an intruder with the merchant key): paying it must not buy the goods."""
+    """A Snap order for the checkout's id at 1 IDR exists first (another release's
+    checkout of the same name on one merchant account, or someone with the merchant
+    key): paying it must not buy the goods, and it is not this operator's to give back.
+    Refunding it took the money of whatever its maker sold (helper review, session 14)."""
     await saga.start_operator(poll_interval=3600)
     p = await product(saga, stock=2)
     name = f"order-decoy-{uuid.uuid4().hex[:8]}"
@@ -250,11 +252,27 @@ async def test_money_on_another_order_of_the_checkout_never_settles_it_and_goes_
     assert paid.status_code == 200, paid.text
     genuine = paid.json()["notifications"][-1]["payload"]
     await publish_notification(saga, genuine)  # a genuine, validly signed settlement of 1 IDR
-    await wait_sandbox(saga, name, "refund")
+    pool = saga.operator.deps.returns.pool
+
+    async def left_to_its_maker() -> bool:
+        row = await pool.fetchrow(
+            "SELECT state, returned_how FROM payment_returns WHERE midtrans_order_id = $1", name
+        )
+        return row is not None and (row["state"], row["returned_how"]) == ("closed", "not-ours")
+
+    await eventually(left_to_its_maker, within=30, interval=0.05)
+    state = await saga.sandbox_state(name)
+    assert (state["transaction_status"], state["refunds"]) == ("settlement", []), state
     body = await saga.get(name)
     assert body is not None and body["status"]["phase"] == "AwaitingPayment"
     assert "transactionStatus" not in body["status"]["payment"], body["status"]["payment"]
     assert await saga.products.stock_of(p) == (2, 1)
+    # The checkout's own page still sells it.
+    own = await saga.sandbox(f"{name}~2", "pay", payment_type="bank_transfer")
+    assert own.status_code == 200, own.text
+    await publish_notification(saga, own.json()["notifications"][-1]["payload"])
+    await saga.wait_phase(name, "Settled")
+    await wait_stock(saga, p, (1, 0))
 
 
 async def test_settlement_that_lost_its_status_write_to_an_ending_is_refunded(
