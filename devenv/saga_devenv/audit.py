@@ -149,6 +149,8 @@ class Snapshot:
     returns: Sequence[ReturnRow]
     payments: Mapping[str, TransactionStatus | None]  # Midtrans order -> its status
     namespaces: frozenset[str] | None = None  # the resources' namespaces; None: all
+    # The Midtrans orders Midtrans made for us (its Snap token came back); None: all are.
+    made: frozenset[str] | None = None
 
 
 # --- findings ----------------------------------------------------------------------------
@@ -438,8 +440,13 @@ def order_finding(
     watched: ReturnRow | None,
     now: dt.datetime,
     grace: dt.timedelta,
+    made: frozenset[str] | None = None,
 ) -> Finding | None:
-    """What is wrong with the money on one order of a checkout, if anything."""
+    """What is wrong with the money on one order of a checkout, if anything.
+
+    ``made``: the orders Midtrans made for us. Money on another one (refused to us as
+    taken: another release's checkout of the same name on one merchant account) is its
+    maker's, which the operator leaves alone: a warning for a person, not a mismatch."""
     subject = f"checkout {c.key} order {order}"
     if c.phase == Phase.SETTLED and order == c.paid_order_id:
         problem = sale_problem(c, ts)
@@ -454,6 +461,15 @@ def order_finding(
     severity = return_severity(c, ts, watched, now, grace)
     if severity is None:
         return None
+    if made is not None and order not in made:
+        journal = "an order Midtrans never made for it (no Snap page of ours): its maker's"
+        return Finding(
+            "money",
+            subject,
+            f"read model: {c.phase}, {journal}",
+            f"Midtrans: {describe(ts)}",
+            Severity.WARNING,
+        )
     journal = "not watched for return"
     if watched is not None:
         journal = f"payment_returns {watched.state} until {watched.watch_until.isoformat()}"
@@ -471,8 +487,10 @@ def check_money(
     payments: Mapping[str, TransactionStatus | None],
     now: dt.datetime,
     grace: dt.timedelta,
+    made: frozenset[str] | None = None,
 ) -> list[Finding]:
-    """``payments``: Midtrans' answers for (at least) :func:`orders_to_ask`."""
+    """``payments``: Midtrans' answers for (at least) :func:`orders_to_ask`; ``made``: see
+    :func:`order_finding`."""
     watched = {r.midtrans_order_id: r for r in returns}
     by_checkout = _returns_by_checkout(returns)
     findings = []
@@ -482,7 +500,7 @@ def check_money(
                 Finding("money", f"checkout {c.key}", "read model: Settled", "no verified payment")
             )
         for order in sorted(orders_of(c, pages, by_checkout[c.order_id]) & payments.keys()):
-            found = order_finding(c, order, payments[order], watched.get(order), now, grace)
+            found = order_finding(c, order, payments[order], watched.get(order), now, grace, made)
             if found is not None:
                 findings.append(found)
     return findings
@@ -530,7 +548,7 @@ def audit(snapshot: Snapshot, grace: dt.timedelta) -> Report:
         *check_stock(s.products, s.reservations),
         *check_reservations(s.checkouts, s.reservations, now, grace),
         *check_resources(s.resources, s.checkouts, s.namespaces, now, grace),
-        *check_money(s.checkouts, s.pages, s.returns, s.payments, now, grace),
+        *check_money(s.checkouts, s.pages, s.returns, s.payments, now, grace, s.made),
     ]
     counts = {
         "products": len(s.products),

@@ -348,6 +348,7 @@ class ReadModelRows:
     checkouts: list[CheckoutRow]
     pages: dict[str, list[str]]
     returns: list[ReturnRow]
+    made: frozenset[str]  # the Midtrans orders Midtrans made for us (a Snap token came back)
 
 
 async def load_readmodel(s: AuditSettings) -> ReadModelRows:
@@ -368,7 +369,15 @@ async def load_readmodel(s: AuditSettings) -> ReadModelRows:
             ReturnRow(**dict(r))
             for r in await conn.fetch(f"SELECT {_RETURN_COLUMNS} FROM payment_returns")  # noqa: S608
         ]
-        return ReadModelRows(checkouts, dict(pages), returns)
+        made = frozenset(
+            r["midtrans_order_id"]
+            for r in await conn.fetch(
+                "SELECT midtrans_order_id FROM payment_pages WHERE snap_token IS NOT NULL"
+                " UNION SELECT midtrans_order_id FROM checkouts"
+                " WHERE snap_token IS NOT NULL AND midtrans_order_id IS NOT NULL"
+            )
+        )
+        return ReadModelRows(checkouts, dict(pages), returns, made)
 
     return await _snapshot(s.readmodel_dsn, s.readmodel_schema, read)
 
@@ -476,5 +485,6 @@ async def load(s: AuditSettings) -> Snapshot:
         pages=rows.pages,
         returns=rows.returns,
         payments=payments,
+        made=rows.made,
         namespaces=frozenset(s.namespaces) if s.namespaces else None,
     )

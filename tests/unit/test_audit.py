@@ -571,3 +571,20 @@ def test_missing_or_bad_settings_are_no_verdict(
     with pytest.raises(CannotCheck, match="could not check: settings") as raised:
         settings(monkeypatch, *argv, **env)
     assert why in str(raised.value)
+
+
+def test_money_on_an_order_never_made_for_the_checkout_is_a_warning_not_a_mismatch() -> None:
+    """The operator leaves such money to its maker (another release's checkout of the same
+    name on one merchant account): the audit says so, for a person to look at."""
+    checkout = row("Settled", paid_order_id="order-1~2", midtrans_order_id="order-1~2")
+    pages = {"order-1": ["order-1", "order-1~2"]}
+    payments = {"order-1": paid(), "order-1~2": paid(order="order-1~2")}
+    returns = [replace(watching(), state="closed")]
+    made = frozenset({"order-1~2"})
+    (finding,) = check_money([checkout], pages, returns, payments, NOW, GRACE, made)
+    assert finding.severity is Severity.WARNING
+    assert "never made for it" in finding.line()
+    # Made for us, it is ours to give back: a mismatch while it is kept.
+    made_too = made | {"order-1"}
+    (kept,) = check_money([checkout], pages, returns, payments, NOW, GRACE, made_too)
+    assert kept.severity is Severity.MISMATCH
