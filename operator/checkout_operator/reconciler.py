@@ -108,6 +108,13 @@ class Reconciler:
         self._compared = 0
         self._watch_stopped = False
         self._sweeps_since_compared = 0
+        # Whether the cache was filled by one listing into an empty cache, with one
+        # unbroken watch since: every checkout it holds then exists, and the first full
+        # comparison reads only the rows it does not hold (after a restart with 15,000
+        # ended Checkouts, reading them all was a LIST of the namespace and ~18 MiB more).
+        # A re-list (a listed checkout already cached) or a second watch ends it.
+        self._cache_fresh = True
+        self._watch_starts = 0
 
     # --- input -------------------------------------------------------------------
 
@@ -119,6 +126,8 @@ class Reconciler:
             return
         if event_type is None:  # listed: what was deleted before the listing is unseen
             self._listings += 1
+            if key in self.cache:  # a re-list: the cache may hold one deleted in the gap
+                self._cache_fresh = False
         self._remember(body)
         self.enqueue(key)
 
@@ -148,11 +157,15 @@ class Reconciler:
         """A watch starts (with a listing): until the sweep compares, nothing is trusted."""
         self._watch_stopped = False
         self._listings += 1
+        self._watch_starts += 1
+        if self._watch_starts > 1:
+            self._cache_fresh = False
 
     def watch_stopped(self) -> None:
         """No watch: a deletion from now on is seen by the sweep alone."""
         self._watch_stopped = True
         self._listings += 1
+        self._cache_fresh = False
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         if delay > 0:
@@ -387,11 +400,12 @@ class Reconciler:
         records = [
             r for r in records if now - r.created_at >= min_age or (compare_all and self._holds(r))
         ]
-        if not compare_all:
-            # The watch has run unbroken since every row was compared: a checkout it
-            # still holds exists, so only the rows whose checkout it lost are read (a
-            # deletion whose release failed, say). This was a LIST of the namespace a
-            # minute once open rows passed a 25th of its Checkouts (docs/performance.md).
+        if not compare_all or self._cache_fresh:
+            # The watch has run unbroken since every row was compared (or since it filled
+            # the empty cache): a checkout it still holds exists, so only the rows whose
+            # checkout it lost are read (a deletion whose release failed, say). This was a
+            # LIST of the namespace a minute once open rows passed a 25th of its
+            # Checkouts (docs/performance.md).
             records = [r for r in records if not self._holds(r)]
         present = await self._present(namespace or "", records)
         for record in records:
@@ -417,6 +431,7 @@ class Reconciler:
         if compare_all:
             self._compared = listings
             self._sweeps_since_compared = 0
+            self._cache_fresh = False  # the backstop's comparisons read every row
         else:
             self._sweeps_since_compared += 1
         return released
