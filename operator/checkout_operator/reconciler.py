@@ -381,6 +381,8 @@ class Reconciler:
         archived by the TTL delete or the watch's DELETED event. After a listing every
         ended row is compared too: one deleted while nobody watched (an operator
         restarting) is archived then, not an hour later, and the audit stops reporting it.
+        The comparison after the start's own listing skips the rows the cache holds: it was
+        filled from empty by one unbroken watch, so each of those exists.
         """
         released = 0
         now = self.deps.clock()
