@@ -62,8 +62,8 @@ from .saga import (
     Reason,
     View,
     can_reach,
-    parse_timestamp,
     payment_items,
+    payment_setup_over,
     payment_state,
     plan,
     price,
@@ -296,9 +296,11 @@ async def payment_page(
     order id itself. Only if Midtrans refuses that order asked for again (it exists: the
     answer was lost; any 4xx counts, as its wording is not certain) does a new attempt
     take a new Midtrans order id (``<order>~<n>``): the lost page's token was never
-    given to anyone, so it can never be paid and lapses. Recording is
-    compare-and-set: if another writer (a second operator) recorded a page first, its
-    page is returned and ours is orphaned, never shown.
+    given to anyone, so it can never be paid and lapses. A failed call ends the checkout
+    only past the setup deadline, counted from its first Snap order
+    (``saga.payment_setup_over``). Recording is compare-and-set: if another writer (a
+    second operator) recorded a page first, its page is returned and ours is orphaned,
+    never shown.
     """
     if record.snap_token and record.redirect_url and record.midtrans_order_id:
         return record.midtrans_order_id, record.snap_token, record.redirect_url
@@ -310,8 +312,6 @@ async def payment_page(
     expiry_minutes = max(1, math.ceil(ttl / 60))
     items = [ItemDetail(**item) for item in payment_items(lines, amounts)]
     customer = _customer(spec.get("customer"))
-    created = parse_timestamp(body["metadata"]["creationTimestamp"])
-    assert created is not None
     # ``record`` is the journal as this step read it: an attempt journaled by an earlier
     # try that got no page is asked for again first.
     unanswered: tuple[int, str] | None = None
@@ -368,10 +368,19 @@ async def payment_page(
                 continue
             metrics.MIDTRANS_ERRORS.labels("snap", "refused").inc()
             raise PaymentSetupFailed(f"Midtrans refused the payment page: {exc}") from exc
-        except (MidtransError, CircuitOpen) as exc:
+        except CircuitOpen as exc:
+            # No call was made: that ends nothing, whatever the time.
             metrics.MIDTRANS_ERRORS.labels("snap", "transient").inc()
-            if deps.clock() - created > deps.settings.payment_setup_deadline:
-                raise PaymentSetupFailed(f"Midtrans unavailable for too long: {exc}") from exc
+            raise Retry(f"Midtrans: {exc}") from exc
+        except MidtransError as exc:
+            metrics.MIDTRANS_ERRORS.labels("snap", "transient").inc()
+            deadline = deps.settings.payment_setup_deadline
+            ages = await deps.readmodel.snap_order_ages(order_id)
+            if payment_setup_over(ages[0] if ages else None, deadline):
+                raise PaymentSetupFailed(
+                    f"Midtrans unavailable for longer than the setup deadline"
+                    f" ({_seconds(deadline)}): {exc}"
+                ) from exc
             raise Retry(f"Midtrans: {exc}") from exc
         page = await deps.readmodel.record_payment_page(
             order_id, midtrans_order, snap.token, snap.redirect_url
@@ -392,6 +401,10 @@ async def payment_page(
             except MidtransError as exc:
                 log.info("%s: cancel of orphaned %s: %s", _key(body), midtrans_order, exc)
         return page.midtrans_order_id, page.snap_token, page.redirect_url
+
+
+def _seconds(span: dt.timedelta) -> str:
+    return f"{span.total_seconds():g} s"
 
 
 def _customer(customer: dict[str, Any] | None) -> dict[str, Any] | None:

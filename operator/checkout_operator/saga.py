@@ -242,6 +242,22 @@ def payment_items(lines: Sequence[Line], amounts: Amounts) -> list[dict[str, Any
     return items
 
 
+# --- the payment page ------------------------------------------------------------
+
+
+def payment_setup_over(since_first_snap: dt.timedelta | None, deadline: dt.timedelta) -> bool:
+    """Whether a Snap call that failed (an error answer, a timeout, no connection) ends
+    the checkout PaymentSetupFailed: only once its first Snap order was journaled
+    ``deadline`` or longer ago (``since_first_snap``; None: none was).
+
+    The deadline is Midtrans': time before the first Snap call (waiting for the User or
+    Product service, the journal, the apiserver, an operator restart) does not count.
+    Nor does a call the open circuit kept from Midtrans end anything: it failed nothing,
+    so its caller just retries (the circuit's trial call, or a later one, tells).
+    """
+    return since_first_snap is not None and since_first_snap >= deadline
+
+
 # --- what can be checked out ---------------------------------------------------
 
 

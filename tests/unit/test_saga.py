@@ -835,3 +835,15 @@ def test_a_voucher_covering_the_whole_order_leaves_it_unpayable() -> None:
     assert "free orders are not supported" in (saga.unpayable(free) or "")
     one = saga.price(lines, 0, saga.Voucher("ALMOST", amount=9_999))
     assert one.total == 1 and saga.unpayable(one) is None
+
+
+# --- the payment page: the setup deadline ----------------------------------------------
+
+SETUP = dt.timedelta(minutes=5)
+SECOND = dt.timedelta(seconds=1)
+
+
+def test_only_a_failed_call_a_deadline_after_the_first_snap_order_ends_the_setup() -> None:
+    assert not saga.payment_setup_over(None, SETUP)  # no Snap order yet: not Midtrans' time
+    assert not saga.payment_setup_over(SETUP - SECOND, SETUP)
+    assert saga.payment_setup_over(SETUP, SETUP)
