@@ -326,7 +326,8 @@ class ReadModel:
         ``payment_pages`` (each before its first call to Midtrans; asked for again, an
         order keeps its time), by the journal's clock alone; None while it has none.
 
-        The payment-setup deadline counts from the first (``saga.payment_setup_over``).
+        The payment-setup deadline counts from the first, the pace of new orders from the
+        latest (``saga.new_snap_order_wait``).
         """
         row = await self.pool.fetchrow(
             "SELECT now() - min(created_at) AS first, now() - max(created_at) AS latest"
