@@ -62,8 +62,9 @@ from .saga import (
     Reason,
     View,
     can_reach,
-    parse_timestamp,
+    new_snap_order_wait,
     payment_items,
+    payment_setup_over,
     payment_state,
     plan,
     price,
@@ -89,7 +90,12 @@ _RESERVE_REASONS = {
 
 
 class Retry(Exception):
-    """A transient failure: look at this checkout again after a backoff."""
+    """A transient failure: look at this checkout again after a backoff (and, with
+    ``at``, not before then)."""
+
+    def __init__(self, message: str, *, at: dt.datetime | None = None) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 @dataclass
@@ -296,9 +302,13 @@ async def payment_page(
     order id itself. Only if Midtrans refuses that order asked for again (it exists: the
     answer was lost; any 4xx counts, as its wording is not certain) does a new attempt
     take a new Midtrans order id (``<order>~<n>``): the lost page's token was never
-    given to anyone, so it can never be paid and lapses. Recording is
-    compare-and-set: if another writer (a second operator) recorded a page first, its
-    page is returned and ours is orphaned, never shown.
+    given to anyone, so it can never be paid and lapses. New orders are paced over the
+    setup deadline and capped (``saga.new_snap_order_wait``): answers lost again and
+    again wait for the next one's time rather than use up the attempts in seconds.
+    Only the setup deadline, counted from the first Snap order, ends the checkout
+    (``saga.payment_setup_over``). Recording is compare-and-set: if another writer (a
+    second operator) recorded a page first, its page is returned and ours is orphaned,
+    never shown.
     """
     if record.snap_token and record.redirect_url and record.midtrans_order_id:
         return record.midtrans_order_id, record.snap_token, record.redirect_url
@@ -310,12 +320,11 @@ async def payment_page(
     expiry_minutes = max(1, math.ceil(ttl / 60))
     items = [ItemDetail(**item) for item in payment_items(lines, amounts)]
     customer = _customer(spec.get("customer"))
-    created = parse_timestamp(body["metadata"]["creationTimestamp"])
-    assert created is not None
     # ``record`` is the journal as this step read it: an attempt journaled by an earlier
     # try that got no page is asked for again first.
     unanswered: tuple[int, str] | None = None
     attempts = deps.settings.max_payment_attempts
+    attempt = record.payment_attempt  # the latest journaled
     if (
         record.midtrans_order_id
         and not record.snap_token
@@ -335,6 +344,8 @@ async def payment_page(
             )
             journaled = (attempt, midtrans_order) if listed else None
         else:
+            # A new Snap order, when its pace and the cap allow (else Retry, or the end).
+            await _pace_new_snap_order(deps, order_id, attempt + 1)
             # The attempt and its Snap order are journaled together, before Midtrans is
             # asked.
             journaled = await deps.readmodel.next_payment_attempt(order_id, payable_until, attempts)
@@ -343,8 +354,8 @@ async def payment_page(
             assert page is not None
             return page.midtrans_order_id, page.snap_token, page.redirect_url
         attempt, midtrans_order = journaled
-        if attempt > attempts:
-            raise PaymentSetupFailed(f"no payment page after {attempt - 1} attempts")
+        if attempt > attempts:  # another writer took the last one meanwhile: not listed
+            continue
         try:
             snap = await deps.breaker.call(
                 lambda order=midtrans_order: deps.midtrans.create_snap(  # type: ignore[misc]
@@ -368,10 +379,19 @@ async def payment_page(
                 continue
             metrics.MIDTRANS_ERRORS.labels("snap", "refused").inc()
             raise PaymentSetupFailed(f"Midtrans refused the payment page: {exc}") from exc
-        except (MidtransError, CircuitOpen) as exc:
+        except CircuitOpen as exc:
+            # No call was made: that ends nothing, whatever the time.
             metrics.MIDTRANS_ERRORS.labels("snap", "transient").inc()
-            if deps.clock() - created > deps.settings.payment_setup_deadline:
-                raise PaymentSetupFailed(f"Midtrans unavailable for too long: {exc}") from exc
+            raise Retry(f"Midtrans: {exc}") from exc
+        except MidtransError as exc:
+            metrics.MIDTRANS_ERRORS.labels("snap", "transient").inc()
+            deadline = deps.settings.payment_setup_deadline
+            ages = await deps.readmodel.snap_order_ages(order_id)
+            if payment_setup_over(ages[0] if ages else None, deadline):
+                raise PaymentSetupFailed(
+                    f"Midtrans unavailable for longer than the setup deadline"
+                    f" ({_seconds(deadline)}): {exc}"
+                ) from exc
             raise Retry(f"Midtrans: {exc}") from exc
         page = await deps.readmodel.record_payment_page(
             order_id, midtrans_order, snap.token, snap.redirect_url
@@ -392,6 +412,33 @@ async def payment_page(
             except MidtransError as exc:
                 log.info("%s: cancel of orphaned %s: %s", _key(body), midtrans_order, exc)
         return page.midtrans_order_id, page.snap_token, page.redirect_url
+
+
+async def _pace_new_snap_order(deps: Deps, order_id: str, attempt: int) -> None:
+    """Return when the checkout may make its ``attempt``-th Snap order now; else raise
+    Retry at its time, or PaymentSetupFailed when it may make none (the cap reached and
+    the setup deadline over)."""
+    attempts = deps.settings.max_payment_attempts
+    deadline = deps.settings.payment_setup_deadline
+    # The first needs no read (nothing is journaled yet): the usual checkout's path.
+    ages = await deps.readmodel.snap_order_ages(order_id) if attempt > 1 else None
+    wait = new_snap_order_wait(attempt, attempts, deadline, ages)
+    if wait is None:
+        raise PaymentSetupFailed(
+            f"no payment page after {attempts} attempts and the setup deadline"
+            f" ({_seconds(deadline)})"
+        )
+    if wait > dt.timedelta(0):
+        why = (
+            f"{attempts} Snap orders made, none answered: the setup deadline is"
+            if attempt > attempts
+            else f"Snap order {attempt} is due"
+        )
+        raise Retry(f"{why} in {wait.total_seconds():.1f} s", at=deps.clock() + wait)
+
+
+def _seconds(span: dt.timedelta) -> str:
+    return f"{span.total_seconds():g} s"
 
 
 def _customer(customer: dict[str, Any] | None) -> dict[str, Any] | None:

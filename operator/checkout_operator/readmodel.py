@@ -321,6 +321,23 @@ class ReadModel:
         )
         return [SnapOrder(**dict(r)) for r in rows]
 
+    async def snap_order_ages(self, order_id: str) -> tuple[dt.timedelta, dt.timedelta] | None:
+        """How long ago this checkout's first and its latest Snap order were journaled in
+        ``payment_pages`` (each before its first call to Midtrans; asked for again, an
+        order keeps its time), by the journal's clock alone; None while it has none.
+
+        The payment-setup deadline counts from the first, the pace of new orders from the
+        latest (``saga.new_snap_order_wait``).
+        """
+        row = await self.pool.fetchrow(
+            "SELECT now() - min(created_at) AS first, now() - max(created_at) AS latest"
+            " FROM payment_pages WHERE order_id = $1",
+            order_id,
+        )
+        if row is None or row["first"] is None:
+            return None
+        return row["first"], row["latest"]
+
     async def made_order(self, order_id: str, midtrans_order: str) -> bool:
         """Whether Midtrans made ``midtrans_order`` for this checkout at our asking: it
         answered with its Snap token. An order it refused as taken (another release's of

@@ -279,7 +279,7 @@ class Reconciler:
                 metrics.RETRIES.inc()
                 log.info("%s/%s: %s; retrying", *key, exc)
                 await self._refresh(key)
-                self._backoff(key)
+                self._backoff(key, exc.at)
                 return
             finally:
                 # The step may have remembered it announced after the watch said it moved
@@ -323,10 +323,14 @@ class Reconciler:
                 self.awaiting.discard(key)
                 self.deps.readmodel.forget_announced(body["metadata"]["uid"])
 
-    def _backoff(self, key: Key) -> None:
+    def _backoff(self, key: Key, at: dt.datetime | None = None) -> None:
+        """Look at ``key`` again after the backoff, and not before ``at`` (if given)."""
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        self.enqueue(key, backoff_delay(failures))
+        delay = backoff_delay(failures)
+        if at is not None:
+            delay = max(delay, (at - self.deps.clock()).total_seconds())
+        self.enqueue(key, delay)
 
     async def _release_until_done(self, key: Key, uid: str, last: dict[str, Any]) -> None:
         """Release a deleted checkout, retrying with backoff while the journal (or what a

@@ -242,6 +242,60 @@ def payment_items(lines: Sequence[Line], amounts: Amounts) -> list[dict[str, Any
     return items
 
 
+# --- the payment page ------------------------------------------------------------
+
+_NO_WAIT = dt.timedelta(0)
+
+
+def payment_setup_over(since_first_snap: dt.timedelta | None, deadline: dt.timedelta) -> bool:
+    """Whether a Snap call that failed (an error answer, a timeout, no connection) ends
+    the checkout PaymentSetupFailed: only once its first Snap order was journaled
+    ``deadline`` or longer ago (``since_first_snap``; None: none was).
+
+    The deadline is Midtrans': time before the first Snap call (waiting for the User or
+    Product service, the journal, the apiserver, an operator restart) does not count.
+    Nor does a call the open circuit kept from Midtrans end anything: it failed nothing,
+    so its caller just retries (the circuit's trial call, or a later one, tells).
+    """
+    return since_first_snap is not None and since_first_snap >= deadline
+
+
+def snap_order_gap(attempt: int, max_attempts: int, deadline: dt.timedelta) -> dt.timedelta:
+    """How long after a checkout's previous Snap order its ``attempt``-th may be made.
+
+    The second follows at once (one answer lost is the common case: the buyer waits for
+    nothing); from the third the gaps double up to half the setup deadline (``D/2^(N-2)``
+    ... ``D/4``, ``D/2`` for ``N`` attempts), so the ``N`` orders a checkout may make
+    span ``1 - 2^-(N-2)`` of the deadline: a gateway that keeps losing Midtrans' answers
+    uses them up over the deadline, not in the seconds the reconciler's backoff takes.
+    """
+    if attempt <= 2:
+        return _NO_WAIT
+    return deadline / (1 << max(1, max_attempts - attempt + 1))
+
+
+def new_snap_order_wait(
+    attempt: int,
+    max_attempts: int,
+    deadline: dt.timedelta,
+    ages: tuple[dt.timedelta, dt.timedelta] | None,
+) -> dt.timedelta | None:
+    """How long before a checkout may make its ``attempt``-th Snap order, a new Midtrans
+    order id (zero: now); None when it may make none, ever: the cap is reached and the
+    setup deadline is over, so it ends PaymentSetupFailed.
+
+    ``ages``: how long ago its first and its latest Snap order were journaled (None:
+    none yet). Reaching the cap ends nothing by itself: until the deadline is over the
+    checkout keeps asking Midtrans for its last order (it may have been made after all).
+    """
+    if ages is None:  # its first Snap order (or none was ever journaled)
+        return _NO_WAIT if attempt <= max_attempts else None
+    since_first, since_last = ages
+    if attempt > max_attempts:
+        return None if payment_setup_over(since_first, deadline) else deadline - since_first
+    return max(_NO_WAIT, snap_order_gap(attempt, max_attempts, deadline) - since_last)
+
+
 # --- what can be checked out ---------------------------------------------------
 
 

@@ -10,19 +10,23 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from checkout_operator import metrics
 from checkout_operator.actions import Retry
+from checkout_operator.breaker import CircuitBreaker
 from checkout_operator.readmodel import ReadModel, Record
-from checkout_operator.saga import Phase, Voucher
-from midtrans import MidtransClientError, MidtransError
+from checkout_operator.saga import Line, Phase, Voucher
+from midtrans import MidtransClientError, MidtransError, MidtransServerError
 from saga_kit import db
 from saga_kit.checkout_status import status_patch
 from saga_kit.settings import Secret
@@ -206,6 +210,169 @@ async def test_midtrans_away_for_many_retries_uses_up_no_payment_attempts(saga: 
     # The buyer's page is the order id itself, as the sandbox's customer controls expect.
     assert body["status"]["payment"]["midtransOrderId"] == name
     await wait_stock(saga, p, (2, 1))
+
+
+# --- the payment-setup deadline: Midtrans' time, from the first Snap order ------------
+
+
+Failed = list[tuple[str, float]]  # a Snap order whose call failed, and when it was made
+
+
+def snap_failing(operator: Operator, lost: Callable[[str, Failed], bool], *, made: bool) -> Failed:
+    """Midtrans' Snap call for ``order`` fails while ``lost(order, failed so far)``: with
+    ``made`` its gateway answers 504 after the backend made the order (asked again, the
+    order id is taken), else Midtrans was not reached. Returns the failed calls."""
+    midtrans = operator.deps.midtrans
+    real_create = midtrans.create_snap
+    failed: Failed = []
+
+    async def create_snap(order: str, *args: Any, **kwargs: Any) -> Any:
+        if not lost(order, failed):
+            return await real_create(order, *args, **kwargs)
+        if made:
+            await real_create(order, *args, **kwargs)  # asked again: the id is taken (409)
+        failed.append((order, time.monotonic()))
+        raise MidtransServerError(f"POST snap {order}: 504 Gateway Timeout", http_status=504)
+
+    midtrans.create_snap = create_snap  # type: ignore[method-assign,assignment]
+    return failed
+
+
+async def since_the_first_snap_order(saga: SagaEnv, name: str, phase: str) -> dt.timedelta:
+    """From the journal's first Snap order of ``name`` to its history entering ``phase``,
+    both by the journal's clock."""
+    async with journal(saga) as readmodel:
+        pages = await readmodel.payment_pages(name)
+        at = await readmodel.pool.fetchval(
+            "SELECT at FROM checkout_history WHERE order_id = $1 AND phase = $2", name, phase
+        )
+    assert pages and at is not None, (pages, at)
+    elapsed: dt.timedelta = at - pages[0].created_at
+    return elapsed
+
+
+async def test_time_before_the_first_snap_call_does_not_count_against_midtrans(
+    saga: SagaEnv,
+) -> None:
+    """The setup deadline counted from the Checkout's creation: after the Product service
+    was away longer than it, the first Snap failure (a blip) ended the checkout
+    Cancelled/PaymentSetupFailed at once, though Midtrans had been asked nothing before.
+    Now it counts from the checkout's first Snap order: the blip is retried."""
+    deadline = dt.timedelta(seconds=0.5)
+    operator = await saga.start_operator(payment_setup_deadline=deadline)
+    products = operator.deps.products
+    real_reserve = products.reserve
+    away_until = math.inf
+    refused: list[str] = []
+
+    async def product_away(order: str, user: str, lines: Sequence[Line]) -> list[Line]:
+        if time.monotonic() < away_until:
+            refused.append(order)
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "away"
+            )
+        return await real_reserve(order, user, lines)
+
+    products.reserve = product_away  # type: ignore[method-assign,assignment]
+    blips = snap_failing(operator, lambda order, failed: not failed, made=False)  # one
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    # The Product service comes back when the checkout is twice the deadline old.
+    away_until = time.monotonic() + 2 * deadline.total_seconds()
+    body = await saga.wait_phase(name, "AwaitingPayment", "Cancelled")
+    assert body["status"]["phase"] == "AwaitingPayment", body["status"].get("failure")
+    assert refused and [order for order, _ in blips] == [name]
+    assert body["status"]["payment"]["midtransOrderId"] == name  # asked again: no attempt
+    await wait_stock(saga, p, (2, 1))
+
+
+async def test_an_open_circuit_alone_never_ends_a_checkout(saga: SagaEnv) -> None:
+    """The circuit, opened by an outage, stays open longer than the setup deadline while
+    Midtrans answers again: a call the breaker kept from Midtrans failed nothing, so it
+    ended the checkout PaymentSetupFailed only because time had passed. Now only a real
+    failed call past the deadline does; its trial call gets the page."""
+    deadline = dt.timedelta(seconds=1)
+    operator = await saga.start_operator(payment_setup_deadline=deadline)
+    breaker = CircuitBreaker(cooldown=2.5 * deadline.total_seconds(), transient=(MidtransError,))
+
+    async def away() -> None:
+        raise MidtransServerError("POST snap: 503", http_status=503)
+
+    for _ in range(breaker.threshold):  # the outage that opened it
+        with contextlib.suppress(MidtransError):
+            await breaker.call(away)
+    assert breaker.state == "open"
+    operator.deps.breaker = breaker
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    body = await saga.wait_phase(name, "AwaitingPayment", "Cancelled")
+    assert body["status"]["phase"] == "AwaitingPayment", body["status"].get("failure")
+    assert body["status"]["payment"]["midtransOrderId"] == name
+    # The page came longer than the deadline after the first Snap order was journaled.
+    assert await since_the_first_snap_order(saga, name, "AwaitingPayment") > deadline
+    await wait_stock(saga, p, (2, 1))
+
+
+async def test_a_gateway_losing_snap_answers_for_a_while_uses_the_attempts_over_the_deadline(
+    saga: SagaEnv,
+) -> None:
+    """Midtrans' gateway answers 504 after its backend made each Snap order. Asked again,
+    the order id is taken and the next attempt takes ``name~n``: at the reconciler's
+    backoff (0.2 s doubling) all 5 attempts went in ~3 s and the checkout ended
+    Cancelled "no payment page after 5 attempts", however long the setup deadline. Now
+    new orders are spread over the deadline and the attempts outlast the outage."""
+    deadline, outage = dt.timedelta(seconds=8), 5.0  # the gaps: 0, 1, 2, 4 s
+    operator = await saga.start_operator(payment_setup_deadline=deadline)
+    lost = snap_failing(
+        operator,
+        lambda order, failed: not failed or time.monotonic() - failed[0][1] < outage,
+        made=True,
+    )
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    body = await saga.wait_phase(name, "AwaitingPayment", "Cancelled")
+    assert body["status"]["phase"] == "AwaitingPayment", (lost, body["status"].get("failure"))
+    shown = body["status"]["payment"]["midtransOrderId"]
+    async with journal(saga) as readmodel:
+        pages = await readmodel.payment_pages(name)
+    # Every order made is listed (stray money on one is returned); only the last is shown.
+    assert [(page.midtrans_order_id, page.shown) for page in pages] == [
+        *((order, False) for order, _ in lost),
+        (shown, True),
+    ]
+    assert 2 <= len(lost) < saga.settings.max_payment_attempts
+    paid = await saga.sandbox(shown, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    await saga.wait_phase(name, "Settled")
+    await wait_stock(saga, p, (1, 0))
+
+
+@pytest.mark.parametrize("midtrans", ["answers-lost", "away"])
+async def test_only_the_setup_deadline_ends_a_payment_setup(saga: SagaEnv, midtrans: str) -> None:
+    """Snap never gives a page: its answers are lost (each order made, then 504), or it
+    is away. The checkout ends Cancelled/PaymentSetupFailed, its stock released and no
+    page handed out, and only once the deadline from its first Snap order is over: with
+    2 attempts, lost answers used to end it within a second."""
+    deadline = dt.timedelta(seconds=2)
+    operator = await saga.start_operator(payment_setup_deadline=deadline, max_payment_attempts=2)
+    failed = snap_failing(operator, lambda order, failed: True, made=midtrans == "answers-lost")
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600)
+    body = await saga.wait_phase(name, "AwaitingPayment", "Cancelled")
+    status = body["status"]
+    assert status["phase"] == "Cancelled", status
+    assert status["failure"]["reason"] == "PaymentSetupFailed"
+    assert await since_the_first_snap_order(saga, name, "Cancelled") >= deadline
+    assert "setup deadline (2 s)" in status["failure"]["message"]
+    assert not (status.get("payment") or {}).get("snapToken")
+    async with journal(saga) as readmodel:
+        pages = await readmodel.payment_pages(name)
+    expected = [name, f"{name}~2"] if midtrans == "answers-lost" else [name]
+    assert [(page.midtrans_order_id, page.snap_token) for page in pages] == [
+        (order, None) for order in expected
+    ]
+    assert {order for order, _ in failed} == set(expected)
+    await wait_stock(saga, p, (2, 0))
 
 
 async def test_rejected_for_an_order_id_reserved_by_someone_else_releases_nothing_of_theirs(

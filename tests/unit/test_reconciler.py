@@ -122,6 +122,26 @@ async def test_deadlines_wake_the_checkout_up(monkeypatch: pytest.MonkeyPatch) -
     assert calls[1] - calls[0] >= 0.2
 
 
+async def test_a_retry_with_a_time_looks_again_no_sooner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry that names its time (the next Snap order's) waits for it, not the backoff."""
+    monkeypatch.setattr(module, "backoff_delay", lambda failures: 0.001)
+    calls: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def paced(deps: Any, b: dict[str, Any]) -> None:
+        calls.append(loop.time())
+        if len(calls) == 1:
+            raise Retry("not yet", at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.3))
+
+    monkeypatch.setattr(module, "reconcile", paced)
+    deps = FakeDeps()
+    deps.kube.objects[("ns", "a")] = body("a", 1)
+    rec = Reconciler(deps, workers=1)  # type: ignore[arg-type]
+    rec.observe("ADDED", body("a", 1))
+    await run_until(lambda: len(calls) >= 2, rec)
+    assert calls[1] - calls[0] >= 0.29
+
+
 async def test_deleted_checkouts_are_released(monkeypatch: pytest.MonkeyPatch) -> None:
     released: list[str] = []
 

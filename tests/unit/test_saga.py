@@ -835,3 +835,42 @@ def test_a_voucher_covering_the_whole_order_leaves_it_unpayable() -> None:
     assert "free orders are not supported" in (saga.unpayable(free) or "")
     one = saga.price(lines, 0, saga.Voucher("ALMOST", amount=9_999))
     assert one.total == 1 and saga.unpayable(one) is None
+
+
+# --- the payment page: the setup deadline and the pace of new Snap orders ------------
+
+SETUP = dt.timedelta(minutes=5)
+SECOND = dt.timedelta(seconds=1)
+
+
+def test_only_a_failed_call_a_deadline_after_the_first_snap_order_ends_the_setup() -> None:
+    assert not saga.payment_setup_over(None, SETUP)  # no Snap order yet: not Midtrans' time
+    assert not saga.payment_setup_over(SETUP - SECOND, SETUP)
+    assert saga.payment_setup_over(SETUP, SETUP)
+
+
+def test_new_snap_orders_are_spread_over_the_setup_deadline() -> None:
+    """The second at once (one lost answer); then gaps doubling up to half the deadline,
+    so 5 orders reach 7/8 of it instead of the seconds the reconciler's backoff takes."""
+    gaps = [saga.snap_order_gap(n, 5, SETUP) for n in range(1, 6)]
+    assert gaps == [dt.timedelta(0), dt.timedelta(0), SETUP / 8, SETUP / 4, SETUP / 2]
+    assert sum(gaps, dt.timedelta(0)) == SETUP * 7 / 8 < SETUP
+    assert saga.snap_order_gap(2, 2, SETUP) == dt.timedelta(0)
+
+
+def test_a_new_snap_order_waits_for_its_time_after_the_latest() -> None:
+    first_ever = saga.new_snap_order_wait(1, 5, SETUP, None)
+    assert first_ever == dt.timedelta(0)
+    assert saga.new_snap_order_wait(2, 5, SETUP, (SECOND, SECOND)) == dt.timedelta(0)
+    since = (dt.timedelta(seconds=40), 10 * SECOND)  # first 40 s ago, latest 10 s ago
+    assert saga.new_snap_order_wait(3, 5, SETUP, since) == SETUP / 8 - 10 * SECOND
+    assert saga.new_snap_order_wait(3, 5, SETUP, (SETUP, SETUP)) == dt.timedelta(0)
+
+
+def test_the_cap_of_snap_orders_ends_nothing_before_the_deadline() -> None:
+    """Reaching the cap waits the deadline out (the last order is asked for again
+    meanwhile); only then may no more be made and the checkout ends."""
+    since = (dt.timedelta(seconds=100), dt.timedelta(seconds=20))
+    assert saga.new_snap_order_wait(6, 5, SETUP, since) == SETUP - dt.timedelta(seconds=100)
+    assert saga.new_snap_order_wait(6, 5, SETUP, (SETUP, SECOND)) is None
+    assert saga.new_snap_order_wait(1, 0, SETUP, None) is None  # a cap of none: none ever
