@@ -10,8 +10,8 @@ unit-tested with tables of cases:
    reservations hold, ``stock >= reserved >= 0``, and what the ledger sold is what
    settled reservations took;
 2. reservation: each checkout's reservation is settled iff it ended Settled, released
-   (or never made) if it ended otherwise, open (or not yet made) while it runs; no
-   reservation without a checkout;
+   (or never made) if it ended otherwise, open (or not yet made) while it runs, and it
+   runs no longer than its journaled payment deadline; no reservation without a checkout;
 3. read model: each Checkout resource has its row (same uid, same terminal phase); a
    row whose resource is gone is marked deleted;
 4. money: a Settled checkout's payment is settled at Midtrans for its total and not
@@ -82,6 +82,7 @@ class CheckoutRow:
     created_at: dt.datetime
     finished_at: dt.datetime | None
     deleted_at: dt.datetime | None
+    expires_at: dt.datetime | None = None  # the payment deadline journaled with the terms
 
     @property
     def key(self) -> str:
@@ -257,6 +258,13 @@ def reservation_agrees(
     return agrees or in_flight
 
 
+def overdue(c: CheckoutRow, now: dt.datetime, grace: dt.timedelta) -> bool:
+    """Whether a checkout still runs more than ``grace`` past its payment deadline (the
+    journal's, which its Snap page lapses by): nobody can pay it, yet what it reserved
+    stays held, as its resource (``status.expiresAt``, editable) may not say."""
+    return not c.terminal and c.expires_at is not None and c.expires_at < now - grace
+
+
 def check_reservations(
     checkouts: Sequence[CheckoutRow],
     reservations: Sequence[Reservation],
@@ -267,14 +275,23 @@ def check_reservations(
     findings = []
     for c in checkouts:
         r = by_id.get(c.order_id)
+        held = f"reservation {c.order_id}: {r.status if r else 'none'}"
         if not reservation_agrees(c, r, now, grace):
             attempted = "" if c.reserve_attempted else " (Reserve never attempted)"
             findings.append(
                 Finding(
+                    "reservation", f"checkout {c.key}", f"read model: {c.phase}{attempted}", held
+                )
+            )
+        elif overdue(c, now, grace):
+            assert c.expires_at is not None
+            deadline = c.expires_at.isoformat(timespec="seconds")
+            findings.append(
+                Finding(
                     "reservation",
                     f"checkout {c.key}",
-                    f"read model: {c.phase}{attempted}",
-                    f"reservation {c.order_id}: {r.status if r else 'none'}",
+                    f"read model: {c.phase}, payment deadline {deadline} passed",
+                    held,
                 )
             )
     orders = {c.order_id for c in checkouts}

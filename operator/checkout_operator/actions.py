@@ -63,6 +63,7 @@ from .saga import (
     View,
     can_reach,
     new_snap_order_wait,
+    payment_deadline,
     payment_items,
     payment_setup_over,
     payment_state,
@@ -130,12 +131,23 @@ def _lines(body: dict[str, Any]) -> list[Line]:
 async def reconcile(deps: Deps, body: dict[str, Any]) -> dt.datetime | None:
     """Take the next step for a checkout; return when to look at it again, if ever."""
     now = deps.clock()
-    step = plan(View.of(body), now, deps.settings.ttl_after_finished)
+    view = View.of(body)
+    record: Record | None = None  # the journal, when read here
+    deadline = None
+    if view.phase is Phase.AWAITING_PAYMENT:
+        # The deadline journaled with the terms, not the resource's editable expiresAt,
+        # decides when it expires (``saga.payment_deadline``): remembered, or read.
+        deadline = deps.readmodel.announced_deadline(body["metadata"]["uid"])
+        if deadline is None and (record := await _own_record(deps, body)) is not None:
+            deadline = record.expires_at
+    step = plan(view, now, deps.settings.ttl_after_finished, deadline)
     began = time.perf_counter()
     try:
         match step.action:
             case Action.START:
                 await start(deps, body)
+            case Action.OFFER:
+                await offer(deps, body, record)
             case Action.SETTLE:
                 await settle_if_verified(deps, body)
             case Action.CANCEL:
@@ -143,7 +155,7 @@ async def reconcile(deps: Deps, body: dict[str, Any]) -> dt.datetime | None:
             case Action.EXPIRE:
                 await expire(deps, body)
             case Action.WAIT:
-                await ensure_announced(deps, body)
+                await ensure_announced(deps, body, record)
             case Action.FINISH:
                 await ensure_final_event(deps, body)
             case Action.DELETE:
@@ -239,30 +251,13 @@ async def start(deps: Deps, body: dict[str, Any]) -> None:
         return
 
     now = deps.clock()
-    expires_at = now + dt.timedelta(seconds=deps.settings.payment_ttl(spec))
+    # A deadline journaled by an earlier try (its status write lost a race, or the
+    # operator died after it) stays: the page, made before it, lapses by it.
+    expires_at = record.expires_at or now + dt.timedelta(seconds=deps.settings.payment_ttl(spec))
     entered = list(_ENTERED_AWAITING)
-    status = status_patch(
-        body,
-        now,
-        Phase.AWAITING_PAYMENT,
-        entered,
-        conditions=[
-            ("Authorized", True, "UserAuthorized", f"user {spec['userId']} exists"),
-            ("StockReserved", True, "StockReserved", f"{len(reserved)} products reserved"),
-            ("PaymentReady", True, "SnapTokenIssued", deps.settings.payment_ttl_message(spec)),
-            ("Ready", False, "AwaitingPayment", "waiting for the buyer to pay"),
-        ],
-        extra={
-            "orderId": order_id,
-            "amounts": amounts.as_status(),
-            "payment": {
-                "snapToken": token,
-                "redirectUrl": redirect_url,
-                # The page a payment must be for (the listener checks it).
-                "midtransOrderId": page_order,
-            },
-            "expiresAt": timestamp(expires_at),
-        },
+    page = (page_order, token, redirect_url)
+    status = _offer_patch(
+        deps, body, now, entered, amounts.as_status(), page, expires_at, len(reserved)
     )
     # The journal holds what a payment is checked against before any buyer can pay.
     await deps.readmodel.record_terms(order_id, amounts.as_status(), expires_at, reserved)
@@ -279,6 +274,95 @@ _ENTERED_AWAITING = (
     (Phase.RESERVED, "StockReserved"),
     (Phase.AWAITING_PAYMENT, "PaymentPageReady"),
 )
+
+
+def _offer_patch(
+    deps: Deps,
+    body: dict[str, Any],
+    now: dt.datetime,
+    entered: Sequence[tuple[Phase, str]],
+    amounts: dict[str, int],
+    page: tuple[str, str, str],
+    expires_at: dt.datetime,
+    products: int,
+) -> dict[str, Any]:
+    """The status write that hands the buyer the payment page: to AwaitingPayment.
+    ``products``: how many are reserved."""
+    spec = body["spec"]
+    page_order, token, redirect_url = page
+    return status_patch(
+        body,
+        now,
+        Phase.AWAITING_PAYMENT,
+        entered,
+        conditions=[
+            ("Authorized", True, "UserAuthorized", f"user {spec['userId']} exists"),
+            ("StockReserved", True, "StockReserved", f"{products} products reserved"),
+            ("PaymentReady", True, "SnapTokenIssued", deps.settings.payment_ttl_message(spec)),
+            ("Ready", False, "AwaitingPayment", "waiting for the buyer to pay"),
+        ],
+        extra={
+            "orderId": body["metadata"]["name"],
+            "amounts": amounts,
+            "payment": {
+                "snapToken": token,
+                "redirectUrl": redirect_url,
+                # The page a payment must be for (the listener checks it).
+                "midtransOrderId": page_order,
+            },
+            "expiresAt": timestamp(expires_at),
+        },
+    )
+
+
+async def offer(deps: Deps, body: dict[str, Any], record: Record | None = None) -> None:
+    """AwaitingPayment, but the resource does not show the payment page and deadline.
+
+    Its phase was written by someone else (the CRD lets ``checkouts/status`` move a
+    phase forward) before the start step's own write, which then lost the
+    compare-and-swap; or the page was removed by hand. The buyer has no link and the
+    poller does not ask about it. The journal's terms, page and deadline are what holds:
+    they are written as the start step writes them (the phase stays), then announced as
+    usual, so the checkout expires at the journaled deadline or is paid on that page.
+
+    With none journaled the start step never got that far, and no page was ever offered:
+    the checkout is cancelled and whatever it holds released, rather than left holding
+    stock without a deadline. ``record``: the journal as the caller just read it.
+    """
+    if record is None:
+        record = await _own_record(deps, body)
+    terms = await deps.readmodel.terms(record.order_id) if record is not None else None
+    if record is None or terms is None:
+        message = (
+            "status.phase AwaitingPayment was written before the operator journaled a "
+            "payment page for it: none is offered"
+        )
+        log.warning("%s: %s; cancelled", _key(body), message)
+        await fail(deps, body, Reason.PAYMENT_SETUP_FAILED, message)
+        return
+    status = body.get("status") or {}
+    shown = any(h.get("phase") == Phase.AWAITING_PAYMENT.value for h in status.get("history") or [])
+    # The history tells the operator's way into the phase once (the journal's too).
+    entered = [] if shown else list(_ENTERED_AWAITING)
+    patch = _offer_patch(
+        deps,
+        body,
+        deps.clock(),
+        entered,
+        terms.amounts(),
+        terms.page(),
+        terms.expires_at,
+        terms.lines,
+    )
+    del patch["phase"]  # it is there already (and may not be entered twice)
+    updated = await write_status(deps, body, patch)
+    log.warning(
+        "%s: AwaitingPayment without its payment page shown: the journal's page and "
+        "deadline written",
+        _key(body),
+    )
+    await _announce_transitions(deps, updated, entered)
+    await ensure_announced(deps, updated, record)
 
 
 class PaymentSetupFailed(Exception):
@@ -449,7 +533,8 @@ def _customer(customer: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | None = None) -> None:
-    """AwaitingPayment: `committed` published and the expiry job scheduled, once.
+    """AwaitingPayment: `committed` published and the expiry job scheduled (at the
+    journaled deadline, see ``saga.payment_deadline``), once.
 
     ``record``: this resource's journal as the caller just wrote it (else it is read).
     """
@@ -474,7 +559,7 @@ async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | No
             await deps.announcer.publish(record.order_id, "committed")
             done["committed_published"] = True
         if not record.expiry_scheduled:
-            expires_at = View.of(body).expires_at
+            expires_at = payment_deadline(View.of(body).expires_at, record.expires_at)
             if expires_at is not None:
                 await deps.announcer.schedule_expiry(
                     meta["namespace"], meta["name"], meta["uid"], expires_at
@@ -483,10 +568,12 @@ async def ensure_announced(deps: Deps, body: dict[str, Any], record: Record | No
     finally:
         if done:
             await deps.readmodel.mark(record.order_id, **done)
-    if (record.committed_published or "committed_published" in done) and (
-        record.expiry_scheduled or "expiry_scheduled" in done
+    if (
+        (record.committed_published or "committed_published" in done)
+        and (record.expiry_scheduled or "expiry_scheduled" in done)
+        and record.expires_at is not None
     ):
-        deps.readmodel.remember_announced(meta["uid"])
+        deps.readmodel.remember_announced(meta["uid"], record.expires_at)
 
 
 async def ensure_final_event(deps: Deps, body: dict[str, Any]) -> bool:

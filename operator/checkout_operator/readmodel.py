@@ -112,6 +112,35 @@ _PAGE_COLUMNS = ", ".join(PaymentPage.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
+class Terms:
+    """What the start step journals before its status write lets anyone pay: the amounts
+    and the deadline a payment is judged by, and the payment page the buyer is handed.
+    Everything the resource shows of them is written from these."""
+
+    subtotal: int
+    fees: int
+    discount: int
+    total: int
+    expires_at: dt.datetime
+    midtrans_order_id: str
+    snap_token: str
+    redirect_url: str
+    lines: int  # products held
+
+    def amounts(self) -> dict[str, int]:
+        return {
+            "subtotal": self.subtotal,
+            "fees": self.fees,
+            "discount": self.discount,
+            "total": self.total,
+        }
+
+    def page(self) -> tuple[str, str, str]:
+        """(Midtrans order id, Snap token, link), as ``actions.payment_page`` gives them."""
+        return self.midtrans_order_id, self.snap_token, self.redirect_url
+
+
+@dataclass(frozen=True)
 class SnapOrder:
     """One Snap order made for a checkout (``payment_pages``), shown to the buyer or not."""
 
@@ -147,8 +176,9 @@ class ReadModel:
         # notifications that follow a sale, without a read)
         self._sold: Latest[str, str] = Latest(REMEMBERED_UP_TO)
         # uids of AwaitingPayment checkouts whose `committed` and expiry job this process
-        # saw journaled (the reconciler's later looks at them need no read)
-        self._announced: set[str] = set()
+        # saw journaled, with the payment deadline journaled with their terms (the
+        # reconciler's later looks at them need no read)
+        self._announced: dict[str, dt.datetime] = {}
         # uids of ended checkouts this process deleted (TTL) and archived, until their
         # DELETED event (bounded: a watch gap may never bring it)
         self._archived: Latest[str, None] = Latest(REMEMBERED_UP_TO)
@@ -383,6 +413,18 @@ class ReadModel:
             [x.name for x in lines],
         )
 
+    async def terms(self, order_id: str) -> Terms | None:
+        """The journaled terms and page (:class:`Terms`); None unless all are journaled."""
+        row = await self.pool.fetchrow(
+            "SELECT subtotal, fees, discount, total, expires_at, midtrans_order_id,"
+            " snap_token, redirect_url,"
+            " (SELECT count(*) FROM checkout_items i WHERE i.order_id = c.order_id) AS lines"
+            " FROM checkouts c WHERE order_id = $1 AND total IS NOT NULL"
+            " AND expires_at IS NOT NULL AND snap_token IS NOT NULL",
+            order_id,
+        )
+        return Terms(**dict(row)) if row else None
+
     async def record_phase(
         self,
         order_id: str,
@@ -592,17 +634,22 @@ class ReadModel:
         """Whether :meth:`remember_archived` holds ``uid`` (asked once: then forgotten)."""
         return self._archived.take(uid)
 
-    def remember_announced(self, uid: str) -> None:
+    def remember_announced(self, uid: str, deadline: dt.datetime) -> None:
         """The AwaitingPayment checkout's journal says Awaiting, committed published and
-        expiry scheduled; none of these goes back while it awaits payment."""
-        self._announced.add(uid)
+        expiry scheduled, and ``deadline`` is the payment deadline journaled with its
+        terms; none of these changes while it awaits payment."""
+        self._announced[uid] = deadline
 
     def announced_known(self, uid: str) -> bool:
         return uid in self._announced
 
+    def announced_deadline(self, uid: str) -> dt.datetime | None:
+        """The journaled payment deadline :meth:`remember_announced` holds, if any."""
+        return self._announced.get(uid)
+
     def forget_announced(self, uid: str) -> None:
         """The checkout moves on (an ending) or is gone."""
-        self._announced.discard(uid)
+        self._announced.pop(uid, None)
 
     async def history(self, order_id: str) -> list[tuple[str, str]]:
         rows = await self.pool.fetch(

@@ -332,6 +332,9 @@ def spec_problem(spec: Mapping[str, Any]) -> str | None:
 
 class Action(enum.Enum):
     START = "start"  # authorize, reserve, price, payment page, announce: -> AwaitingPayment
+    # AwaitingPayment written by someone else before the start step's own write: show the
+    # journal's page and deadline (none journaled: no page was ever offered, cancel)
+    OFFER = "offer"
     SETTLE = "settle"
     CANCEL = "cancel"
     EXPIRE = "expire"
@@ -346,15 +349,21 @@ class Plan:
     at: dt.datetime | None = None  # when to look again
 
 
+# What of the payment page the start step writes into ``status.payment``.
+PAGE_FIELDS = ("snapToken", "redirectUrl", "midtransOrderId")
+
+
 @dataclass(frozen=True)
 class View:
     """What the saga needs to know of a Checkout resource."""
 
     phase: Phase
     cancel_requested: bool
-    expires_at: dt.datetime | None
+    expires_at: dt.datetime | None  # as the resource shows it: a view of the journal's
     payment: PaymentState
     finished_at: dt.datetime | None
+    # The resource shows the payment page and its deadline, as the start step writes them.
+    offered: bool = False
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> View:
@@ -372,11 +381,39 @@ class View:
             expires_at=parse_timestamp(status.get("expiresAt")),
             payment=payment_state(payment.get("transactionStatus"), payment.get("fraudStatus")),
             finished_at=finished,
+            offered=bool(status.get("expiresAt")) and all(payment.get(k) for k in PAGE_FIELDS),
         )
 
 
-def plan(view: View, now: dt.datetime, ttl_after_finished: dt.timedelta | None) -> Plan:
-    """The next step for a checkout in ``view`` at ``now``."""
+def payment_deadline(
+    shown: dt.datetime | None, journaled: dt.datetime | None
+) -> dt.datetime | None:
+    """When an unpaid checkout expires.
+
+    ``journaled``: the deadline the journal recorded with the terms before anyone could
+    pay, the payment TTL after the Snap page was made; the page itself lapses the TTL
+    rounded up to whole minutes after Midtrans made it, so under a minute past this
+    deadline (the late-payment watch covers that minute).
+    ``shown``: the resource's ``status.expiresAt``, a view of it that anyone with
+    ``checkouts/status`` may edit. The earlier of the two: moved later, it must not hold
+    the stock past a page that has lapsed; moved earlier, the page is expired at Midtrans
+    then, as at any expiry. The view alone only for a row journaled without a deadline.
+    """
+    known = [at for at in (shown, journaled) if at is not None]
+    return min(known) if known else None
+
+
+def plan(
+    view: View,
+    now: dt.datetime,
+    ttl_after_finished: dt.timedelta | None,
+    deadline: dt.datetime | None = None,
+) -> Plan:
+    """The next step for a checkout in ``view`` at ``now``.
+
+    ``deadline``: the payment deadline its journal recorded with the terms, if any (see
+    ``payment_deadline``); the resource's ``expiresAt`` is only a view of it.
+    """
     if view.phase in TERMINAL:
         if ttl_after_finished is None or view.finished_at is None:
             return Plan(Action.FINISH)
@@ -392,8 +429,12 @@ def plan(view: View, now: dt.datetime, ttl_after_finished: dt.timedelta | None) 
         return Plan(Action.CANCEL)
     if view.payment is PaymentState.CANCELLED:
         return Plan(Action.CANCEL)
-    if view.payment is PaymentState.EXPIRED or (
-        view.expires_at is not None and view.expires_at <= now
-    ):
+    due = payment_deadline(view.expires_at, deadline)
+    if view.payment is PaymentState.EXPIRED or (due is not None and due <= now):
         return Plan(Action.EXPIRE)
-    return Plan(Action.WAIT, at=view.expires_at)
+    if not view.offered:
+        # Its phase was written ahead of the start step's write (the CRD lets a phase move
+        # forward by hand), or the page was removed: the buyer has no link, the poller
+        # does not ask about it. The journal's page and deadline are written again.
+        return Plan(Action.OFFER, at=due)
+    return Plan(Action.WAIT, at=due)

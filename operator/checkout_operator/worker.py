@@ -2,10 +2,11 @@
 
 ``python -m arq checkout_operator.worker.WorkerSettings`` (or
 ``python -m checkout_operator.worker``). A job expires its checkout only if it
-is still AwaitingPayment and due; the decision and the write are the same
-compare-and-swap the operator uses, so a payment settling at the same moment
-wins or loses cleanly. If Redis loses the job, the operator expires the
-checkout itself when it sees expiresAt has passed.
+is still AwaitingPayment and due (by the deadline journaled with its terms, or an
+earlier ``expiresAt``); the decision and the write are the same compare-and-swap the
+operator uses, so a payment settling at the same moment wins or loses cleanly. If
+Redis loses the job, the operator expires the checkout itself when that deadline has
+passed.
 
 With ``CHECKOUT_WORKER_HEALTH_PORT`` set, the worker serves ``/healthz`` (alive) and
 ``/readyz`` (started, and Redis answered its event loop lately) for the probes.
@@ -31,7 +32,8 @@ from .actions import Deps, Retry, expire
 from .app import build_deps
 from .clients.announcer import EXPIRE_JOB
 from .probes import serve_probes
-from .saga import Phase, View
+from .readmodel import Record
+from .saga import Phase, View, payment_deadline
 from .settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,13 @@ log = logging.getLogger(__name__)
 
 async def expire_checkout(ctx: dict[str, Any], namespace: str, name: str, uid: str) -> str:
     deps = ctx["deps"]
-    if ended := await _ended_in_journal(deps, name, uid):
-        return f"already {ended}"
+    record = await _journaled(deps, name, uid)
+    if record is not None and record.finished_at is not None:
+        return f"already {record.phase}"
+    # The deadline journaled with the terms, not the resource's editable expiresAt,
+    # decides (``saga.payment_deadline``): a later one written by hand does not hold the
+    # stock past the Snap page.
+    journaled = record.expires_at if record is not None else None
     for _ in range(5):
         body = await deps.kube.get(namespace, name)
         if body is None or body["metadata"]["uid"] != uid:
@@ -48,7 +55,8 @@ async def expire_checkout(ctx: dict[str, Any], namespace: str, name: str, uid: s
         view = View.of(body)
         if view.phase is not Phase.AWAITING_PAYMENT:
             return f"already {view.phase.value}"
-        remaining = (view.expires_at - deps.clock()).total_seconds() if view.expires_at else 0
+        due = payment_deadline(view.expires_at, journaled)
+        remaining = (due - deps.clock()).total_seconds() if due else 0
         if remaining > 0:  # clocks differ a little: come back when it is due
             raise ArqRetry(defer=remaining + 0.1)
         try:
@@ -59,22 +67,22 @@ async def expire_checkout(ctx: dict[str, Any], namespace: str, name: str, uid: s
     raise ArqRetry(defer=1)
 
 
-async def _ended_in_journal(deps: Deps, name: str, uid: str) -> str | None:
-    """The phase this checkout ended in, if the journal has its ending.
+async def _journaled(deps: Deps, name: str, uid: str) -> Record | None:
+    """This checkout's journal row (the name is the order id), if it can be read.
 
     Every checkout's job runs at its payment deadline, most of them long after it was
     paid: an apiserver GET each (at 20 paid/s, 20 GETs/s a quarter of an hour later). The
     journal records an ending only once the resource has ended or is gone, and an ended
-    phase never changes, so its word saves the read. The name is the order id.
+    phase never changes, so its ending saves the read. It also holds the deadline.
     """
     try:
         record = await deps.readmodel.get(name)
     except Exception as exc:  # the journal away: the resource decides, as before
         log.warning("%s: journal not read (%r); reading the Checkout", name, exc)
         return None
-    if record is None or record.uid != uid or record.finished_at is None:
+    if record is None or record.uid != uid:
         return None
-    return record.phase
+    return record
 
 
 HEALTH_PORT = "CHECKOUT_WORKER_HEALTH_PORT"

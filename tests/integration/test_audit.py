@@ -10,6 +10,7 @@ exit 1 naming exactly what disagrees.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 import asyncpg
+import pytest
 
 from midtrans import MidtransClient, MidtransConfig
 from product_service import store
@@ -27,9 +29,14 @@ from saga_kit import db
 from saga_kit.events import EventType
 from tests.conftest import Platform
 from tests.helpers.processes import free_port
+from tests.helpers.waiting import eventually
 from tests.integration.product_fixtures import ProductEnv
 from tests.integration.saga_fixtures import SANDBOX_KEY, SagaEnv
-from tests.integration.test_saga_operator import product, wait_stock
+from tests.integration.test_saga_operator import (
+    product,
+    wait_stock,
+    without_the_operators_deadline,
+)
 
 
 @dataclass(frozen=True)
@@ -228,6 +235,33 @@ async def test_a_clean_system_passes_and_each_broken_invariant_is_named(saga: Sa
     # A source that cannot be read gives no verdict.
     nowhere = await audit(saga, "--midtrans-url", f"http://127.0.0.1:{free_port()}")
     assert nowhere.code == 2 and "Midtrans" in nowhere.report["error"], nowhere
+
+
+async def test_a_checkout_running_long_past_its_journaled_deadline_is_named(
+    saga: SagaEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stuck awaiting payment past the deadline journaled with its terms (its Snap page has
+    lapsed, so nobody can buy what it holds): nothing else disagrees, resource and row say
+    AwaitingPayment and the reservation is open, yet the audit names it once the deadline
+    is more than the grace behind."""
+    without_the_operators_deadline(monkeypatch)
+    await saga.start_operator(worker=False)  # nothing expires it
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=1)
+    await saga.wait_phase(name, "AwaitingPayment")
+    record = await saga.operator.deps.readmodel.get(name)
+    assert record is not None and record.expires_at is not None
+    await saga.operator.shutdown()
+    deadline = record.expires_at
+    await eventually(lambda: dt.datetime.now(dt.UTC) > deadline + dt.timedelta(seconds=1))
+
+    found = await audit(saga)
+    assert (found.code, found.mismatches()) == (
+        1,
+        {("reservation", f"checkout {saga.namespace}/{name}")},
+    ), found.report
+    assert "payment deadline" in found.report["mismatches"][0]["left"]
+    assert (await audit(saga, "--settle-seconds", "3600")).code == 0  # within the grace
 
 
 async def test_a_read_model_that_is_not_there_is_no_verdict(saga: SagaEnv) -> None:

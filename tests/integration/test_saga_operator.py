@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +15,19 @@ from arq.jobs import Job, JobResult, JobStatus
 
 from checkout_operator import actions
 from checkout_operator.clients.announcer import expiry_job_id
-from checkout_operator.saga import Action, PaymentState, Plan, View, Voucher, parse_timestamp
+from checkout_operator.saga import (
+    Action,
+    PaymentState,
+    Plan,
+    View,
+    Voucher,
+    parse_timestamp,
+    timestamp,
+)
 from checkout_operator.saga import plan as saga_plan
+from midtrans import MidtransServerError
 from product_service import store
-from tests.helpers.waiting import eventually
+from tests.helpers.waiting import budget, eventually
 from tests.integration.payment_signals import midtrans_quiet, wait_sandbox
 from tests.integration.saga_fixtures import SagaEnv, condition
 
@@ -123,11 +133,16 @@ async def test_payment_page_failure_cancels_and_restores_stock(saga: SagaEnv) ->
 
 
 def without_the_operators_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The operator never expires a checkout by its own clock: no wake-up at expiresAt
+    """The operator never expires a checkout by its own clock: no wake-up at its deadline
     and no expiry step past it (an expiry Midtrans reports would still count)."""
 
-    def plan(view: View, now: dt.datetime, ttl: dt.timedelta | None) -> Plan:
-        step = saga_plan(view, now, ttl)
+    def plan(
+        view: View,
+        now: dt.datetime,
+        ttl: dt.timedelta | None,
+        deadline: dt.datetime | None = None,
+    ) -> Plan:
+        step = saga_plan(view, now, ttl, deadline)
         if step.action is Action.WAIT or (
             step.action is Action.EXPIRE and view.payment is not PaymentState.EXPIRED
         ):
@@ -213,6 +228,149 @@ async def test_operator_expires_overdue_checkouts_when_the_job_is_lost(saga: Sag
     await redis.aclose()
     await saga.wait_phase(name, "Expired", within=20)
     await wait_stock(saga, p, (2, 0))
+
+
+# --- status edited by hand -------------------------------------------------------------
+
+
+def patch_status(saga: SagaEnv, name: str, status: dict[str, Any]) -> None:
+    """A merge patch of the status by kubectl, as a person with ``checkouts/status`` makes it."""
+    body = json.dumps({"status": status})
+    saga.platform.kubectl(
+        "patch", "checkout", name, "--subresource=status", "--type=merge", "-p", body,
+        namespace=saga.namespace,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("expirer", ["job", "operator"])
+async def test_expires_at_moved_later_by_hand_expires_at_the_journaled_deadline(
+    saga: SagaEnv, monkeypatch: pytest.MonkeyPatch, expirer: str
+) -> None:
+    """status.expiresAt is a view of the deadline journaled with the terms, by which the
+    Snap page lapses. Moved a year later by hand, it holds the stock no longer: the expiry
+    job and the operator's own wake-up, each alone, expire the checkout at the journal's."""
+    if expirer == "job":
+        without_the_operators_deadline(monkeypatch)
+    await saga.start_operator(worker=expirer == "job")
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=4)
+    await saga.wait_phase(name, "AwaitingPayment")
+    record = await saga.operator.deps.readmodel.get(name)
+    assert record is not None and record.expires_at is not None and record.expiry_scheduled
+    later = timestamp(record.expires_at + dt.timedelta(days=365))
+    patch_status(saga, name, {"expiresAt": later})
+    edited = await saga.get(name)  # edited while it still awaited payment
+    assert edited is not None and edited["status"]["phase"] == "AwaitingPayment", edited
+    assert edited["status"]["expiresAt"] == later
+
+    body = await saga.wait_phase(name, "Expired", within=30)
+    assert body["status"]["failure"]["reason"] == "PaymentExpired"
+    await wait_stock(saga, p, (2, 0))
+    if expirer == "job":  # it ran and expired it: not put off to the edited date
+
+        async def job_done() -> bool:
+            return (await expiry_job(saga, name))[0] is JobStatus.complete
+
+        await eventually(job_done, within=30, interval=0.05)
+        _, result = await expiry_job(saga, name)
+        assert result is not None and result.result == "Expired", result
+
+
+async def awaiting_by_hand(
+    saga: SagaEnv, monkeypatch: pytest.MonkeyPatch, ttl: int, *, midtrans_fails: bool = False
+) -> tuple[str, str]:
+    """A new checkout whose phase a person moves to AwaitingPayment (the CRD allows
+    Pending -> AwaitingPayment) while the start step waits for Midtrans' payment page, so
+    the step's own status write loses the compare-and-swap. Midtrans then answers (the
+    page and terms are journaled), or with ``midtrans_fails`` fails once (nothing beyond
+    the attempt is). The checkout's name and its product (2 in stock, 1 reserved)."""
+    operator = await saga.start_operator()
+    midtrans = operator.deps.midtrans
+    create_snap = midtrans.create_snap
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow_snap(*args: Any, **kwargs: Any) -> Any:
+        if not asked.is_set():
+            asked.set()
+            await answer.wait()
+            if midtrans_fails:
+                raise MidtransServerError("Midtrans away", http_status=503)
+        return await create_snap(*args, **kwargs)
+
+    monkeypatch.setattr(midtrans, "create_snap", slow_snap)
+    p = await product(saga, stock=2)
+    name = await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=ttl)
+    await asyncio.wait_for(asked.wait(), budget(30))
+    await wait_stock(saga, p, (2, 1))
+    patch_status(saga, name, {"phase": "AwaitingPayment"})
+    answer.set()
+    return name, p
+
+
+def shows_a_page(body: dict[str, Any]) -> bool:
+    return bool(((body.get("status") or {}).get("payment") or {}).get("snapToken"))
+
+
+async def test_awaiting_payment_written_by_hand_ahead_of_the_operator_gets_the_journals_page(
+    saga: SagaEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's write lost to the hand-written phase: the resource still gets the
+    page, amounts and deadline the journal holds (so the buyer has a link and the poller
+    asks about it), the journal is levelled and announced, and a payment on it sells."""
+    name, p = await awaiting_by_hand(saga, monkeypatch, ttl=600)
+    body = await saga.wait_for(name, shows_a_page)
+    record = await saga.operator.deps.readmodel.get(name)
+    assert record is not None and record.expires_at is not None
+    status = body["status"]
+    assert status["phase"] == "AwaitingPayment"
+    assert status["payment"] == {
+        "snapToken": record.snap_token,
+        "redirectUrl": record.redirect_url,
+        "midtransOrderId": record.midtrans_order_id,
+    }
+    assert status["expiresAt"] == timestamp(record.expires_at)
+    assert status["amounts"]["total"] == record.total == 10_000
+    assert [h["phase"] for h in status["history"]] == ["Authorized", "Reserved", "AwaitingPayment"]
+    assert (condition(body, "PaymentReady") or {}).get("status") == "True", body
+
+    async def announced() -> bool:
+        journal = await saga.operator.deps.readmodel.get(name)
+        return (
+            journal is not None
+            and journal.phase == "AwaitingPayment"
+            and (journal.committed_published and journal.expiry_scheduled)
+        )
+
+    await eventually(announced, within=15, interval=0.05)
+    paid = await saga.sandbox(name, "pay", payment_type="bank_transfer")
+    assert paid.status_code == 200, paid.text
+    await saga.wait_phase(name, "Settled")
+    await wait_stock(saga, p, (1, 0))
+
+
+async def test_awaiting_payment_written_by_hand_ahead_of_the_operator_expires(
+    saga: SagaEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """... and unpaid, it expires at the journaled deadline and its stock comes back."""
+    name, p = await awaiting_by_hand(saga, monkeypatch, ttl=2)
+    body = await saga.wait_phase(name, "Expired", within=30)
+    assert body["status"]["failure"]["reason"] == "PaymentExpired"
+    await wait_stock(saga, p, (2, 0))
+
+
+async def test_awaiting_payment_written_by_hand_before_any_page_is_journaled_cancels(
+    saga: SagaEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Midtrans failed meanwhile, so the journal holds no page and no deadline: none was
+    ever offered. The checkout is cancelled and its stock released, not held for ever."""
+    name, p = await awaiting_by_hand(saga, monkeypatch, ttl=600, midtrans_fails=True)
+    body = await saga.wait_phase(name, "Cancelled")
+    assert body["status"]["failure"]["reason"] == "PaymentSetupFailed"
+    assert "written before" in body["status"]["failure"]["message"]
+    assert not shows_a_page(body)
+    await wait_stock(saga, p, (2, 0))
+    record = await saga.operator.deps.readmodel.get(name)
+    assert record is not None and record.phase == "Cancelled" and record.total is None
 
 
 async def test_cancel_request_cancels_at_midtrans_and_restores_stock(saga: SagaEnv) -> None:

@@ -5,6 +5,7 @@ read no journal row (issue 12, session 11: ~0.9 reads per paid checkout were the
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -33,12 +34,14 @@ class Journal(ReadModel):
 class Announcer:
     def __init__(self) -> None:
         self.told: list[str] = []
+        self.expiry_at: dt.datetime | None = None
 
     async def publish(self, order_id: str, event: str) -> None:
         self.told.append(event)
 
     async def schedule_expiry(self, namespace: str, name: str, uid: str, at: Any) -> None:
         self.told.append("expiry job")
+        self.expiry_at = at
 
 
 class Deps:
@@ -59,6 +62,9 @@ def checkout(phase: str, version: int) -> dict[str, Any]:
     }
 
 
+DEADLINE = dt.datetime(2026, 11, 29, 13, 0, 0, 500_000, tzinfo=dt.UTC)  # the journal's
+
+
 async def test_an_awaiting_checkout_seen_announced_is_looked_at_without_a_read() -> None:
     journal = Journal(
         record(
@@ -67,12 +73,15 @@ async def test_an_awaiting_checkout_seen_announced_is_looked_at_without_a_read()
             finished_at=None,
             committed_published=False,
             expiry_scheduled=False,
+            expires_at=DEADLINE,
         )
     )
     deps = Deps(journal)
     awaiting = checkout("AwaitingPayment", 2)
     await ensure_announced(deps, awaiting)  # type: ignore[arg-type]
     assert journal.reads == 1 and deps.announcer.told == ["committed", "expiry job"]
+    # Remembered with the journal's deadline: the reconciler plans by it without a read.
+    assert journal.announced_deadline("co-1") == DEADLINE
     for _ in range(3):  # a watch event, the poller's look, a deadline
         await ensure_announced(deps, awaiting)  # type: ignore[arg-type]
     assert journal.reads == 1 and len(deps.announcer.told) == 2
@@ -84,8 +93,41 @@ async def test_an_awaiting_checkout_seen_announced_is_looked_at_without_a_read()
     reconciler.observe("MODIFIED", awaiting)
     reconciler.observe("MODIFIED", checkout("Settled", 3))
     assert not journal.announced_known("co-1")
+    assert journal.announced_deadline("co-1") is None
     await ensure_announced(deps, awaiting)  # type: ignore[arg-type]
     assert journal.reads == 2
+
+
+@pytest.mark.parametrize(
+    ("shown", "due"),
+    [
+        ("2027-11-29T13:00:00Z", DEADLINE),  # moved a year later by hand: the journal's
+        ("2026-11-29T12:30:00Z", DEADLINE - dt.timedelta(minutes=30, microseconds=500_000)),
+        (None, DEADLINE),  # removed by hand
+    ],
+)
+async def test_the_expiry_job_is_scheduled_at_the_journaled_deadline(
+    shown: str | None, due: dt.datetime
+) -> None:
+    """The job runs when the deadline journaled with the terms passes (the Snap page
+    lapses by it), or at an earlier expiresAt: never later, whatever the resource says."""
+    journal = Journal(
+        record(
+            "co-1",
+            phase="AwaitingPayment",
+            finished_at=None,
+            expiry_scheduled=False,
+            expires_at=DEADLINE,
+        )
+    )
+    deps = Deps(journal)
+    body = checkout("AwaitingPayment", 2)
+    if shown is None:
+        del body["status"]["expiresAt"]
+    else:
+        body["status"]["expiresAt"] = shown
+    await ensure_announced(deps, body)  # type: ignore[arg-type]
+    assert deps.announcer.expiry_at == due
 
 
 async def test_a_checkout_without_its_expiry_job_is_read_each_time() -> None:
@@ -115,7 +157,7 @@ async def test_a_step_that_remembers_after_the_checkout_moved_on_is_forgotten(
 
     async def step(deps: Any, body: dict[str, Any]) -> None:
         reconciler.observe("MODIFIED", checkout("Settled", 3))  # meanwhile, the watch
-        journal.remember_announced("co-1")
+        journal.remember_announced("co-1", DEADLINE)
 
     monkeypatch.setattr(reconciler_module, "reconcile", step)
     reconciler.observe("ADDED", awaiting)

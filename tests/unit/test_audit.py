@@ -37,6 +37,7 @@ from saga_devenv.audit import (
     check_stock,
     orders_of,
     orders_to_ask,
+    overdue,
     reservation_agrees,
     resource_problem,
     return_severity,
@@ -249,6 +250,42 @@ def test_reservation_mismatches_name_both_sides_and_orphans() -> None:
         " vs reservation order-1: committed",
         "MISMATCH reservation reservation stray: reservation: reserved vs read model: no checkout",
     ]
+
+
+@pytest.mark.parametrize(
+    ("checkout", "reported"),
+    [
+        (row("AwaitingPayment", expires_at=NOW + GRACE), False),  # payable still
+        (row("AwaitingPayment", expires_at=JUST_NOW), False),  # its expiry may be under way
+        (row("AwaitingPayment", expires_at=NOW - GRACE), False),
+        # Long past the deadline journaled with its terms, still running: held for nobody
+        # (its resource's expiresAt may have been moved, or never shown).
+        (row("AwaitingPayment", expires_at=LONG_AGO), True),
+        (row("Pending", expires_at=LONG_AGO), True),  # the journal never levelled
+        (row("AwaitingPayment", expires_at=None), False),  # no terms journaled
+        (row("Expired", expires_at=LONG_AGO), False),  # ended
+        (row("Settled", expires_at=LONG_AGO), False),
+    ],
+)
+def test_a_running_checkout_long_past_its_journaled_deadline_is_named(
+    checkout: CheckoutRow, reported: bool
+) -> None:
+    assert overdue(checkout, NOW, GRACE) is reported
+    held = {"Expired": "expired", "Settled": "settled"}.get(checkout.phase, "reserved")
+    findings = check_reservations([checkout], [Reservation("order-1", held, {})], NOW, GRACE)
+    assert [f.subject for f in findings] == (["checkout shop/order-1"] if reported else [])
+
+
+def test_an_overdue_checkout_names_its_deadline_and_what_it_holds() -> None:
+    stuck = row("AwaitingPayment", expires_at=LONG_AGO)
+    (finding,) = check_reservations([stuck], [Reservation("order-1", "reserved", {})], NOW, GRACE)
+    assert finding.line() == (
+        "MISMATCH reservation checkout shop/order-1: read model: AwaitingPayment, payment"
+        " deadline 2026-05-01T10:00:00+00:00 passed vs reservation order-1: reserved"
+    )
+    # One finding for one checkout: a reservation that disagrees as well is that one.
+    (finding,) = check_reservations([stuck], [Reservation("order-1", "cancelled", {})], NOW, GRACE)
+    assert finding.left == "read model: AwaitingPayment"
 
 
 # --- 3. each resource and its read-model row -------------------------------------------------

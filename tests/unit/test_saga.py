@@ -27,8 +27,10 @@ from checkout_operator.saga import (
     Reason,
     View,
     Voucher,
+    can_reach,
     can_transition,
     parse_timestamp,
+    payment_deadline,
     payment_items,
     payment_state,
     plan,
@@ -52,9 +54,11 @@ HOUR = dt.timedelta(hours=1)
 #
 # A checkout is driven by ``plan()`` as the operator drives it (actions.reconcile), while
 # the world does what it may in between: the clock moves, the buyer cancels or pays,
-# Midtrans reports late, the Product service hears events late, twice or out of order.
-# Each step's effect follows actions.py (start, fail, settle); phases come from FAILURES
-# and FINAL_EVENT, the product side is product_service.domain.decide.
+# Midtrans reports late, the Product service hears events late, twice or out of order,
+# and a person with ``checkouts/status`` moves the phase forward (the CRD allows it) or
+# the expiry later. Each step's effect follows actions.py (start, offer, fail, settle);
+# phases come from FAILURES and FINAL_EVENT, the product side is
+# product_service.domain.decide.
 
 # Refused before Reserve is called (voucher, user), and refused by Reserve itself.
 START_REFUSALS = (Reason.INVALID_VOUCHER, Reason.UNAUTHORIZED)
@@ -69,11 +73,25 @@ START_OUTCOMES = (
     *("ok",) * 12,
     "infra_error",
     *("crash_after_reserve",) * 3,
+    *("write_lost",) * 2,  # terms and page journaled, the status write lost a race
     "setup_fails",
     *START_REFUSALS,
     *RESERVE_REFUSALS,
 )
-WORLD = ("tick", "cancel", "choose", "pay", "pay", "deny", "midtrans_expires", "notify", "deliver")
+WORLD = (
+    "tick",
+    "cancel",
+    "choose",
+    "pay",
+    "pay",
+    "deny",
+    "midtrans_expires",
+    "notify",
+    "deliver",
+    "nudge",  # status.phase: AwaitingPayment written by hand ahead of the operator
+    "postpone",  # status.expiresAt moved a year later by hand
+)
+HAND = "ByHand"  # the reason of a phase change a person wrote
 PAID_AT_MIDTRANS = "settlement"
 
 
@@ -114,7 +132,9 @@ class Run:
     phase: Phase = Phase.PENDING
     history: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: bool = False
-    expires_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None  # status.expiresAt
+    offered: bool = False  # status.payment shows the page
+    deadline: dt.datetime | None = None  # the journal's, recorded with the terms
     reported: str | None = None  # status.payment.transactionStatus, as last heard
     midtrans: str | None = None  # what Midtrans' status API answers now
     reserve_attempted: bool = False
@@ -128,8 +148,13 @@ class Run:
         status: dict[str, Any] = {"phase": self.phase.value, "history": self.history}
         if self.expires_at is not None:
             status["expiresAt"] = timestamp(self.expires_at)
+        payment: dict[str, Any] = {}
+        if self.offered:
+            payment.update(snapToken="t", redirectUrl="https://pay/t", midtransOrderId="o-1")
         if self.reported is not None:
-            status["payment"] = {"transactionStatus": self.reported, "fraudStatus": "accept"}
+            payment.update(transactionStatus=self.reported, fraudStatus="accept")
+        if payment:
+            status["payment"] = payment
         return {"spec": {"cancelRequested": self.cancel_requested}, "status": status}
 
     @property
@@ -182,8 +207,17 @@ class Run:
             return  # Reserve's answer lost: started again later
         if outcome == "setup_fails":
             return self.end(Reason.PAYMENT_SETUP_FAILED)
+        # record_terms: a deadline journaled by an earlier try stays.
+        self.deadline = self.deadline or self.now + dt.timedelta(minutes=15)
+        if outcome == "write_lost":
+            return  # the status write lost the compare-and-swap: looked at again
         self.enter(Phase.AUTHORIZED, Phase.RESERVED, Phase.AWAITING_PAYMENT)
-        self.expires_at = self.now + dt.timedelta(minutes=15)
+        self.offer()
+
+    def offer(self) -> None:
+        """The journal's page and deadline shown (start's write, or actions.offer)."""
+        self.offered = True
+        self.expires_at = self.deadline
         self.announce()
 
     def announce(self) -> None:
@@ -193,12 +227,17 @@ class Run:
 
     def step(self, start_outcome: str) -> None:
         """One reconciliation, as actions.reconcile takes it."""
-        step = plan(View.of(self.body()), self.now, HOUR)
+        awaiting = self.phase is Phase.AWAITING_PAYMENT
+        step = plan(View.of(self.body()), self.now, HOUR, self.deadline if awaiting else None)
         if self.phase in TERMINAL:
             assert step.action in (Action.FINISH, Action.DELETE), (self.phase, step)
         match step.action:
             case Action.START:
                 self.start(start_outcome)
+            case Action.OFFER if self.deadline is not None:
+                self.offer()  # the resource's history is left as it is here
+            case Action.OFFER:  # no page was ever journaled: none is offered
+                self.end(Reason.PAYMENT_SETUP_FAILED)
             case Action.SETTLE:
                 assert self.midtrans == PAID_AT_MIDTRANS  # settle_if_verified asks Midtrans
                 self.finish(Phase.SETTLED)
@@ -214,7 +253,8 @@ class Run:
                 self.deleted = step.action is Action.DELETE
 
     def world(self, event: str, data: st.DataObject) -> None:
-        payable = self.phase is Phase.AWAITING_PAYMENT
+        # Only a page the buyer was shown can be paid.
+        payable = self.phase is Phase.AWAITING_PAYMENT and self.offered
         match event:
             case "tick":
                 self.now += dt.timedelta(seconds=data.draw(st.integers(0, 7200)))
@@ -236,6 +276,13 @@ class Run:
                 if not data.draw(st.booleans()):  # heard twice: delivered again later
                     del self.outbox[i]
                 self.product.hear(heard)
+            case "nudge" if self.phase is Phase.PENDING:
+                self.history = with_history(
+                    self.history, [(Phase.AWAITING_PAYMENT, HAND)], self.now
+                )
+                self.phase = Phase.AWAITING_PAYMENT
+            case "postpone" if payable and self.expires_at is not None:
+                self.expires_at += dt.timedelta(days=365)
 
 
 @given(data=st.data(), quantity=st.integers(1, 5), stock=st.integers(0, 12))
@@ -264,8 +311,12 @@ def test_every_path_ends_once_and_sells_or_releases_exactly_what_was_reserved(
     for final in data.draw(st.permutations(run.outbox)):
         run.product.hear(final)
 
-    for before, after in itertools.pairwise(run.path):
-        assert can_transition(before, after), run.path
+    moves = [(Phase(h["phase"]), h.get("reason")) for h in run.history]
+    for (before, _), (after, reason) in itertools.pairwise([(Phase.PENDING, None), *moves]):
+        # A person's write may pass phases (the CRD allows any forward move); the
+        # operator's go one transition at a time.
+        allowed = can_reach if reason == HAND else can_transition
+        assert allowed(before, after), run.path
     assert (run.phase is Phase.SETTLED) is (run.midtrans == PAID_AT_MIDTRANS), run.path
     product = run.product
     assert product.reservation not in OUTSTANDING, (run.path, product)
@@ -642,7 +693,9 @@ def body(
     transaction: str | None = None,
     fraud: str | None = None,
     finished_at: dt.datetime | None = None,
+    page: bool = True,
 ) -> dict[str, Any]:
+    """``page``: status.payment shows the payment page (as the start step writes it)."""
     spec: dict[str, Any] = {"userId": "42", "items": [{"productId": "p", "unitPrice": 1}]}
     if cancel:
         spec["cancelRequested"] = True
@@ -651,10 +704,15 @@ def body(
         status["phase"] = phase
     if expires_at is not None:
         status["expiresAt"] = timestamp(expires_at)
+    payment: dict[str, Any] = {}
+    if page:
+        payment.update(snapToken="t", redirectUrl="https://pay/t", midtransOrderId="o-1")
     if transaction is not None:
-        status["payment"] = {"snapToken": "t", "transactionStatus": transaction}
+        payment["transactionStatus"] = transaction
         if fraud is not None:
-            status["payment"]["fraudStatus"] = fraud
+            payment["fraudStatus"] = fraud
+    if payment:
+        status["payment"] = payment
     if finished_at is not None:
         status["history"] = [
             {"phase": "AwaitingPayment", "at": timestamp(finished_at - HOUR)},
@@ -682,6 +740,7 @@ def test_view_of_reads_the_resource() -> None:
         expires_at=NOW + HOUR,
         payment=PaymentState.PAID,
         finished_at=None,
+        offered=True,
     )
 
 
@@ -690,6 +749,28 @@ def test_view_of_an_empty_resource() -> None:
     assert v == View(Phase.PENDING, False, None, PaymentState.NONE, None)
     assert View.of({"status": None, "spec": None}) == v
     assert View.of({"status": {"payment": {"snapToken": "t"}}}).payment is PaymentState.NONE
+
+
+@pytest.mark.parametrize(
+    ("b", "offered"),
+    [
+        (body("AwaitingPayment", expires_at=NOW), True),
+        (body("AwaitingPayment", expires_at=NOW, page=False), False),  # phase written by hand
+        (body("AwaitingPayment"), False),  # expiresAt removed
+        (body("AwaitingPayment", expires_at=NOW, page=False, transaction="pending"), False),
+    ],
+)
+def test_view_of_a_resource_tells_whether_it_shows_the_payment_page(
+    b: dict[str, Any], offered: bool
+) -> None:
+    assert View.of(b).offered is offered
+
+
+@pytest.mark.parametrize("missing", ["snapToken", "redirectUrl", "midtransOrderId"])
+def test_each_field_of_the_page_counts(missing: str) -> None:
+    b = body("AwaitingPayment", expires_at=NOW)
+    del b["status"]["payment"][missing]
+    assert not View.of(b).offered
 
 
 def test_view_of_a_finished_resource_reads_when_it_finished() -> None:
@@ -762,8 +843,56 @@ def test_otherwise_wait_until_the_expiry(transaction: str | None, fraud: str | N
     assert plan(View.of(b), NOW, HOUR) == Plan(Action.WAIT, at=expires)
 
 
-def test_wait_without_an_expiry_has_no_time() -> None:
-    assert plan(View.of(body("AwaitingPayment")), NOW, HOUR) == Plan(Action.WAIT, at=None)
+@pytest.mark.parametrize(
+    ("shown", "journaled", "due"),
+    [
+        (NOW, NOW, NOW),
+        (NOW + 365 * 24 * HOUR, NOW, NOW),  # moved later by hand: the journal's
+        (NOW - HOUR, NOW, NOW - HOUR),  # moved earlier by hand: the earlier
+        (None, NOW, NOW),  # removed by hand
+        (NOW, None, NOW),  # a row journaled without a deadline: the view alone
+        (None, None, None),
+    ],
+)
+def test_the_payment_deadline_is_the_journals_or_an_earlier_one_shown(
+    shown: dt.datetime | None, journaled: dt.datetime | None, due: dt.datetime | None
+) -> None:
+    assert payment_deadline(shown, journaled) == due
+
+
+def test_expires_at_moved_later_by_hand_neither_delays_the_expiry_nor_its_wake_up() -> None:
+    journaled = NOW + dt.timedelta(minutes=15)
+    later = View.of(body("AwaitingPayment", expires_at=NOW + 365 * 24 * HOUR))
+    assert plan(later, NOW, HOUR, journaled) == Plan(Action.WAIT, at=journaled)
+    assert plan(later, journaled, HOUR, journaled) == Plan(Action.EXPIRE)
+    # Moved earlier: then (the page is expired at Midtrans, as at any expiry).
+    earlier = View.of(body("AwaitingPayment", expires_at=NOW + dt.timedelta(minutes=5)))
+    assert plan(earlier, NOW, HOUR, journaled) == Plan(
+        Action.WAIT, at=NOW + dt.timedelta(minutes=5)
+    )
+    # No deadline journaled (a row from before terms were): the resource's, as before.
+    assert plan(later, NOW, HOUR) == Plan(Action.WAIT, at=NOW + 365 * 24 * HOUR)
+
+
+def test_awaiting_payment_without_its_page_shown_is_offered_from_the_journal() -> None:
+    """status.phase AwaitingPayment written by hand ahead of the start step's own write
+    (which then loses the compare-and-swap): no link, no expiresAt. The journal's page and
+    deadline are written then, and it wakes at that deadline; nothing journaled, the
+    offer step decides (it cancels)."""
+    journaled = NOW + dt.timedelta(minutes=15)
+    by_hand = View.of(body("AwaitingPayment", page=False))
+    assert plan(by_hand, NOW, HOUR, journaled) == Plan(Action.OFFER, at=journaled)
+    assert plan(by_hand, NOW, HOUR) == Plan(Action.OFFER)
+    # Past the journaled deadline it expires, page or not.
+    assert plan(by_hand, journaled, HOUR, journaled) == Plan(Action.EXPIRE)
+    # Money and a cancel request come first, as ever.
+    paid = View.of(body("AwaitingPayment", page=False, transaction="settlement"))
+    assert plan(paid, NOW, HOUR, journaled) == Plan(Action.SETTLE)
+    cancelled = View.of(body("AwaitingPayment", page=False, cancel=True))
+    assert plan(cancelled, NOW, HOUR, journaled) == Plan(Action.CANCEL)
+    # The page shown but expiresAt removed: offered again too.
+    no_expiry = View.of(body("AwaitingPayment"))
+    assert plan(no_expiry, NOW, HOUR, journaled) == Plan(Action.OFFER, at=journaled)
 
 
 @pytest.mark.parametrize("phase", sorted(TERMINAL))
