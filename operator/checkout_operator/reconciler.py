@@ -128,7 +128,7 @@ class Reconciler:
             self._listings += 1
             if key in self.cache:  # a re-list: the cache may hold one deleted in the gap
                 self._cache_fresh = False
-        self._remember(body)
+        self._remember(body, watched=True)
         self.enqueue(key)
 
     def _forget(self, key: Key, last: dict[str, Any]) -> None:
@@ -308,11 +308,15 @@ class Reconciler:
         if known is not None:
             self._forget(key, known)
 
-    def _remember(self, body: dict[str, Any]) -> None:
+    def _remember(self, body: dict[str, Any], *, watched: bool = False) -> None:
         if body["metadata"]["uid"] in self._gone:
             return  # read before its deletion, which was seen meanwhile
         key = key_of(body)
         known = self.cache.get(key)
+        if known is None and not watched:
+            # Cached by a read, not by the watch: deleted before the listing, it would
+            # be held with no DELETED event to come.
+            self._cache_fresh = False
         if known is None or _newer(body, known):
             self._count(known, -1)
             self.cache[key] = slim(body)

@@ -310,3 +310,20 @@ async def test_after_a_gap_the_first_comparison_reads_every_row(
     assert await rec.sweep("shop", MIN_AGE) == 1
     assert released == [rows[0].name]
     assert rec.deps.kube.lists == 1  # type: ignore[attr-defined]
+
+
+async def test_a_checkout_read_before_the_listing_is_compared_by_the_first_sweep(
+    released: list[str],
+) -> None:
+    """The inbox or a retry may read a checkout (a GET) before kopf's listing; deleted
+    before the listing, it is neither listed nor deleted by the watch, so the cache holding
+    it proves nothing (a review of session 14)."""
+    rows = [open_row(n) for n in range(3)]
+    rec = Reconciler(Deps(rows), workers=1)  # type: ignore[arg-type]
+    rec.watch_started()
+    await rec._refresh((rows[0].namespace, rows[0].name))  # read, then deleted
+    rec.deps.kube.gone.add(rows[0].name)  # type: ignore[attr-defined]
+    for row in rows[1:]:
+        listed(rec, row)
+    assert await rec.sweep("shop", MIN_AGE) == 1
+    assert released == [rows[0].name]
