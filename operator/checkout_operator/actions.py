@@ -463,13 +463,15 @@ async def payment_page(
                 continue
             metrics.MIDTRANS_ERRORS.labels("snap", "refused").inc()
             raise PaymentSetupFailed(f"Midtrans refused the payment page: {exc}") from exc
-        except CircuitOpen as exc:
-            # No call was made: that ends nothing, whatever the time.
-            metrics.MIDTRANS_ERRORS.labels("snap", "transient").inc()
-            raise Retry(f"Midtrans: {exc}") from exc
-        except MidtransError as exc:
+        except (MidtransError, CircuitOpen) as exc:
             metrics.MIDTRANS_ERRORS.labels("snap", "transient").inc()
             deadline = deps.settings.payment_setup_deadline
+            if isinstance(exc, CircuitOpen):
+                # No call was made: that alone fails nothing. Open a whole cooldown past
+                # the deadline, the circuit was opened again by a call that failed past
+                # it (its trial calls are shared by every checkout: waiting for one's
+                # own would hold the stock of many for the outage's length).
+                deadline += dt.timedelta(seconds=deps.breaker.cooldown)
             ages = await deps.readmodel.snap_order_ages(order_id)
             if payment_setup_over(ages[0] if ages else None, deadline):
                 raise PaymentSetupFailed(

@@ -313,6 +313,31 @@ async def test_an_open_circuit_alone_never_ends_a_checkout(saga: SagaEnv) -> Non
     await wait_stock(saga, p, (2, 1))
 
 
+async def test_an_open_circuit_a_cooldown_past_the_deadline_ends_the_checkouts_waiting(
+    saga: SagaEnv,
+) -> None:
+    """Midtrans away for longer than the setup deadline: the circuit's trial calls, one a
+    cooldown and shared by every checkout, were the only calls that could end one, so
+    each waiting checkout held its stock until a trial call happened to be its own (two
+    a minute with the default cooldown). Now an open circuit a whole cooldown past the
+    deadline ends it too (it was opened again by a call that failed past the deadline)."""
+    deadline = dt.timedelta(seconds=1)
+    operator = await saga.start_operator(payment_setup_deadline=deadline)
+    snap_failing(operator, lambda order, failed: True, made=False)  # Midtrans away
+    breaker = CircuitBreaker(cooldown=1.0, transient=(MidtransError,))
+    operator.deps.breaker = breaker
+    p = await product(saga, stock=4)
+    names = [await saga.create(items=[(p, 10_000, 1)], paymentTTLSeconds=600) for _ in range(4)]
+    failures = []
+    for name in names:
+        body = await saga.wait_phase(name, "Cancelled", within=60)
+        failures.append(body["status"]["failure"]["message"])
+    assert all("setup deadline" in f for f in failures), failures
+    # Not one per trial call: the open circuit ended some of them.
+    assert any("circuit" in f for f in failures), failures
+    await wait_stock(saga, p, (4, 0))
+
+
 async def test_a_gateway_losing_snap_answers_for_a_while_uses_the_attempts_over_the_deadline(
     saga: SagaEnv,
 ) -> None:
