@@ -479,7 +479,7 @@ def order_finding(
     if severity is None:
         return None
     if made is not None and order not in made:
-        journal = "an order Midtrans never made for it (no Snap page of ours): its maker's"
+        journal = "an order Midtrans gave it no Snap page for (taken, or answer lost)"
         return Finding(
             "money",
             subject,

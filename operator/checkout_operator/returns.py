@@ -130,8 +130,9 @@ class PaymentReturns:
         order = row.midtrans_order_id
         metrics.PAYMENT_RETURNS.labels(step.value, "not-ours").inc()
         log.warning(
-            "%s: money on Midtrans order %s, which was never made for this checkout"
-            " (no Snap page of ours): left to whoever made it, not %s",
+            "%s: money on Midtrans order %s, for which Midtrans gave this checkout no Snap"
+            " page (refused to us as taken, or its answer lost, so nobody we served holds"
+            " its page): left to whoever made it, not %s",
             row.order_id,
             order,
             "voided" if step is ReturnStep.VOID else "refunded",
