@@ -161,7 +161,12 @@ class MidtransClient:
         self._check(response, body, what=f"create Snap transaction {order_id}")
         token = body.get("token") if body else None
         redirect_url = body.get("redirect_url") if body else None
-        if not isinstance(token, str) or not token or not isinstance(redirect_url, str):
+        if (
+            not isinstance(token, str)
+            or not token
+            or not isinstance(redirect_url, str)
+            or not redirect_url
+        ):
             raise MidtransServerError(
                 f"create Snap transaction {order_id}: the answer has no token/redirect_url",
                 http_status=response.status_code,
