@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .latest import Latest
-from .saga import TERMINAL, Line, Phase, parse_timestamp
+from .saga import TERMINAL, Amounts, Line, Phase, parse_timestamp
 
 
 @dataclass(frozen=True)
@@ -128,12 +128,7 @@ class Terms:
     lines: int  # products held
 
     def amounts(self) -> dict[str, int]:
-        return {
-            "subtotal": self.subtotal,
-            "fees": self.fees,
-            "discount": self.discount,
-            "total": self.total,
-        }
+        return Amounts(self.subtotal, self.fees, self.discount, self.total).as_status()
 
     def page(self) -> tuple[str, str, str]:
         """(Midtrans order id, Snap token, link), as ``actions.payment_page`` gives them."""
